@@ -1,0 +1,407 @@
+"""The tracking files as a board: lossless reading, validated views, safe edits.
+
+Each file is a list of blocks: the person's own text (kept as raw lines) and
+task entries (kept as raw lines too, see entry.py). Saving joins the lines
+again, so a file that was not edited is written back byte for byte; an edit
+touches only the lines of the entries it changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from kanban.entry import Entry, line_ending, new_entry_lines, strip_ending
+from kanban.errors import KanbanError
+from kanban.ids import DEFAULT_PREFIX, ID_RE, id_number, is_valid_id
+from kanban.mdblocks import split_lines, top_headings
+from kanban.model import BOARD_COLUMNS, COLUMN_FILES, DEFAULT_PRIORITY, Column, Task
+
+BOM = "\ufeff"
+_DIRTY_SEQ = itertools.count(1)
+# Board files larger than this are refused rather than parsed slowly.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+# Merged tasks appear in CHANGELOG.md as list items `- TASK-12: title`.
+_CHANGELOG_ID_RE = re.compile(r"^[ \t]*[-*+][ \t]+(?:\*\*|`)?([A-Za-z][A-Za-z0-9_]*-[0-9]+)(?:\*\*|`)?:", re.M)
+
+
+@dataclass
+class BoardFile:
+    """One tracking file: blocks of prose (lists of lines) and entries."""
+
+    path: Path
+    column: Column
+    raw: bytes  # exactly what was read; compared before writing
+    bom: bool
+    blocks: list[list[str] | Entry]
+    exists: bool = True
+    dirty_since: int = 0  # order in which files became dirty; 0 = clean
+
+    @property
+    def dirty(self) -> bool:
+        return self.dirty_since > 0
+
+    def mark_dirty(self) -> None:
+        if not self.dirty_since:
+            self.dirty_since = next(_DIRTY_SEQ)
+
+    def mark_clean(self) -> None:
+        self.dirty_since = 0
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def entries(self) -> Iterator[Entry]:
+        return (b for b in self.blocks if isinstance(b, Entry))
+
+    def lines(self) -> Iterator[str]:
+        for block in self.blocks:
+            yield from (block.lines if isinstance(block, Entry) else block)
+
+    def render(self) -> bytes:
+        text = "".join(self.lines())
+        return ((BOM if self.bom else "") + text).encode("utf-8")
+
+    @property
+    def newline(self) -> str:
+        """The file's dominant line ending ("\\n" for a file with none)."""
+        return self.own_newline() or "\n"
+
+    def own_newline(self) -> str | None:
+        counts: dict[str, int] = {}
+        for line in self.lines():
+            if ending := line_ending(line):
+                counts[ending] = counts.get(ending, 0) + 1
+        return max(counts, key=counts.__getitem__) if counts else None
+
+    def remove(self, entry: Entry) -> None:
+        self.blocks = [b for b in self.blocks if b is not entry]
+        self.mark_dirty()
+
+    def append(self, entry: Entry) -> None:
+        """Insert an entry after the last entry (or at the end), as a pure insertion."""
+        nl = self.own_newline() or entry.newline
+        entry.convert_newlines(nl)
+        lines = entry.lines
+        at = max((i for i, b in enumerate(self.blocks) if isinstance(b, Entry)), default=len(self.blocks) - 1) + 1
+        before = [line for b in self.blocks[:at] for line in (b.lines if isinstance(b, Entry) else b)]
+        lead: list[str] = []
+        if before and not line_ending(before[-1]):
+            lead.append(nl)  # the file had no final newline: end its last line first
+        if before and (lead or before[-1].strip()):
+            lead.append(nl)  # a blank line between the text above and the new entry
+        if at < len(self.blocks) and lines[-1].strip():
+            lines.append(nl)  # and one before whatever follows
+        if lead:
+            self.blocks.insert(at, lead)
+            at += 1
+        self.blocks.insert(at, entry)
+        self.mark_dirty()
+
+
+def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
+    """Split a file's bytes into prose blocks and entries. Raises KanbanError if unreadable."""
+    if len(data) > MAX_FILE_BYTES:
+        raise KanbanError(
+            f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit for board files",
+            file=path.name,
+            hint="move finished or old entries out of it",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise KanbanError(
+            f"not valid UTF-8 (byte {exc.start})", file=path.name, line=line, hint="save the file as UTF-8 text"
+        ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise KanbanError("contains a NUL byte: this is not a text file", file=path.name, line=line,
+                          hint="restore the file from git or delete it")
+    bom = text.startswith(BOM)
+    if bom:
+        text = text[1:]
+    lines = split_lines(text)
+    blocks: list[list[str] | Entry] = []
+    cuts = [h for h in top_headings(text)]
+    starts = [(h.line, h) for h in cuts]
+    prev = 0
+    for i, (start, h) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(lines)
+        entry = _entry_at(lines, start, end, h, column)
+        if entry is None:
+            continue
+        if start > prev:
+            blocks.append(lines[prev:start])
+        blocks.append(entry)
+        prev = end
+    if prev < len(lines):
+        blocks.append(lines[prev:])
+    return BoardFile(path, column, data, bom, _merge_prose(blocks))
+
+
+def _entry_at(lines: list[str], start: int, end: int, h, column: Column) -> Entry | None:
+    if h.level != 2 or not h.atx or column is Column.DONE:
+        return None
+    entry = Entry(lines[start:end], start + 1)
+    if entry.task_id is None and column is not Column.TODO:
+        return None  # outside TODO.md a heading with no ID is the person's own text
+    return entry
+
+
+def _merge_prose(blocks: list[list[str] | Entry]) -> list[list[str] | Entry]:
+    merged: list[list[str] | Entry] = []
+    for b in blocks:
+        if isinstance(b, list) and merged and isinstance(merged[-1], list):
+            merged[-1] = merged[-1] + b
+        else:
+            merged.append(b)
+    return merged
+
+
+@dataclass
+class Board:
+    """The four board files of a repository, plus the IDs already merged."""
+
+    root: Path
+    files: dict[Column, BoardFile]
+    done_ids: set[str] = field(default_factory=set)
+
+    # -- lookups ---------------------------------------------------------------
+
+    def located(self) -> Iterator[tuple[BoardFile, Entry]]:
+        for column in BOARD_COLUMNS:
+            f = self.files[column]
+            for entry in f.entries():
+                yield f, entry
+
+    def find(self, task_id: str) -> tuple[BoardFile, Entry] | None:
+        for f, entry in self.located():
+            if entry.task_id == task_id:
+                return f, entry
+        return None
+
+    def tasks(self) -> list[Task]:
+        """Every entry with an ID, as plain Task records (new TODO headings excluded)."""
+        out = []
+        for order, (f, entry) in enumerate(self.located()):
+            if entry.task_id is not None:
+                out.append(to_task(f, entry, order))
+        return out
+
+    def new_entries(self) -> list[Entry]:
+        return [e for e in self.files[Column.TODO].entries() if e.task_id is None]
+
+    def all_ids(self) -> set[str]:
+        return {e.task_id for _, e in self.located() if e.task_id} | self.done_ids
+
+    # -- edits -----------------------------------------------------------------
+
+    def assign_ids(self) -> list[str]:
+        """Give each new TODO heading the next free TASK-N. Returns the new IDs."""
+        new = self.new_entries()
+        if not new:
+            return []
+        taken = [id_number(i)[1] for i in self.all_ids() if id_number(i)[0] == DEFAULT_PREFIX]
+        n = max(taken, default=0)
+        given = []
+        for entry in new:
+            n += 1
+            entry.set_id(f"{DEFAULT_PREFIX}-{n}")
+            given.append(entry.task_id)
+        self.files[Column.TODO].mark_dirty()
+        return given
+
+    def move(self, task_id: str, to: Column) -> Entry:
+        """Move an entry to another file.
+
+        The source is marked dirty after the target, so save() writes the
+        target first: a crash in between leaves the entry in two files (which
+        repair resolves), never in none. Keep to one move per save.
+        """
+        src, entry = self.require(task_id)
+        if src.column is to:
+            return entry
+        self.files[to].append(entry)
+        src.remove(entry)
+        src.dirty_since = next(_DIRTY_SEQ)
+        return entry
+
+    def require(self, task_id: str) -> tuple[BoardFile, Entry]:
+        found = self.find(task_id)
+        if found is None:
+            raise KanbanError(f"no task {task_id} on the board", hint="run 'kanban status' to see the task IDs")
+        return found
+
+    def touch(self, task_id: str) -> Entry:
+        """The entry for an in-place edit; marks its file to be written."""
+        f, entry = self.require(task_id)
+        f.mark_dirty()
+        return entry
+
+    def add(self, title: str, meta: dict[str, str], body: str = "") -> str:
+        self.assign_ids()
+        taken = [id_number(i)[1] for i in self.all_ids() if id_number(i)[0] == DEFAULT_PREFIX]
+        task_id = f"{DEFAULT_PREFIX}-{max(taken, default=0) + 1}"
+        todo = self.files[Column.TODO]
+        todo.append(Entry(new_entry_lines(task_id, title, meta, body, todo.newline), 0))
+        return task_id
+
+    def dirty_files(self) -> list[BoardFile]:
+        """Files to write, in the order they became dirty (a move's target first)."""
+        return sorted((f for f in self.files.values() if f.dirty), key=lambda f: f.dirty_since)
+
+
+def to_task(f: BoardFile, entry: Entry, order: int) -> Task:
+    meta = entry.meta()
+    return Task(
+        id=entry.task_id or "",
+        title=entry.title,
+        column=f.column,
+        priority=_int_or(meta.get("priority"), DEFAULT_PRIORITY),
+        depends=tuple(split_list(meta.get("depends", ""))),
+        files=tuple(split_list(meta.get("files", ""))),
+        markers=frozenset(entry.markers),
+        status=meta.get("status"),
+        track=meta.get("track"),
+        order=order,
+    )
+
+
+def split_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _int_or(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def changelog_ids(text: str) -> set[str]:
+    return {m.group(1) for m in _CHANGELOG_ID_RE.finditer(text) if is_valid_id(m.group(1))}
+
+
+# -- validation ------------------------------------------------------------------
+
+
+def validate(board: Board) -> None:
+    """Raise a KanbanError for the first problem found, naming file and line."""
+    seen: dict[str, tuple[BoardFile, Entry]] = {}
+    for f, entry in board.located():
+        tid = entry.task_id
+        if tid is None:
+            continue
+        if tid in seen:
+            first_f, first = seen[tid]
+            raise KanbanError(
+                f"task ID {tid} is used twice (also at {first_f.name}:{first.line_no})",
+                file=f.name,
+                line=entry.line_no,
+                hint="give one of them a new ID, or delete the stale copy",
+            )
+        seen[tid] = (f, entry)
+        _validate_meta(f, entry)
+    for f, entry in board.located():
+        _validate_depends(board, f, entry)
+    _check_cycles(board)
+
+
+def _validate_meta(f: BoardFile, entry: Entry) -> None:
+    meta = entry.meta()
+    if "priority" in meta:
+        value = meta["priority"]
+        if not re.fullmatch(r"[0-9]{1,4}", value) or int(value) < 1:
+            raise KanbanError(
+                f"priority of {entry.task_id} must be a whole number from 1 (most urgent), got {value!r}",
+                file=f.name,
+                line=entry.meta_line_no("priority"),
+                hint="write e.g. 'priority: 2'",
+            )
+    if "files" in meta:
+        for path in split_list(meta["files"]):
+            if path.startswith("/") or ".." in Path(path).parts or "\\" in path:
+                raise KanbanError(
+                    f"files of {entry.task_id} names {path!r}, which is not a path inside the repository",
+                    file=f.name,
+                    line=entry.meta_line_no("files"),
+                    hint="use repository-relative paths or globs such as src/cache.py or src/**/*.py",
+                )
+
+
+def _validate_depends(board: Board, f: BoardFile, entry: Entry) -> None:
+    meta = entry.meta()
+    if "depends" not in meta or entry.task_id is None and f.column is not Column.TODO:
+        return
+    line = entry.meta_line_no("depends")
+    known = board.all_ids()
+    for dep in split_list(meta["depends"]):
+        if not is_valid_id(dep):
+            shown = dep if len(dep) <= 60 else dep[:57] + "..."
+            raise KanbanError(
+                f"depends names {shown!r}, which is not a task ID",
+                file=f.name,
+                line=line,
+                hint="list IDs such as TASK-3, separated by commas",
+            )
+        if dep not in known:
+            raise KanbanError(
+                f"depends names {dep}, which is on no board file and not in CHANGELOG.md",
+                file=f.name,
+                line=line,
+                hint="fix the ID or remove it from depends",
+            )
+        if dep == entry.task_id:
+            raise KanbanError(
+                f"{dep} depends on itself", file=f.name, line=line, hint="remove it from its own depends line"
+            )
+
+
+def _check_cycles(board: Board) -> None:
+    graph: dict[str, list[str]] = {}
+    where: dict[str, tuple[BoardFile, Entry]] = {}
+    for f, entry in board.located():
+        if entry.task_id:
+            graph[entry.task_id] = [d for d in split_list(entry.meta().get("depends", "")) if d in board.all_ids()]
+            where[entry.task_id] = (f, entry)
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    for root in graph:
+        if state.get(root):
+            continue
+        stack = [(root, iter(graph[root]))]
+        path = [root]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(child) == 1:
+                cycle = path[path.index(child):] + [child]
+                f, entry = where[cycle[0]]
+                raise KanbanError(
+                    "dependency cycle " + " -> ".join(cycle),
+                    file=f.name,
+                    line=entry.meta_line_no("depends"),
+                    hint="remove one of these depends so the chain has an end",
+                )
+            elif child in graph and not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(graph[child])))
+
+
+def parse_id_list(text: str, *, what: str) -> list[str]:
+    """IDs given on the command line, validated before they reach git or the filesystem."""
+    ids = split_list(text)
+    for tid in ids:
+        if not ID_RE.fullmatch(tid) or not is_valid_id(tid):
+            raise KanbanError(f"{what} {tid!r} is not a task ID", hint="use IDs such as TASK-3, separated by commas")
+    return ids

@@ -1,0 +1,120 @@
+"""The command line: Typer declarations only. Each command's work is a plain function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kanban.errors import KanbanError
+
+app = typer.Typer(
+    name="kanban",
+    help="Run a team of coding agents over a git repository, steered by markdown files you edit by hand.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_ROOT: dict[str, Optional[Path]] = {"path": None}
+
+
+def _root() -> Path:
+    from kanban.workspace import find_root
+
+    return find_root(_ROOT["path"])
+
+
+@app.callback()
+def _options(
+    root: Optional[Path] = typer.Option(None, "-C", "--root", help="Run as if started in this directory."),
+) -> None:
+    _ROOT["path"] = root
+
+
+@app.command()
+def init() -> None:
+    """Create the board files, kanban.toml and prompts/ (existing files are left alone)."""
+    from kanban.commands.init import init as run
+
+    raise typer.Exit(run(_root()))
+
+
+@app.command()
+def add(
+    title: str = typer.Argument(..., help="The task's title."),
+    priority: Optional[int] = typer.Option(None, "--priority", "-p", help="1 is most urgent; default 3."),
+    depends: str = typer.Option("", "--depends", "-d", help="IDs that must be merged first, comma-separated."),
+    files: str = typer.Option("", "--files", "-f", help="Paths or globs the task will touch, comma-separated."),
+    track: str = typer.Option("", "--track", help="Optional grouping."),
+    body: str = typer.Option("", "--body", "-b", help="Description: problem, location, required fix."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new ID as JSON."),
+) -> None:
+    """Append a task entry to TODO.md."""
+    from kanban.commands.add import add as run
+
+    raise typer.Exit(run(_root(), title, priority=priority, depends=depends, files=files, track=track,
+                         body=body, as_json=json_out))
+
+
+@app.command()
+def status(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output (schema in README)."),
+    all_tasks: bool = typer.Option(False, "--all", "-a", help="List every task, not the first 20 per column."),
+) -> None:
+    """The board at a glance: columns, running agents, merge queue, escalations."""
+    from kanban.commands.status import status as run
+
+    raise typer.Exit(run(_root(), as_json=json_out, show_all=all_tasks))
+
+
+@app.command()
+def preflight(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable results."),
+) -> None:
+    """Check the repository, config, agents and services before spawning; exit 1 if any check fails."""
+    from kanban.commands.preflight import preflight as run
+
+    raise typer.Exit(run(_root(), as_json=json_out))
+
+
+def main() -> None:
+    """Console entry point: one readable line for any error, never a traceback."""
+    from kanban.output import error
+
+    try:
+        code = app(standalone_mode=False)
+    except KanbanError as exc:
+        error(str(exc))
+        sys.exit(exc.code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        sys.exit(_report_crash(exc))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report_crash(exc: BaseException) -> int:
+    import tempfile
+    import traceback
+
+    from kanban.output import error
+
+    with tempfile.NamedTemporaryFile("w", prefix="kanban-crash-", suffix=".log", delete=False) as log:
+        traceback.print_exception(exc, file=log)
+    error(f"internal error: {type(exc).__name__}: {exc} (details in {log.name}); please report it")
+    return 3

@@ -1,0 +1,164 @@
+"""`kanban preflight`: every check before spawning agents, each shown as pass or fail."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from kanban.model import COLUMN_FILES
+from kanban.output import emit_json, say
+
+MIN_FREE_DISK = 1 << 30
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool
+    detail: str
+
+
+def preflight(root: Path, *, as_json: bool) -> int:
+    from kanban.config import load_config
+    from kanban.store import load_board
+
+    config = load_config(root)  # bad config or board: exit 2 before any check runs
+    board = load_board(root)
+    results = run_checks(root, config, board)
+    if as_json:
+        emit_json({"ok": all(c.ok for c in results), "checks": [c._asdict() for c in results]})
+    else:
+        for c in results:
+            say(f"{'pass' if c.ok else 'FAIL'}  {c.name}: {c.detail}", style=None if c.ok else "red")
+        failed = sum(not c.ok for c in results)
+        say(f"{len(results) - failed} passed, {failed} failed")
+    return 0 if all(c.ok for c in results) else 1
+
+
+def run_checks(root: Path, config, board) -> list[Check]:
+    from kanban import git
+
+    results = [_git_version()]
+    top = git.toplevel(root)
+    if top is None:
+        return results + [Check("repository", False, f"{root} is not a git repository; run 'git init'")]
+    steps: list[Callable[[], Check]] = [
+        lambda: _main_branch(root, config.main_branch),
+        lambda: _clean_checkout(root, config),
+        lambda: _state_dirs_ignored(root, config),
+        lambda: _capacity(root, config),
+        lambda: _stale(root, config, board),
+    ]
+    results += [step() for step in steps]
+    results += _agent_clis(config)
+    results += _services(root, config)
+    return results
+
+
+def _git_version() -> Check:
+    from kanban import git
+
+    have = git.version()
+    shown = ".".join(map(str, have))
+    ok = have >= git.MIN_VERSION
+    need = ".".join(map(str, git.MIN_VERSION))
+    return Check("git", ok, f"git {shown}" + ("" if ok else f"; kanban needs {need} or newer for merge-tree"))
+
+
+def _main_branch(root: Path, main: str) -> Check:
+    from kanban import git
+
+    if not git.has_commits(root):
+        return Check("main branch", False, "the repository has no commits yet; make a first commit")
+    if not git.branch_exists(root, main):
+        current = git.current_branch(root) or "a detached HEAD"
+        return Check("main branch", False, f"no branch {main!r} (HEAD is on {current}); "
+                                           f"set main_branch in kanban.toml")
+    return Check("main branch", True, f"{main} at {git.rev_parse(root, main)[:10]}")
+
+
+def _clean_checkout(root: Path, config) -> Check:
+    from kanban import git
+
+    skip = set(COLUMN_FILES.values())
+    skip_dirs = (".kanban/", config.worktree_dir.rstrip("/") + "/")
+    changed = [p for code, p in git.status_porcelain(root)
+               if code != "??" and p not in skip and not p.startswith(skip_dirs)]
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        return Check("clean checkout", False, "uncommitted changes in " + ", ".join(changed[:5]) + more
+                     + "; commit or stash them")
+    return Check("clean checkout", True, "no uncommitted changes outside the board files")
+
+
+def _state_dirs_ignored(root: Path, config) -> Check:
+    from kanban import git
+
+    loose = [d for d in (".kanban", config.worktree_dir) if not git.is_ignored(root, d.rstrip("/") + "/x")]
+    if loose:
+        return Check("ignored state", False, ", ".join(loose) + " not ignored by git; run 'kanban init'")
+    return Check("ignored state", True, f".kanban/ and {config.worktree_dir}/ are ignored by git")
+
+
+def _capacity(root: Path, config) -> Check:
+    running = _running_count(root)
+    free_disk = shutil.disk_usage(root).free
+    if free_disk < MIN_FREE_DISK:
+        return Check("capacity", False, f"only {free_disk >> 20} MiB free on disk; worktrees need room")
+    free = config.pool_size - running
+    return Check("capacity", free > 0, f"{free} of {config.pool_size} agent slots free, "
+                                       f"{free_disk >> 30} GiB free on disk")
+
+
+def _running_count(root: Path) -> int:
+    try:
+        from kanban.history import running_agents
+    except ImportError:
+        return 0
+    return len(running_agents(root))
+
+
+def _stale(root: Path, config, board) -> Check:
+    from kanban import git
+    from kanban.ids import branch_name
+
+    active = {t.id for t in board.tasks() if t.column.value != "TODO"}
+    wt_root = (root / config.worktree_dir).resolve()
+    stale = [f"worktree {w.path.name}" for w in git.worktrees(root)
+             if w.path.parent == wt_root and w.path.name not in active]
+    stale += [f"branch {b}" for b in git.branches(root, "refs/heads/kanban/")
+              if b not in {branch_name(i) for i in active}]
+    if stale:
+        return Check("stale worktrees", False, ", ".join(stale[:6]) + (" ..." if len(stale) > 6 else "")
+                     + " belong to no task in progress; remove them or run 'kanban preflight --repair'")
+    return Check("stale worktrees", True, "every kanban worktree and branch belongs to a task")
+
+
+def _agent_clis(config) -> list[Check]:
+    from kanban.presets import executable_for
+
+    seen, checks = set(), []
+    for role in ("task", "reviewer", "tester"):
+        exe = executable_for(config.agent_for(role))
+        if exe is None or exe in seen:
+            continue
+        seen.add(exe)
+        path = shutil.which(exe)
+        checks.append(Check(f"agent {exe}", path is not None,
+                            path or f"{exe} is not on PATH; install it or change [agent] preset"))
+    return checks
+
+
+def _services(root: Path, config) -> list[Check]:
+    from kanban.services import probe_command, probe_tcp, probe_url
+
+    checks = []
+    for svc in config.checks:
+        if svc.url:
+            ok, detail = probe_url(svc.url, svc.timeout)
+        elif svc.tcp:
+            ok, detail = probe_tcp(svc.tcp, svc.timeout)
+        else:
+            ok, detail = probe_command(svc.command, svc.timeout, str(root))
+        checks.append(Check(f"service {svc.name}", ok, detail))
+    return checks

@@ -1,0 +1,137 @@
+"""`kanban status`: the board at a glance, for people or (--json) for scripts.
+
+The JSON schema (version 1) is documented in README.md; keep them in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kanban.board import Board
+from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column, Task
+from kanban.output import emit_json, say, show
+from kanban.store import load_board
+
+SCHEMA_VERSION = 1
+SHOWN_PER_COLUMN = 20
+
+
+def status(root: Path, *, as_json: bool, show_all: bool) -> int:
+    board = load_board(root)
+    summary = summarize(board, agents=_running_agents(root))
+    if as_json:
+        emit_json(summary)
+    else:
+        render(summary, show_all=show_all)
+    return 0
+
+
+def summarize(board: Board, agents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The board as plain data: the --json output, and what the human view draws."""
+    from kanban.scheduler import blocked_reasons
+
+    tasks = board.tasks()
+    columns: dict[str, Any] = {}
+    for column in BOARD_COLUMNS:
+        in_column = [t for t in tasks if t.column is column]
+        rows = []
+        for t in in_column:
+            row = _task_row(board, t)
+            if column is Column.TODO:
+                row["blocked_by"] = blocked_reasons(t, tasks, board.done_ids)
+            rows.append(row)
+        columns[column.value] = {"file": COLUMN_FILES[column], "count": len(rows), "tasks": rows}
+    new = [{"title": e.title, "file": "TODO.md", "line": e.line_no} for e in board.new_entries()]
+    return {
+        "schema": SCHEMA_VERSION,
+        "root": str(board.root),
+        "columns": columns,
+        "new": new,
+        "agents": agents,
+        "queue": [t.id for t in sorted((t for t in tasks if t.ready and not t.escalated),
+                                       key=lambda t: (t.priority, t.order))],
+        "escalated": [t.id for t in tasks if t.escalated],
+        "done": len(board.done_ids),
+    }
+
+
+def _task_row(board: Board, t: Task) -> dict[str, Any]:
+    f, entry = board.require(t.id)
+    return {
+        "id": t.id,
+        "title": t.title,
+        "priority": t.priority,
+        "markers": sorted(t.markers),
+        "status": t.status,
+        "depends": list(t.depends),
+        "files": list(t.files),
+        "track": t.track,
+        "file": f.name,
+        "line": entry.line_no,
+    }
+
+
+def _running_agents(root: Path) -> list[dict[str, Any]]:
+    try:
+        from kanban.history import running_agents
+    except ImportError:
+        return []
+    return running_agents(root)
+
+
+def render(summary: dict[str, Any], *, show_all: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=True, header_style="bold", expand=True, show_lines=False, pad_edge=False)
+    cells = []
+    for name, col in summary["columns"].items():
+        table.add_column(f"{name} ({col['count']})", overflow="fold", ratio=1)
+        rows = col["tasks"] if show_all else col["tasks"][:SHOWN_PER_COLUMN]
+        text = Text()
+        if name == "TODO":
+            for new in summary["new"]:
+                text.append("new ", style="green")
+                text.append(f"{new['title']} (line {new['line']})\n")
+        for row in rows:
+            text.append_text(_task_text(row))
+        hidden = col["count"] - len(rows)
+        if hidden:
+            text.append(f"... and {hidden} more (--all)\n", style="dim")
+        cells.append(text)
+    table.add_row(*cells)
+    show(table)
+    if summary["agents"]:
+        say("Agents running:")
+        for a in summary["agents"]:
+            say(f"  {a['task']}  {a['role']:<8} attempt {a['attempt']}  "
+                f"{_duration(a['elapsed'])} of {_duration(a['timeout'])}  pid {a['pid']}")
+    if summary["queue"]:
+        say("Ready to merge: " + ", ".join(summary["queue"]))
+    if summary["escalated"]:
+        say("Escalated (needs a person): " + ", ".join(summary["escalated"]), style="red")
+    if summary["done"]:
+        say(f"Done: {summary['done']} in CHANGELOG.md")
+
+
+def _task_text(row: dict[str, Any]):
+    from rich.text import Text
+
+    text = Text()
+    text.append(row["id"], style="bold")
+    text.append(f" p{row['priority']} ", style="cyan")
+    for marker in row["markers"]:
+        text.append(f"[{marker}] ", style="red" if marker == "ESCALATED" else "yellow")
+    text.append(row["title"])
+    if row.get("status"):
+        text.append(f" ({row['status']})", style="green")
+    if row.get("blocked_by"):
+        text.append(f" - {'; '.join(row['blocked_by'])}", style="dim")
+    text.append("\n")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -1,0 +1,186 @@
+"""All git access. The only module that imports GitPython; nothing else runs git.
+
+Flat functions over argv, reading machine output (`-z`, `--porcelain`). Git
+runs with a cleaned environment so nothing ever waits for a password or an
+editor. Transient lock contention is retried with tenacity; everything else
+raises GitError with git's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import git as gitpython
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from kanban.errors import KanbanError
+
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "GIT_MERGE_AUTOEDIT": "no",
+    "GIT_ASKPASS": "",
+    "SSH_ASKPASS": "",
+    "GIT_OPTIONAL_LOCKS": "0",
+    "LC_ALL": "C",
+}
+MIN_VERSION = (2, 38)  # merge-tree --write-tree
+_TRANSIENT = re.compile(r"index\.lock|cannot lock ref|Unable to create .*\.lock|File exists", re.I)
+
+
+class GitError(KanbanError):
+    def __init__(self, message: str, *, stderr: str = "", status: int | None = None) -> None:
+        super().__init__(message, code=1)
+        self.stderr = stderr
+        self.status = status
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, GitError) and bool(_TRANSIENT.search(exc.stderr))
+
+
+@retry(
+    retry=retry_if_exception(_is_transient),
+    stop=stop_after_attempt(6),
+    wait=wait_exponential(multiplier=0.05, max=1.0),
+    reraise=True,
+)
+def run(cwd: Path | str, *args: str, check: bool = True) -> str:
+    """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given."""
+    g = gitpython.Git(str(cwd))
+    try:
+        out = g.execute(
+            ["git", *args],
+            env=GIT_ENV,
+            istream=None,
+            stdout_as_string=True,
+            strip_newline_in_stdout=False,
+            with_extended_output=False,
+        )
+    except gitpython.GitCommandError as exc:
+        if not check:
+            return ""
+        stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
+        first = stderr.splitlines()[0] if stderr else f"exit status {exc.status}"
+        raise GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr,
+                       status=exc.status if isinstance(exc.status, int) else None) from None
+    return out if isinstance(out, str) else out.decode()
+
+
+def run_status(cwd: Path | str, *args: str) -> tuple[int, str, str]:
+    """Run git and return (status, stdout, stderr) without raising on a non-zero status."""
+    g = gitpython.Git(str(cwd))
+    status, out, err = g.execute(
+        ["git", *args], env=GIT_ENV, with_extended_output=True, with_exceptions=False,
+        strip_newline_in_stdout=False,
+    )
+    return status, out, err
+
+
+def version() -> tuple[int, ...]:
+    info = gitpython.Git().version_info
+    return tuple(info[:3])
+
+
+def toplevel(path: Path) -> Path | None:
+    status, out, _ = run_status(path, "rev-parse", "--show-toplevel")
+    return Path(out.strip()) if status == 0 else None
+
+
+def common_dir(root: Path) -> Path:
+    out = run(root, "rev-parse", "--git-common-dir").strip()
+    return (root / out).resolve() if not os.path.isabs(out) else Path(out)
+
+
+def has_commits(root: Path) -> bool:
+    return run_status(root, "rev-parse", "--verify", "-q", "HEAD^{commit}")[0] == 0
+
+
+def branch_exists(root: Path, branch: str) -> bool:
+    return run_status(root, "rev-parse", "--verify", "-q", f"refs/heads/{branch}")[0] == 0
+
+
+def current_branch(root: Path) -> str | None:
+    status, out, _ = run_status(root, "symbolic-ref", "-q", "--short", "HEAD")
+    return out.strip() if status == 0 else None
+
+
+def rev_parse(root: Path, rev: str) -> str:
+    return run(root, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}").strip()
+
+
+def status_porcelain(root: Path) -> list[tuple[str, str]]:
+    """(XY status, path) for every changed or untracked path in the checkout."""
+    out = run(root, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    items, parts = [], out.split("\0")
+    i = 0
+    while i < len(parts):
+        rec = parts[i]
+        if not rec:
+            i += 1
+            continue
+        code, path = rec[:2], rec[3:]
+        if code[0] in "RC":
+            i += 1  # the rename source follows
+        items.append((code, path))
+        i += 1
+    return items
+
+
+def add_exclude(root: Path, patterns: list[str]) -> list[str]:
+    """Append patterns to .git/info/exclude if missing. Returns what was added."""
+    path = common_dir(root) / "info" / "exclude"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [p for p in patterns if p not in present]
+    if missing:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        with path.open("a", encoding="utf-8") as out:
+            out.write(sep + "".join(p + "\n" for p in missing))
+    return missing
+
+
+def is_ignored(root: Path, rel: str) -> bool:
+    return run_status(root, "check-ignore", "-q", "--no-index", rel)[0] == 0
+
+
+class Worktree(tuple):
+    __slots__ = ()
+    path = property(lambda self: self[0])
+    branch = property(lambda self: self[1])
+    head = property(lambda self: self[2])
+    locked = property(lambda self: self[3])
+
+
+def worktrees(root: Path) -> list[Worktree]:
+    """The repository's worktrees from `git worktree list --porcelain -z`."""
+    out = run(root, "worktree", "list", "--porcelain", "-z")
+    found: list[Worktree] = []
+    for record in _records(out):
+        path = Path(record.get("worktree", ""))
+        branch = record.get("branch", "").removeprefix("refs/heads/") or None
+        found.append(Worktree((path, branch, record.get("HEAD"), "locked" in record)))
+    return found
+
+
+def _records(out: str) -> Iterator[dict[str, str]]:
+    record: dict[str, str] = {}
+    for field in out.split("\0"):
+        if not field:
+            if record:
+                yield record
+            record = {}
+            continue
+        key, _, value = field.partition(" ")
+        record[key] = value
+    if record:
+        yield record
+
+
+def branches(root: Path, pattern: str = "refs/heads/") -> list[str]:
+    out = run(root, "for-each-ref", "--format=%(refname)", pattern)
+    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line]
