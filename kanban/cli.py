@@ -86,26 +86,15 @@ def main() -> None:
     from kanban.output import error
 
     try:
-        code = app(standalone_mode=False)
+        app()  # standalone: Typer itself reports usage errors (exit 2) and handles Exit
     except KanbanError as exc:
         error(str(exc))
         sys.exit(exc.code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        error("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         error("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
         sys.exit(_report_crash(exc))
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _report_crash(exc: BaseException) -> int:

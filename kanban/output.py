@@ -23,7 +23,7 @@ def err_console():
 
 
 def say(message: str = "", *, style: str | None = None) -> None:
-    console().print(message, style=style, markup=False)
+    console().print(message, style=style, markup=False, soft_wrap=True)
 
 
 def show(renderable: Any) -> None:

@@ -1,0 +1,756 @@
+"""Load and validate `kanban.toml` (or `[tool.kanban]` in pyproject.toml).
+
+Pure apart from reading those two files. Every problem becomes one
+KanbanError naming the file, the line, the full dotted key and a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from kanban.errors import KanbanError
+from kanban.model import Role
+
+CONFIG_FILE = "kanban.toml"
+PYPROJECT_FILE = "pyproject.toml"
+PYPROJECT_PREFIX = ("tool", "kanban")
+
+PRESETS = ("claude", "codex", "aider", "demo")
+MERGE_MODES = ("serial", "batch")
+ROLES = tuple(role.value for role in Role)
+
+DURATION_HINT = 'use a duration like "15m", "90s" or "1h30m"'
+ARGV_HINT = 'write a command as a list of strings, e.g. ["npm", "ci"]'
+MAX_DURATION = 30 * 24 * 3600.0  # 30 days: anything longer is a typo
+
+DEFAULT_ENV_ALLOW = (
+    "PATH", "HOME", "LANG", "LC_*", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ",
+    "PYTHONPATH", "VIRTUAL_ENV", "NODE_PATH",
+    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
+    "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL", "CLAUDE_CODE_*", "CODEX_*", "AIDER_*",
+    "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
+DEFAULT_ENV_DENY = ("*_TOKEN", "*SECRET*", "*PASSWORD*", "AWS_*", "GITHUB_TOKEN")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    preset: str = "claude"
+    command: tuple[str, ...] | None = None  # overrides the preset when set
+    timeout: float = 900.0
+    stall: float = 300.0
+    model: str | None = None
+    extra_args: tuple[str, ...] = ()
+    kill_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class WorktreeConfig:
+    copy: tuple[str, ...] = ()
+    setup: tuple[tuple[str, ...], ...] = ()  # argv per command, run in order
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    mode: str = "serial"
+    verify: tuple[str, ...] = ()
+    push: bool = False
+    remote: str = "origin"
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    name: str
+    url: str | None = None
+    tcp: str | None = None  # "host:port"
+    command: tuple[str, ...] | None = None
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which environment variables agents get: glob patterns over names."""
+
+    allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    deny: tuple[str, ...] = DEFAULT_ENV_DENY
+
+    def permits(self, name: str) -> bool:
+        """Deny wins over allow, except for names listed literally in allow."""
+        if name in self.allow:
+            return True
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.deny):
+            return False
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow)
+
+    def filter(self, environ: dict[str, str]) -> dict[str, str]:
+        return {name: value for name, value in environ.items() if self.permits(name)}
+
+
+@dataclass(frozen=True)
+class Config:
+    main_branch: str = "main"
+    pool_size: int = 6
+    worktree_dir: str = ".worktrees"
+    port_base: int = 20000
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    roles: dict[str, AgentConfig] = field(default_factory=dict)
+    worktree: WorktreeConfig = field(default_factory=WorktreeConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    checks: tuple[ServiceCheck, ...] = ()
+    source: str | None = None  # the file it came from; None for defaults
+
+    def __post_init__(self) -> None:
+        # Roles not given explicitly take the [agent] defaults.
+        object.__setattr__(self, "roles", {**{r: self.agent for r in ROLES}, **self.roles})
+
+    def agent_for(self, role: str | Role) -> AgentConfig:
+        name = role.value if isinstance(role, Role) else role
+        if name not in self.roles:
+            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        return self.roles[name]
+
+
+# --- durations ---------------------------------------------------------------
+
+_NUM = r"(\d+(?:\.\d+)?)"
+_DURATION_RE = re.compile(rf"(?:{_NUM}h)?(?:{_NUM}m(?!s))?(?:{_NUM}s)?(?:{_NUM}ms)?")
+_UNIT_SECONDS = (3600.0, 60.0, 1.0, 0.001)
+
+
+def parse_duration(
+    text: str | int | float, *, key: str, file: str, line: int | None = None
+) -> float:
+    """Seconds from 900, 2.5, "15m", "90s", "1h30m", "500ms" or "2.5s"."""
+
+    def fail(message: str) -> KanbanError:
+        return KanbanError(message, file=file, line=line, hint=DURATION_HINT)
+
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise fail(f"{key} must be a duration, got {_describe(text)}")
+    if isinstance(text, str):
+        match = _DURATION_RE.fullmatch(text)
+        if not match or not any(match.groups()):
+            raise fail(f"{key} must be a duration, got {_describe(text)}")
+        seconds = sum(
+            float(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS) if n
+        )
+    elif isinstance(text, int) and abs(text) > MAX_DURATION:
+        seconds = math.inf if text > 0 else -math.inf  # float() would overflow
+    else:
+        seconds = float(text)
+    if math.isnan(seconds) or seconds <= 0:
+        raise fail(f"{key} must be a positive duration, got {_describe(text)}")
+    if seconds > MAX_DURATION:
+        raise fail(f"{key} must be at most 30 days, got {_describe(text)}")
+    return seconds
+
+
+def _describe(value: Any) -> str:
+    """How a found value is named in messages: "six", true, 3.5, a list."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return '"' + _printable(shown.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"  # dates and times
+
+
+def _printable(text: str) -> str:
+    """Escape newlines and other control characters: errors are one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# --- finding the line of a key in the raw text ------------------------------
+
+_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEY_PATH = rf"{_KEY}(?:[ \t]*\.[ \t]*{_KEY})*"
+_ARRAY_TABLE_RE = re.compile(rf"[ \t]*\[\[[ \t]*({_KEY_PATH})[ \t]*\]\]")
+_TABLE_RE = re.compile(rf"[ \t]*\[[ \t]*({_KEY_PATH})[ \t]*\]")
+_ASSIGN_RE = re.compile(rf"[ \t]*({_KEY_PATH})[ \t]*=")
+_KEY_PART_RE = re.compile(_KEY)
+
+KeyPath = tuple[str | int, ...]  # ints index [[array.tables]]
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(_unquote(m.group()) for m in _KEY_PART_RE.finditer(text))
+
+
+def _unquote(part: str) -> str:
+    if part[0] == '"' and "\\" in part:
+        try:  # let tomllib decode the escapes
+            return next(iter(tomllib.loads(f"{part} = 0")))
+        except (ValueError, StopIteration):
+            return part[1:-1]
+    return part[1:-1] if part[0] in "\"'" else part
+
+
+def _scan(text: str, open_string: str | None, depth: int) -> tuple[str | None, int]:
+    """Carry multi-line string and bracket state over one line of a value."""
+    i, n = 0, len(text)
+    while i < n:
+        if open_string:
+            if open_string == '"""' and text[i] == "\\":
+                i += 2
+            elif text.startswith(open_string, i):
+                i, open_string = i + 3, None
+            else:
+                i += 1
+            continue
+        char = text[i]
+        if char == "#":
+            break
+        if text.startswith('"""', i) or text.startswith("'''", i):
+            open_string, i = text[i : i + 3], i + 3
+            continue
+        if char in "\"'":
+            i += 1
+            while i < n and text[i] != char:
+                i += 2 if char == '"' and text[i] == "\\" else 1
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return open_string, depth
+
+
+def _line_index(text: str) -> dict[KeyPath, int]:
+    """Map every key and table path in a valid TOML text to its first line."""
+    index: dict[KeyPath, int] = {}
+    arrays: dict[KeyPath, int] = {}  # [[array.table]] path -> times seen
+
+    def resolve(parts: tuple[str, ...]) -> KeyPath:
+        path: KeyPath = ()
+        for part in parts:
+            path += (part,)
+            if path in arrays:
+                path += (arrays[path] - 1,)
+        return path
+
+    def record(path: KeyPath, lineno: int) -> None:
+        for end in range(1, len(path) + 1):
+            index.setdefault(path[:end], lineno)
+
+    table: KeyPath = ()
+    open_string, depth = None, 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        rest = line
+        if open_string is None and depth == 0:
+            if match := _ARRAY_TABLE_RE.match(line):
+                parts = _split_key(match.group(1))
+                name = resolve(parts[:-1]) + parts[-1:]
+                arrays[name] = arrays.get(name, 0) + 1
+                table = name + (arrays[name] - 1,)
+                record(table, lineno)
+                continue
+            if match := _TABLE_RE.match(line):
+                table = resolve(_split_key(match.group(1)))
+                record(table, lineno)
+                continue
+            if match := _ASSIGN_RE.match(line):
+                record(table + _split_key(match.group(1)), lineno)
+                rest = line[match.end() :]
+        open_string, depth = _scan(rest, open_string, depth)
+    return index
+
+
+# --- validation --------------------------------------------------------------
+
+TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
+            "agent", "worktree", "merge", "env", "preflight")  # fmt: skip
+AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace")
+WORKTREE_KEYS = ("copy", "setup")
+MERGE_KEYS = ("mode", "verify", "push", "remote")
+ENV_KEYS = ("allow", "deny")
+CHECK_KEYS = ("name", "url", "tcp", "command", "timeout")
+CHECK_TARGETS = ("url", "tcp", "command")
+
+_BAD_BRANCH_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+_ENV_PATTERN_RE = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")
+_URL_RE = re.compile(r"https?://[^\s/?#]+\S*")
+
+
+def _suggest(key: str, valid: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    if close:
+        return f'did you mean "{close[0]}"?'
+    return "valid keys: " + ", ".join(valid)
+
+
+class _Loader:
+    """Turns one parsed TOML table into a Config, or the first error in it."""
+
+    def __init__(self, file: str, text: str, prefix: tuple[str, ...] = ()) -> None:
+        self.file = file
+        self.text = text
+        self.prefix = prefix
+        self._index: dict[KeyPath, int] | None = None
+
+    # errors
+
+    def name(self, path: KeyPath) -> str:
+        out = ""
+        for part in self.prefix + path:
+            out += f"[{part + 1}]" if isinstance(part, int) else f".{part}" if out else part
+        return _printable(out)
+
+    def line(self, path: KeyPath) -> int | None:
+        if self._index is None:
+            self._index = _line_index(self.text)
+        full = self.prefix + path
+        for end in range(len(full), 0, -1):
+            if full[:end] in self._index:
+                return self._index[full[:end]]
+        return None
+
+    def error(self, path: KeyPath, message: str, hint: str | None = None) -> KanbanError:
+        return KanbanError(message, file=self.file, line=self.line(path), hint=hint)
+
+    def wrong_type(self, path: KeyPath, expected: str, value: Any, hint: str | None = None):
+        message = f"{self.name(path)} must be {expected}, got {_describe(value)}"
+        return self.error(path, message, hint)
+
+    # value readers
+
+    def table(self, value: Any, path: KeyPath, valid: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            hint = "write it as a [table] with keys under it"
+            raise self.wrong_type(path, "a table", value, hint)
+        for key in value:
+            if key not in valid:
+                raise self.error(
+                    path + (key,), f"unknown key {self.name(path + (key,))}", _suggest(key, valid)
+                )
+        return value
+
+    def string(self, value: Any, path: KeyPath) -> str:
+        if not isinstance(value, str):
+            raise self.wrong_type(path, "a string", value, f'e.g. {path[-1]} = "..." (in quotes)')
+        if not value.strip():
+            raise self.error(
+                path, f"{self.name(path)} must not be empty", "give it a value or remove the line"
+            )
+        return value
+
+    def integer(self, value: Any, path: KeyPath, low: int, high: int, default: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.wrong_type(path, "an integer", value, f"e.g. {path[-1]} = {default}")
+        if not low <= value <= high:
+            raise self.error(
+                path,
+                f"{self.name(path)} must be between {low} and {high}, got {_describe(value)}",
+                f"the default is {default}",
+            )
+        return value
+
+    def boolean(self, value: Any, path: KeyPath) -> bool:
+        if not isinstance(value, bool):
+            key = path[-1]
+            raise self.wrong_type(
+                path, "true or false", value, f"write {key} = true or {key} = false, without quotes"
+            )
+        return value
+
+    def choice(self, value: Any, path: KeyPath, allowed: tuple[str, ...]) -> str:
+        if value not in allowed or not isinstance(value, str):
+            hint = "allowed: " + ", ".join(f'"{a}"' for a in allowed)
+            raise self.wrong_type(path, "one of " + ", ".join(allowed), value, hint)
+        return value
+
+    def duration(self, value: Any, path: KeyPath) -> float:
+        return parse_duration(value, key=self.name(path), file=self.file, line=self.line(path))
+
+    def strings(
+        self, value: Any, path: KeyPath, what: str = "a list of strings", hint: str | None = None
+    ) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            bad = value if not isinstance(value, list) else next(
+                v for v in value if not isinstance(v, str))  # fmt: skip
+            raise self.wrong_type(path, what, bad, hint or 'e.g. ["a", "b"]')
+        return tuple(value)
+
+    def argv(self, value: Any, path: KeyPath, *, optional: bool = False) -> tuple[str, ...]:
+        """A command as argv; `optional` allows [] (meaning: no command)."""
+        argv = self.strings(value, path, "a command (a list of strings)", ARGV_HINT)
+        if not argv and not optional:
+            raise self.error(path, f"{self.name(path)} must not be an empty command", ARGV_HINT)
+        if argv and not argv[0].strip():
+            raise self.error(path, f"{self.name(path)} has an empty program name", ARGV_HINT)
+        return argv
+
+    def relative_path(self, value: Any, path: KeyPath) -> str:
+        text = self.string(value, path)
+        posix = PurePosixPath(text.replace("\\", "/"))
+        windows = PureWindowsPath(text)
+        if "\x00" in text or posix.is_absolute() or windows.drive or text.startswith("~"):
+            raise self.error(
+                path,
+                f"{self.name(path)} must be a relative path, got {_describe(text)}",
+                "paths are relative to the repository root",
+            )
+        if ".." in posix.parts or not posix.parts:
+            raise self.error(
+                path,
+                f"{self.name(path)} must stay inside the repository, got {_describe(text)}",
+                'use a path below the repository root, without ".."',
+            )
+        return text
+
+    # sections
+
+    def config(self, data: Any, source: str) -> Config:
+        data = self.table(data, (), TOP_KEYS)
+        agent = self.agent(data.get("agent", {}), ("agent",), AgentConfig(), with_roles=True)
+        roles = {
+            role: self.agent(data["agent"][role], ("agent", role), agent, with_roles=False)
+            for role in ROLES
+            if role in data.get("agent", {})
+        }
+        defaults = Config()
+        return Config(
+            main_branch=self.branch(data.get("main_branch", defaults.main_branch)),
+            pool_size=self.integer(data.get("pool_size", 6), ("pool_size",), 1, 64, 6),
+            worktree_dir=self.relative_path(
+                data.get("worktree_dir", defaults.worktree_dir), ("worktree_dir",)
+            ),
+            port_base=self.integer(
+                data.get("port_base", 20000), ("port_base",), 1024, 60000, 20000
+            ),
+            agent=agent,
+            roles=roles,
+            worktree=self.worktree(data.get("worktree", {})),
+            merge=self.merge(data.get("merge", {})),
+            env=self.env(data.get("env", {})),
+            checks=self.checks(data.get("preflight", {})),
+            source=source,
+        )
+
+    def branch(self, value: Any) -> str:
+        path = ("main_branch",)
+        name = self.string(value, path)
+        if _BAD_BRANCH_RE.search(name) or name.startswith(("-", "/", ".")) or name.endswith(
+            ("/", ".", ".lock")
+        ):
+            raise self.error(
+                path,
+                f"{self.name(path)} is not a valid branch name, got {_describe(name)}",
+                'use a plain branch name like "main"',
+            )
+        return name
+
+    def agent(
+        self, value: Any, path: KeyPath, base: AgentConfig, *, with_roles: bool
+    ) -> AgentConfig:
+        table = self.table(value, path, AGENT_KEYS + (ROLES if with_roles else ()))
+        fields: dict[str, Any] = {}
+        if "preset" in table:
+            fields["preset"] = self.choice(table["preset"], path + ("preset",), PRESETS)
+            fields["command"] = None  # a role that names a preset drops an inherited command
+        if "command" in table:
+            fields["command"] = self.argv(table["command"], path + ("command",))
+        for key in ("timeout", "stall", "kill_grace"):
+            if key in table:
+                fields[key] = self.duration(table[key], path + (key,))
+        if "model" in table:
+            fields["model"] = self.string(table["model"], path + ("model",))
+        if "extra_args" in table:
+            fields["extra_args"] = self.strings(table["extra_args"], path + ("extra_args",))
+        return replace(base, **fields)
+
+    def worktree(self, value: Any) -> WorktreeConfig:
+        path = ("worktree",)
+        table = self.table(value, path, WORKTREE_KEYS)
+        copy = self.strings(table.get("copy", []), path + ("copy",), "a list of paths")
+        return WorktreeConfig(
+            copy=tuple(self.relative_path(item, path + ("copy",)) for item in copy),
+            setup=self.setup(table.get("setup", []), path + ("setup",)),
+        )
+
+    def setup(self, value: Any, path: KeyPath) -> tuple[tuple[str, ...], ...]:
+        """One argv list, or a list of argv lists."""
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            return tuple(self.argv(item, path) for item in value)
+        if isinstance(value, list) and any(isinstance(v, list) for v in value):
+            raise self.error(
+                path,
+                f"{self.name(path)} mixes strings and lists",
+                'use one command ["npm", "ci"] or a list of commands [["npm", "ci"], ["make"]]',
+            )
+        argv = self.argv(value, path, optional=True)
+        return (argv,) if argv else ()
+
+    def merge(self, value: Any) -> MergeConfig:
+        path = ("merge",)
+        table = self.table(value, path, MERGE_KEYS)
+        defaults = MergeConfig()
+        return MergeConfig(
+            mode=self.choice(table.get("mode", defaults.mode), path + ("mode",), MERGE_MODES),
+            verify=self.argv(table.get("verify", []), path + ("verify",), optional=True),
+            push=self.boolean(table.get("push", defaults.push), path + ("push",)),
+            remote=self.string(table.get("remote", defaults.remote), path + ("remote",)),
+        )
+
+    def env(self, value: Any) -> EnvConfig:
+        path = ("env",)
+        table = self.table(value, path, ENV_KEYS)
+        defaults = EnvConfig()
+        return EnvConfig(
+            allow=self.env_patterns(table.get("allow", list(defaults.allow)), path + ("allow",)),
+            deny=self.env_patterns(table.get("deny", list(defaults.deny)), path + ("deny",)),
+        )
+
+    def env_patterns(self, value: Any, path: KeyPath) -> tuple[str, ...]:
+        patterns = self.strings(value, path, "a list of variable names or glob patterns")
+        for pattern in patterns:
+            if not _ENV_PATTERN_RE.fullmatch(pattern):
+                raise self.error(
+                    path,
+                    f"{self.name(path)} has an invalid pattern {_describe(pattern)}",
+                    'use variable names or globs like "PATH" or "AWS_*"',
+                )
+        return patterns
+
+    def checks(self, value: Any) -> tuple[ServiceCheck, ...]:
+        table = self.table(value, ("preflight",), ("check",))
+        path: KeyPath = ("preflight", "check")
+        items = table.get("check", [])
+        if not isinstance(items, list):
+            raise self.wrong_type(
+                path, "a list of tables", items, "write each check as a [[preflight.check]] table"
+            )
+        checks: list[ServiceCheck] = []
+        for number, item in enumerate(items):
+            check = self.check(item, path + (number,))
+            if any(c.name == check.name for c in checks):
+                raise self.error(
+                    path + (number, "name"),
+                    f"{self.name(path + (number, 'name'))} {_describe(check.name)} is used twice",
+                    "give each check its own name",
+                )
+            checks.append(check)
+        return tuple(checks)
+
+    def check(self, value: Any, path: KeyPath) -> ServiceCheck:
+        table = self.table(value, path, CHECK_KEYS)
+        if "name" not in table:
+            raise self.error(path, f"{self.name(path)} has no name", 'add name = "..."')
+        name = self.string(table["name"], path + ("name",))
+        targets = [key for key in CHECK_TARGETS if key in table]
+        if len(targets) != 1:
+            found = " and ".join(targets) if targets else "none"
+            where = max(targets, key=lambda k: self.line(path + (k,)) or 0) if targets else None
+            raise self.error(
+                path + ((where,) if where else ()),
+                f"{self.name(path)} ({_describe(name)}) needs exactly one of url, tcp or"
+                f" command, found {found}",
+                'e.g. url = "http://localhost:6333/readyz", tcp = "localhost:5432"'
+                ' or command = ["redis-cli", "ping"]',
+            )
+        target = targets[0]
+        fields: dict[str, Any] = {"name": name}
+        if target == "url":
+            fields["url"] = self.url(table["url"], path + ("url",))
+        elif target == "tcp":
+            fields["tcp"] = self.tcp(table["tcp"], path + ("tcp",))
+        else:
+            fields["command"] = self.argv(table["command"], path + ("command",))
+        if "timeout" in table:
+            fields["timeout"] = self.duration(table["timeout"], path + ("timeout",))
+        return ServiceCheck(**fields)
+
+    def url(self, value: Any, path: KeyPath) -> str:
+        url = self.string(value, path)
+        if not _URL_RE.fullmatch(url):
+            raise self.error(
+                path,
+                f"{self.name(path)} must be an http:// or https:// URL, got {_describe(url)}",
+                'e.g. url = "http://localhost:6333/readyz"',
+            )
+        return url
+
+    def tcp(self, value: Any, path: KeyPath) -> str:
+        text = self.string(value, path)
+        host, _, port = text.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        valid_host = bool(host) and not any(c.isspace() or c in "/[]" for c in host)
+        valid_port = port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536
+        if not (valid_host and valid_port):
+            raise self.error(
+                path,
+                f"{self.name(path)} must be host:port with a port from 1 to 65535,"
+                f" got {_describe(text)}",
+                'e.g. tcp = "localhost:5432"',
+            )
+        return text
+
+
+# --- files -------------------------------------------------------------------
+
+_TOML_POSITION_RE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
+
+
+def _read(path: Path, name: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KanbanError(
+            f"cannot read {name}: {exc.strerror or exc}",
+            file=name,
+            hint="make sure it is a readable file",
+        ) from exc
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KanbanError(
+            f"{name} is not valid UTF-8 (byte {exc.start + 1})",
+            file=name,
+            line=data.count(b"\n", 0, exc.start) + 1,
+            hint="save the file as UTF-8",
+        ) from exc
+
+
+def _parse(text: str, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except RecursionError as exc:
+        raise KanbanError(
+            f"{name} nests arrays or tables too deeply", file=name, hint="simplify the file"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line = None
+        match = _TOML_POSITION_RE.search(message)
+        if match:
+            message = message[: match.start()]
+            if match.group(1):
+                line = int(match.group(1))
+                message += f" (column {match.group(2)})"
+            else:
+                line = text.count("\n") + 1
+        raise KanbanError(
+            f"invalid TOML: {message}",
+            file=name,
+            line=line,
+            hint="see https://toml.io for the syntax",
+        ) from exc
+    except ValueError as exc:  # int() refuses numbers of more than 4300 digits
+        match = re.search(r"\d{1000}", text)
+        raise KanbanError(
+            f"{name} has a number too long to read",
+            file=name,
+            line=text.count("\n", 0, match.start()) + 1 if match else None,
+            hint="use a shorter number",
+        ) from exc
+
+
+def load_config(root: Path) -> Config:
+    """kanban.toml if present, else [tool.kanban] in pyproject.toml, else defaults."""
+    root = Path(root)
+    path = root / CONFIG_FILE
+    if path.exists():
+        text = _read(path, CONFIG_FILE)
+        return _Loader(CONFIG_FILE, text).config(_parse(text, CONFIG_FILE), str(path))
+    path = root / PYPROJECT_FILE
+    if path.exists():
+        text = _read(path, PYPROJECT_FILE)
+        tool = _parse(text, PYPROJECT_FILE).get("tool")
+        if isinstance(tool, dict) and "kanban" in tool:
+            loader = _Loader(PYPROJECT_FILE, text, PYPROJECT_PREFIX)
+            return loader.config(tool["kanban"], str(path))
+    return Config()
+
+
+# --- the file `kanban init` writes ------------------------------------------
+
+
+_DEFAULT_TOML = """\
+# kanban.toml: how `kanban` runs agents in this repository.
+# Durations are strings like "90s", "15m", "1h30m" or "500ms", or a number of seconds.
+# The same keys also work under [tool.kanban] in pyproject.toml.
+
+main_branch = "main"          # the branch finished work is merged into
+pool_size = 6                 # at most this many agents at once, all roles together (1-64)
+worktree_dir = ".worktrees"   # where each task's git worktree goes, relative to this file
+port_base = 20000             # first KANBAN_PORT handed out, one port per task (1024-60000)
+
+[agent]                       # defaults for every role
+preset = "claude"             # claude | codex | aider | demo
+# command = ["my-agent", "--prompt-file", "{prompt_file}"]   # instead of a preset
+# model = "..."               # the model the preset asks for
+extra_args = []               # more arguments for the preset's command line
+timeout = "15m"               # stopped after running this long
+stall = "5m"                  # stopped when its log has not grown for this long
+kill_grace = "5s"             # from SIGTERM to SIGKILL when an agent is stopped
+
+# Each role takes the [agent] settings, overridden by its own table.
+# A role that sets `preset` drops a `command` inherited from [agent].
+[agent.task]
+
+[agent.reviewer]
+# timeout = "10m"
+
+[agent.tester]
+
+[worktree]
+copy = []                     # ignored files each new worktree needs, e.g. [".env"]
+setup = []                    # run once in each new worktree, before its first agent:
+                              # ["npm", "ci"], or several: [["npm", "ci"], ["make"]]
+
+[merge]
+mode = "serial"               # "serial": one branch at a time; "batch": several at once
+verify = []                   # run on the merged tree before main moves, e.g. ["pytest", "-q"]
+push = false                  # push main to the remote after each merge
+remote = "origin"
+
+# Environment variables agents get, as names or glob patterns.
+# deny wins over allow, except for names listed in allow without a wildcard.
+# Setting allow or deny replaces that whole list.
+[env]
+allow = @ALLOW@
+deny = @DENY@
+
+# Services that must be up before agents start (checked by `kanban preflight`).
+# Each check has a name and exactly one of url, tcp or command.
+#
+# [[preflight.check]]
+# name = "qdrant"
+# url = "http://localhost:6333/readyz"    # up when it answers with a 2xx status
+# timeout = "3s"
+#
+# [[preflight.check]]
+# name = "postgres"
+# tcp = "localhost:5432"                  # up when it accepts a connection
+#
+# [[preflight.check]]
+# name = "redis"
+# command = ["redis-cli", "ping"]         # up when it exits 0
+"""
+
+
+def _toml_list(items: tuple[str, ...]) -> str:
+    return "[\n" + "".join(f'    "{item}",\n' for item in items) + "]"
+
+
+def dump_default_config() -> str:
+    """The commented default kanban.toml that `kanban init` writes; it loads as Config()."""
+    return _DEFAULT_TOML.replace("@ALLOW@", _toml_list(DEFAULT_ENV_ALLOW)).replace(
+        "@DENY@", _toml_list(DEFAULT_ENV_DENY)
+    )

@@ -1,0 +1,88 @@
+"""Process identity on Linux: a pid counts only together with its start time.
+
+PIDs are reused, so every check and every signal goes through the start
+time recorded when the process was launched (field 22 of /proc/PID/stat).
+A zombie has exited; it counts as dead everywhere here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+_DEAD_STATES = (b"Z", b"X", b"x")
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat; the command name may hold spaces and ')'."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return data[data.rindex(b")") + 1 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of PID in clock ticks since boot, or None if there is none."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def alive(pid: int | None, start_time: int | None) -> bool:
+    """True if PID runs and is the same process that started at START_TIME."""
+    if pid is None or start_time is None:
+        return False
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in _DEAD_STATES and int(fields[19]) == start_time
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is PGID."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields and int(fields[2]) == pgid and fields[0] not in _DEAD_STATES:
+            found.append(int(entry.name))
+    return found
+
+
+def owned_group(pgid: int, leader_start: int) -> list[int]:
+    """Live members of the group we started (leader pid == PGID, started at LEADER_START).
+
+    While any process is in group PGID the kernel keeps the pid PGID reserved,
+    so if PGID now names a different process, our group is gone.
+    """
+    now = process_start_time(pgid)
+    if now is not None and now != leader_start:
+        return []
+    return group_members(pgid)
+
+
+def signal_group(pgid: int, leader_start: int, sig: int) -> bool:
+    """Send SIG to the group we started, if it still has live members."""
+    if not owned_group(pgid, leader_start):
+        return False
+    return killpg(pgid, sig)
+
+
+def killpg(pgid: int, sig: int) -> bool:
+    """os.killpg that treats an empty group as nothing to do."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def terminate(pid: int, start_time: int, sig: int = signal.SIGTERM) -> bool:
+    """Signal one process after checking it is still the one we mean."""
+    if not alive(pid, start_time):
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True

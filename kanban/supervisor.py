@@ -1,0 +1,249 @@
+"""The detached process that runs one agent under its timeout.
+
+Run as `python -m kanban.supervisor RUN_DIR`. It reads RUN_DIR/spec.json,
+starts the agent as the leader of its own process group, records who it
+started in agent.json, and watches it: timeout, stall (the log stopped
+growing) and RUN_DIR/cancel end it. It outlives the command that launched
+it, so the timeout holds even when nobody is left to enforce it.
+
+Whenever the agent ends, by itself or not, what is left of its process group
+gets SIGTERM, a grace, then SIGKILL, before result.json is written. So
+result.json means "nothing of this run is still running", and the caller may
+remove the worktree. An agent that leaves a server running in the background
+loses it: that is deliberate, since a leftover would hold the worktree and
+the task's port. Processes that leave the group (setsid, daemonising) escape;
+such agents are not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kanban import procs
+
+SPEC = "spec.json"
+AGENT = "agent.json"
+RESULT = "result.json"
+CANCEL = "cancel"
+SUPERVISOR_LOG = "supervisor.log"
+
+POLL = 0.05  # seconds between checks; runs are judged with ~1 s timeouts in tests
+REAP_LIMIT = 2.0  # how long to wait for SIGKILLed members to vanish
+
+
+def write_json_atomic(path: Path, data: dict, mode: int = 0o644) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n", mode)
+
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def cancel_mode(run_dir: Path) -> str | None:
+    """'term' or 'kill' once `kanban stop` asked for it, else None."""
+    try:
+        text = (run_dir / CANCEL).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return "kill" if text == "kill" else "term"
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.spec: dict = {}
+        self.proc: subprocess.Popen | None = None
+        self.reason: str | None = None  # "timeout" | "stall" | "cancel" once we stop it
+        self.terminated = False  # we got SIGTERM
+        self.started = self.t0 = None
+        self.log_size = -1
+        self.last_growth = 0.0
+
+    def install_signals(self) -> None:
+        # Handlers, not SIG_IGN: an ignored signal would be inherited by the agent
+        # across exec, a handler is reset to the default there.
+        signal.signal(signal.SIGHUP, lambda *_: None)
+        signal.signal(signal.SIGINT, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, *_: object) -> None:
+        self.terminated = True
+
+    def run(self) -> int:
+        try:
+            self.spec = read_json(self.run_dir / SPEC) or {}
+            self.start()
+            self.watch()
+            result = self.finish()
+        except BaseException as exc:  # anything: the caller still needs a result
+            traceback.print_exc()
+            result = self.fail(exc)
+        write_json_atomic(self.run_dir / RESULT, result)
+        return 0
+
+    def start(self) -> None:
+        log = Path(self.spec["log"])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            self.started, self.t0 = now_iso(), time.monotonic()
+            self.proc = subprocess.Popen(
+                self.spec["argv"],
+                cwd=self.spec["cwd"],
+                env=self.spec["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.last_growth = self.t0
+        self.write_agent_json()
+
+    def write_agent_json(self) -> None:
+        pid = self.proc.pid
+        me = os.getpid()
+        info = {
+            "pid": pid,
+            "pgid": pid,  # start_new_session: the agent leads its own group
+            "start_time": procs.process_start_time(pid),
+            "supervisor_pid": me,
+            "supervisor_start_time": procs.process_start_time(me),
+            "started": self.started,
+        }
+        write_json_atomic(self.run_dir / AGENT, info)
+
+    def leader_exited(self) -> bool:
+        """True once the leader exited; WNOWAIT leaves it a zombie, which keeps
+        its pid (our pgid) reserved so the sweeps cannot hit a stranger."""
+        res = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return res is not None
+
+    def watch(self) -> None:
+        while not self.leader_exited():
+            self.reason = self.why_stop()
+            if self.reason:
+                self.stop_group(self.grace())
+                return
+            time.sleep(POLL)
+
+    def why_stop(self) -> str | None:
+        if self.terminated or cancel_mode(self.run_dir):
+            return "cancel"
+        now = time.monotonic()
+        if now - self.t0 >= float(self.spec["timeout"]):
+            return "timeout"
+        stall = self.spec.get("stall")
+        if stall is not None and now - self.last_growth_time(now) >= float(stall):
+            return "stall"
+        return None
+
+    def last_growth_time(self, now: float) -> float:
+        try:
+            size = os.stat(self.spec["log"]).st_size
+        except FileNotFoundError:
+            size = 0
+        if size != self.log_size:
+            self.log_size, self.last_growth = size, now
+        return self.last_growth
+
+    def grace(self) -> float:
+        return 0.0 if cancel_mode(self.run_dir) == "kill" else float(self.spec.get("grace", 5))
+
+    def stop_group(self, grace: float) -> None:
+        """SIGTERM, up to GRACE for the group to go, then SIGKILL."""
+        pgid = self.proc.pid
+        if grace > 0 and procs.killpg(pgid, signal.SIGTERM):
+            end = time.monotonic() + grace
+            while time.monotonic() < end and procs.group_members(pgid):
+                if cancel_mode(self.run_dir) == "kill":  # `stop --force` during the grace
+                    break
+                time.sleep(POLL)
+        procs.killpg(pgid, signal.SIGKILL)
+
+    def finish(self) -> dict:
+        pgid = self.proc.pid
+        os.waitid(os.P_PID, pgid, os.WEXITED | os.WNOWAIT)  # the leader is done or dying
+        if procs.group_members(pgid):  # orphans the agent left behind
+            self.stop_group(self.grace())
+        procs.killpg(pgid, signal.SIGKILL)  # final sweep, while the zombie pins the pgid
+        self.wait_group_gone(pgid)
+        return self.result(self.proc.wait())
+
+    def wait_group_gone(self, pgid: int) -> None:
+        end = time.monotonic() + REAP_LIMIT
+        while procs.group_members(pgid) and time.monotonic() < end:
+            procs.killpg(pgid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def result(self, returncode: int | None, error: str | None = None) -> dict:
+        ended = time.monotonic()
+        data = {
+            "exit_code": returncode if returncode is not None and returncode >= 0 else None,
+            "signal": -returncode if returncode is not None and returncode < 0 else None,
+            "timed_out": self.reason == "timeout",
+            "stalled": self.reason == "stall",
+            "cancelled": self.reason == "cancel",
+            "started": self.started or now_iso(),
+            "ended": now_iso(),
+            "duration": round(ended - self.t0, 3) if self.t0 else 0.0,
+        }
+        if error:
+            data["error"] = error
+        return data
+
+    def fail(self, exc: BaseException) -> dict:
+        """Best effort after a bug or a failed start: kill the group, report."""
+        returncode = None
+        if self.proc is not None:
+            try:
+                procs.killpg(self.proc.pid, signal.SIGKILL)
+                returncode = self.proc.wait(timeout=REAP_LIMIT)
+            except Exception:
+                pass
+        if self.terminated:
+            self.reason = "cancel"
+        what = "agent did not start" if self.proc is None else "supervisor failed"
+        return self.result(returncode, f"{what}: {type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m kanban.supervisor RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        os.setsid()  # normally the launcher already made us a session leader
+    except OSError:
+        pass
+    sup = Supervisor(Path(args[0]).resolve())
+    sup.install_signals()
+    return sup.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
