@@ -81,6 +81,17 @@ def preflight(
     raise typer.Exit(run(_root(), as_json=json_out))
 
 
+@app.command()
+def tick(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would start; change nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """One non-blocking pass: reap finished or timed-out agents, apply transitions, fill free slots."""
+    from kanban.commands.tick import tick as run
+
+    raise typer.Exit(run(_root(), dry_run=dry_run, as_json=json_out))
+
+
 def main() -> None:
     """Console entry point: one readable line for any error, never a traceback."""
     from kanban.output import error

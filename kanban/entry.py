@@ -126,6 +126,21 @@ class Entry:
     def text(self) -> str:
         return "".join(self.lines)
 
+    def body(self) -> str:
+        """The description: the lines after the metadata, without the Notes section."""
+        meta = self.meta_lines()
+        start = (meta[-1][0] + 1) if meta else 1
+        notes_at = self._notes_heading_index()
+        end = notes_at if notes_at is not None else len(self.lines)
+        return "".join(self.lines[start:end]).strip()
+
+    def notes(self) -> str:
+        """The items of the `### Notes` section, as written."""
+        notes_at = self._notes_heading_index()
+        if notes_at is None:
+            return ""
+        return "".join(self.lines[notes_at + 1:self._section_end(notes_at)]).strip()
+
     @property
     def newline(self) -> str:
         for line in self.lines:

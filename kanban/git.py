@@ -184,3 +184,88 @@ def _records(out: str) -> Iterator[dict[str, str]]:
 def branches(root: Path, pattern: str = "refs/heads/") -> list[str]:
     out = run(root, "for-each-ref", "--format=%(refname)", pattern)
     return [line.removeprefix("refs/heads/") for line in out.splitlines() if line]
+
+
+# -- worktrees and branches for tasks ---------------------------------------------
+
+
+def _worktree_lock(root: Path):
+    """Serialise worktree add/remove/prune: concurrent `worktree add -b` races on config."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        path = common_dir(root) / "kanban-worktree.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    return held()
+
+
+def add_worktree(root: Path, path: Path, branch: str, base: str) -> None:
+    """Create `path` on `branch`: a new branch from `base`, or the existing branch (after a crash)."""
+    with _worktree_lock(root):
+        run(root, "worktree", "prune")
+        if branch_exists(root, branch):
+            run(root, "worktree", "add", str(path), branch)
+        else:
+            run(root, "worktree", "add", "--no-track", "-b", branch, str(path), base)
+
+
+def remove_worktree(root: Path, path: Path) -> None:
+    with _worktree_lock(root):
+        if path.exists():
+            run(root, "worktree", "remove", "--force", "--force", str(path), check=False)
+        run(root, "worktree", "prune")
+
+
+def delete_branch(root: Path, branch: str) -> None:
+    if branch_exists(root, branch):
+        run(root, "branch", "-D", branch)
+
+
+def head(path: Path) -> str:
+    return run(path, "rev-parse", "HEAD").strip()
+
+
+def is_ancestor(root: Path, a: str, b: str) -> bool:
+    return run_status(root, "merge-base", "--is-ancestor", a, b)[0] == 0
+
+
+def changed_files(path: Path, base: str) -> list[str]:
+    """Files the branch checked out at `path` changed since it left `base`."""
+    out = run(path, "diff", "--name-only", "-z", f"{base}...HEAD")
+    return [p for p in out.split("\0") if p]
+
+
+def tracked_files(path: Path) -> list[str]:
+    return [p for p in run(path, "ls-files", "-z").split("\0") if p]
+
+
+def merge_in_progress(path: Path) -> bool:
+    return run_status(path, "rev-parse", "-q", "--verify", "MERGE_HEAD")[0] == 0
+
+
+def unmerged_files(path: Path) -> list[str]:
+    out = run(path, "diff", "--name-only", "-z", "--diff-filter=U")
+    return [p for p in out.split("\0") if p]
+
+
+def merge_main_into(path: Path, main: str) -> list[str]:
+    """Merge `main` into the worktree's branch. Returns conflicted files, left for the tester."""
+    if merge_in_progress(path):
+        return unmerged_files(path)
+    status, _, err = run_status(path, "merge", "--no-edit", "--no-ff", main)
+    if status == 0:
+        return []
+    conflicted = unmerged_files(path)
+    if not conflicted:  # the merge failed for another reason (dirty tree): say so
+        run_status(path, "merge", "--abort")
+        raise GitError(f"could not merge {main} into {path.name}: {err.strip().splitlines()[0] if err else status}",
+                       stderr=err)
+    return conflicted

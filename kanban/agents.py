@@ -1,0 +1,139 @@
+"""Starting one agent run: worktree ready, prompt rendered, environment built, supervisor launched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from kanban import git
+from kanban.config import Config
+from kanban.errors import KanbanError
+from kanban.ids import branch_name, check_id
+from kanban.prompts import render_role
+from kanban.targets import covering_tests
+
+SETUP_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the engine asks for: one role's run on one task."""
+
+    task_id: str
+    role: str
+    attempt: int
+    title: str
+    body: str
+    fields: dict[str, str]  # priority, depends, files, track
+    notes: str
+    port: int
+
+
+def worktree_path(root: Path, config: Config, task_id: str) -> Path:
+    check_id(task_id)  # IDs become path segments: never let anything else through
+    return root / config.worktree_dir / task_id
+
+
+def run_dir(root: Path, task_id: str, role: str, attempt: int) -> Path:
+    return root / ".kanban" / "runs" / check_id(task_id) / f"{role}-{attempt}"
+
+
+def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
+    """The task's worktree on its branch: created from main when new, checked when reused."""
+    path = worktree_path(root, config, task_id)
+    branch = branch_name(task_id)
+    if path.is_symlink():
+        raise KanbanError(f"worktree {path} is a symbolic link", hint="remove it; kanban recreates the worktree")
+    known = {w.path.resolve(): w for w in git.worktrees(root)}
+    existing = known.get(path.resolve()) if path.exists() else None
+    if existing is not None:
+        if existing.branch != branch:
+            raise KanbanError(f"worktree {path.name} is on branch {existing.branch}, not {branch}",
+                              hint=f"remove {path} by hand (git worktree remove) so kanban can recreate it")
+        return path
+    for w in known.values():
+        if w.branch == branch:  # the branch is checked out somewhere else
+            raise KanbanError(f"branch {branch} is checked out at {w.path}",
+                              hint="remove that worktree (git worktree remove) and run kanban again")
+    if path.exists():
+        raise KanbanError(f"{path} exists but is not a git worktree", hint="move it away and run kanban again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git.add_worktree(root, path, branch, config.main_branch)
+    _prepare(root, config, path)
+    return path
+
+
+def _prepare(root: Path, config: Config, path: Path) -> None:
+    """Copy the ignored files a task needs, then run the set-up commands once."""
+    for rel in config.worktree.copy:
+        source = root / rel
+        if source.is_dir():
+            shutil.copytree(source, path / rel, dirs_exist_ok=True, symlinks=True)
+        elif source.is_file():
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path / rel)
+    for argv in config.worktree.setup:
+        try:
+            done = subprocess.run(list(argv), cwd=path, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=SETUP_TIMEOUT, start_new_session=True)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KanbanError(f"worktree set-up '{' '.join(argv)}' failed: {exc}", code=1) from None
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-15:]
+            raise KanbanError(f"worktree set-up '{' '.join(argv)}' exited {done.returncode}:\n" + "\n".join(tail),
+                              code=1)
+
+
+def agent_env(config: Config, launch: Launch, worktree: Path, prompt_file: Path, report_file: Path,
+              extra: dict[str, str]) -> dict[str, str]:
+    env = config.env.filter(os.environ)
+    env.update(extra)
+    env.update({
+        "KANBAN_TASK_ID": launch.task_id,
+        "KANBAN_ROLE": launch.role,
+        "KANBAN_ATTEMPT": str(launch.attempt),
+        "KANBAN_WORKTREE": str(worktree),
+        "KANBAN_PROMPT_FILE": str(prompt_file),
+        "KANBAN_REPORT_FILE": str(report_file),
+        "KANBAN_PORT": str(launch.port),
+        "KANBAN_MAIN_BRANCH": config.main_branch,
+        "GIT_TERMINAL_PROMPT": "0",
+    })
+    return env
+
+
+def prompt_values(root: Path, config: Config, launch: Launch, worktree: Path, report_file: Path,
+                  conflicts: list[str]) -> dict[str, str]:
+    changed = git.changed_files(worktree, config.main_branch) if launch.role != "task" else []
+    tests = covering_tests(changed, git.tracked_files(worktree)) if launch.role == "tester" else []
+    merge_text = ("Merging the latest {m} into this branch left conflicts in these files; resolve them first:\n"
+                  .format(m=config.main_branch) + _bullets(conflicts)) if conflicts else \
+        f"The latest {config.main_branch} is merged into this branch; there were no conflicts."
+    return {
+        "task_id": launch.task_id,
+        "title": launch.title,
+        "body": launch.body.strip() or "(no description)",
+        "priority": launch.fields.get("priority", ""),
+        "depends": launch.fields.get("depends", "") or "none",
+        "files": launch.fields.get("files", "") or "not declared",
+        "track": launch.fields.get("track", ""),
+        "role": launch.role,
+        "attempt": str(launch.attempt),
+        "branch": branch_name(launch.task_id),
+        "main_branch": config.main_branch,
+        "worktree": str(worktree),
+        "report_file": str(report_file),
+        "feedback": launch.notes.strip() or "Nothing yet: this is the first attempt.",
+        "notes": launch.notes.strip(),
+        "changed_files": _bullets(changed) or "(none)",
+        "tests": _bullets(tests) or "No test files matched the changed files by name; find and run the relevant "
+                                     "tests yourself.",
+        "conflicts": merge_text,
+    }
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"- {item}" for item in items)

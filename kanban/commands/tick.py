@@ -1,0 +1,52 @@
+"""`kanban tick`: one non-blocking pass: reap, transition, fill free slots; returns at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kanban.output import emit_json, say, warn
+
+
+def open_engine(root: Path):
+    """Config, history and engine for a repository, after the checks every pass needs."""
+    from kanban import git
+    from kanban.config import load_config
+    from kanban.engine import Engine
+    from kanban.errors import KanbanError
+    from kanban.history import History
+    from kanban.store import load_board
+
+    config = load_config(root)
+    load_board(root)  # a bad board is exit 2 before anything runs
+    if git.toplevel(root) is None:
+        raise KanbanError(f"{root} is not a git repository", hint="run 'git init' and commit, then 'kanban init'")
+    if not git.branch_exists(root, config.main_branch):
+        raise KanbanError(f"no branch {config.main_branch!r} in this repository",
+                          file=config.source and Path(config.source).name,
+                          hint="commit something first, or set main_branch in kanban.toml")
+    return Engine(root, config, History(root))
+
+
+def tick(root: Path, *, dry_run: bool, as_json: bool) -> int:
+    engine = open_engine(root)
+    try:
+        report = engine.tick(dry_run=dry_run)
+    finally:
+        engine.history.close()
+    if as_json:
+        emit_json({"busy": report.busy, "reaped": report.reaped, "started": report.started,
+                   "problems": report.problems,
+                   "would_start": [{"task": s.task_id, "role": s.role.value, "pick": s.pick}
+                                   for s in report.planned]})
+        return 0
+    if report.busy:
+        say("another tick is running; nothing done")
+    for line in report.reaped + report.started:
+        say(line)
+    for line in report.problems:
+        warn(line)
+    for s in report.planned:
+        say(f"would start: {s.task_id} {s.role.value}" + (" (picked from TODO)" if s.pick else ""))
+    if not (report.reaped or report.started or report.planned or report.busy):
+        say("nothing to do")
+    return 0

@@ -1,0 +1,325 @@
+"""One pass of the pipeline: reap finished agents, apply transitions, fill free slots.
+
+Data flows one way: the board and the history are read, the pure machine and
+scheduler decide, and this module carries the decision out: board writes
+(each transition its own atomic update), worktrees, and supervised runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from kanban import agents, git
+from kanban.board import Board, to_task
+from kanban.config import Config
+from kanban.entry import Entry
+from kanban.errors import KanbanError
+from kanban.history import History, Run
+from kanban.machine import Action, Event, InvalidTransition, TaskState, transition
+from kanban.model import COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
+from kanban.presets import build_argv, missing_credentials, parse_cost
+from kanban.prompts import render_role
+from kanban.runner import LocalRunner, Runner
+from kanban.scheduler import Start, plan
+from kanban.store import update
+
+LOG_TAIL_LINES = 15
+REPORT_LIMIT = 4000
+
+OK_EVENT = {Role.TASK: Event.TASK_OK, Role.REVIEWER: Event.REVIEW_OK, Role.TESTER: Event.TEST_OK}
+FAIL_EVENT = {Role.TASK: Event.TASK_FAILED, Role.REVIEWER: Event.REVIEW_REJECTED, Role.TESTER: Event.TEST_FAILED}
+ROLE_NAMES = {Role.TASK: "task agent", Role.REVIEWER: "reviewer", Role.TESTER: "tester"}
+
+
+@dataclass
+class TickReport:
+    reaped: list[str] = field(default_factory=list)  # one line per finished run
+    started: list[str] = field(default_factory=list)  # one line per started run
+    problems: list[str] = field(default_factory=list)
+    planned: list[Start] = field(default_factory=list)  # --dry-run: what would start
+    busy: bool = False  # another tick held the lock
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reaped or self.started)
+
+
+@contextlib.contextmanager
+def tick_lock(root: Path, wait: float = 0.0) -> Iterator[bool]:
+    """One tick at a time per repository; yields False if another one holds it."""
+    state = root / ".kanban"
+    state.mkdir(exist_ok=True)
+    fd = os.open(state / "tick.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.02)
+        yield True
+    finally:
+        os.close(fd)
+
+
+class Engine:
+    def __init__(self, root: Path, config: Config, history: History, runner: Runner | None = None) -> None:
+        self.root = root
+        self.config = config
+        self.history = history
+        self.runner = runner or LocalRunner()
+
+    # -- the pass ------------------------------------------------------------------
+
+    def tick(self, *, dry_run: bool = False) -> TickReport:
+        report = TickReport()
+        with tick_lock(self.root) as got:
+            if not got:
+                report.busy = True
+                return report
+            if dry_run:
+                report.planned = self._plan(self._load())
+                return report
+            self._assign_new_ids()
+            self._reap(report)
+            self._notice_person_resets()
+            self._fill(report)
+        return report
+
+    def _load(self) -> Board:
+        from kanban.store import load_board
+
+        return load_board(self.root)
+
+    def _assign_new_ids(self) -> None:
+        if self._load().new_entries():
+            update(self.root, lambda board: board.assign_ids())
+
+    def _plan(self, board: Board) -> list[Start]:
+        running = {r.task: Role(r.role) for r in self.history.live_runs()}
+        return plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
+
+    # -- reaping -------------------------------------------------------------------
+
+    def _reap(self, report: TickReport) -> None:
+        for run in self.history.live_runs():
+            state = self.runner.poll(Path(run.run_dir))
+            if state.running:
+                if not state.supervisor_alive:  # nothing enforces its timeout any more
+                    self.runner.cancel(Path(run.run_dir), force=True)
+                    report.problems.append(f"{run.task}: the supervisor of its {run.role} died; agent stopped")
+                continue
+            try:
+                report.reaped.append(self._finish(run, state.result))
+            except KanbanError as exc:
+                report.problems.append(f"{run.task}: {exc}")
+
+    def _finish(self, run: Run, result: dict | None) -> str:
+        role = Role(run.role)
+        ok, why = self._judge(run, role, result)
+        log_text = _read_tail(Path(run.log), 64 * 1024)
+        cost = parse_cost(self.config.agent_for(role.value).preset, log_text) if log_text else {}
+        outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
+        self.history.finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
+                                tokens=cost.get("tokens"))
+        name = f"{ROLE_NAMES[role]} attempt {run.attempt}"
+        report_text = _read_tail(Path(run.run_dir) / "report.md", REPORT_LIMIT).strip()
+        if ok:
+            note = f"{_stamp()} {name} succeeded" + (f":\n{report_text}" if report_text else "")
+            return self.apply(run.task, OK_EVENT[role], note)
+        note = f"{_stamp()} {name} failed: {why}"
+        if report_text:
+            note += f"\nReport:\n{report_text}"
+        tail = _last_lines(log_text, LOG_TAIL_LINES)
+        if tail:
+            note += f"\nLast lines of {Path(run.log).relative_to(self.root)}:\n{tail}"
+        if outcome == "cancelled":
+            return self.escalate(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.")
+        return self.apply(run.task, FAIL_EVENT[role], note)
+
+    def _judge(self, run: Run, role: Role, result: dict | None) -> tuple[bool, str]:
+        if result is None:
+            return False, "its supervisor and the agent vanished without a result"
+        if result.get("error") and result.get("exit_code") is None:
+            return False, str(result["error"])
+        if result.get("timed_out"):
+            return False, f"timed out after {_human(run.timeout)}"
+        if result.get("stalled"):
+            return False, "stalled: its log stopped growing"
+        if result.get("cancelled"):
+            return False, "stopped by a person"
+        code = result.get("exit_code")
+        if code != 0:
+            return False, f"exit status {code}" if code is not None else f"killed by signal {result.get('signal')}"
+        worktree = agents.worktree_path(self.root, self.config, run.task)
+        if not worktree.exists():
+            return False, "its worktree is gone"
+        if role is Role.TASK and git.head(worktree) == run.head_before:
+            return False, "exited 0 without a commit"
+        if role is Role.TESTER and (git.merge_in_progress(worktree) or git.unmerged_files(worktree)):
+            return False, "exited 0 with the merge of main unfinished"
+        return True, ""
+
+    # -- transitions -----------------------------------------------------------------
+
+    def apply(self, task_id: str, event: Event, note: str | None) -> str:
+        """Carry out one transition on the board (one atomic update) and log it."""
+        strikes = self.history.strikes(task_id)
+        outcome: dict = {}
+
+        def change(board: Board) -> None:
+            found = board.find(task_id)
+            if found is None:
+                outcome["gone"] = True
+                return
+            f, entry = found
+            task = to_task(f, entry, 0)
+            tr = transition(TaskState.of(task, strikes), event)
+            outcome.update(tr=tr, source=f.column)
+            if tr.column is not Column.DONE:
+                entry = board.move(task_id, tr.column)
+                board.touch(task_id)
+            _set_flags(entry, retry=tr.retry, escalated=tr.escalated, ready=tr.ready)
+            if note:
+                entry.add_note(note)
+
+        try:
+            update(self.root, change)
+        except InvalidTransition as exc:  # the entry was moved by hand while its agent ran
+            self.history.event(task_id, "ignored", detail=f"{event.value}: {exc}")
+            return f"{task_id}: {event.value} ignored ({exc})"
+        if outcome.get("gone"):
+            self.history.event(task_id, "ignored", detail=f"{event.value}: the entry is no longer on the board")
+            return f"{task_id}: {event.value} ignored (no longer on the board)"
+        tr = outcome["tr"]
+        self.history.event(task_id, event.value, outcome["source"].value, tr.column.value, note)
+        if tr.strike:
+            self.history.event(task_id, f"strike:{tr.strike}")
+        if tr.action is Action.ESCALATE:
+            self.history.event(task_id, "escalated")
+        flags = " [ESCALATED]" if tr.escalated else " [RETRY]" if tr.retry else " ready" if tr.ready else ""
+        return f"{task_id}: {event.value} -> {tr.column.value}{flags}"
+
+    def escalate(self, task_id: str, note: str) -> str:
+        def change(board: Board) -> None:
+            if board.find(task_id):
+                entry = board.touch(task_id)
+                _set_flags(entry, retry=False, escalated=True, ready=False)
+                entry.add_note(note)
+
+        update(self.root, change)
+        self.history.event(task_id, "escalated", detail=note)
+        return f"{task_id}: escalated"
+
+    def _notice_person_resets(self) -> None:
+        """A person removed [ESCALATED] by hand: the task starts over with no strikes."""
+        board = self._load()
+        for task in board.tasks():
+            if not task.escalated and self.history.last_event(task.id) == "escalated":
+                self.history.event(task.id, "reset", detail="[ESCALATED] removed by hand")
+
+    # -- starting agents ---------------------------------------------------------------
+
+    def _fill(self, report: TickReport) -> None:
+        for start in self._plan(self._load()):
+            try:
+                report.started.append(self._start(start))
+            except KanbanError as exc:
+                report.problems.append(f"{start.task_id}: could not start its {start.role.value}: {exc}")
+                note = f"{_stamp()} {ROLE_NAMES[start.role]} could not start: {exc}"
+                report.reaped.append(self.apply(start.task_id, FAIL_EVENT[start.role], note))
+
+    def _start(self, start: Start) -> str:
+        if start.pick:
+            self.apply(start.task_id, Event.PICKED, None)  # move the entry first, then spawn
+        board = self._load()
+        f, entry = board.require(start.task_id)
+        if f.column not in COLUMN_ROLE or COLUMN_ROLE[f.column] is not start.role:
+            raise KanbanError(f"{start.task_id} is in {f.name}, not ready for a {start.role.value}")
+        role = start.role.value
+        worktree = agents.ensure_worktree(self.root, self.config, start.task_id)
+        conflicts = git.merge_main_into(worktree, self.config.main_branch) if start.role is Role.TESTER else []
+        attempt = self.history.next_attempt(start.task_id, role)
+        launch = agents.Launch(
+            task_id=start.task_id, role=role, attempt=attempt, title=entry.title,
+            body=entry.body(), fields=entry.meta(), notes=entry.notes(),
+            port=self.history.port_for(start.task_id, self.config.port_base),
+        )
+        rdir = agents.run_dir(self.root, start.task_id, role, attempt)
+        rdir.mkdir(parents=True, exist_ok=False)
+        prompt_file, report_file, log = rdir / "prompt.md", rdir / "report.md", rdir / "agent.log"
+        values = agents.prompt_values(self.root, self.config, launch, worktree, report_file, conflicts)
+        prompt = render_role(self.root, role, values)
+        prompt_file.write_text(prompt, encoding="utf-8")
+        agent = self.config.agent_for(role)
+        from kanban.presets import preset_env
+
+        env = agents.agent_env(self.config, launch, worktree, prompt_file, report_file, preset_env(agent))
+        reason = missing_credentials(agent, env)
+        if reason:
+            raise KanbanError(reason)
+        argv = build_argv(agent, {"prompt_file": str(prompt_file), "prompt": prompt, "task_id": start.task_id,
+                                  "role": role, "worktree": str(worktree), "model": agent.model or ""})
+        run_id = self.history.start_run(task=start.task_id, role=role, attempt=attempt, run_dir=str(rdir),
+                                        log=str(log), timeout=agent.timeout, head_before=git.head(worktree))
+        try:
+            handle = self.runner.submit(rdir, argv, str(worktree), env, str(log), agent.timeout,
+                                        agent.stall, agent.kill_grace)
+        except KanbanError:
+            self.history.finish_run(run_id, outcome="failed", result={"exit_code": None})
+            raise
+        self.history.set_pid(run_id, handle.agent_pid, handle.agent_start_time)
+        self.history.event(start.task_id, "spawned", detail=f"{role} attempt {attempt}, pid {handle.agent_pid}")
+        return f"{start.task_id}: {ROLE_NAMES[start.role]} attempt {attempt} started (pid {handle.agent_pid})"
+
+
+def _set_flags(entry: Entry, *, retry: bool, escalated: bool, ready: bool) -> None:
+    markers = [m for m in entry.markers if m not in (RETRY, ESCALATED)]
+    markers += [RETRY] if retry else []
+    markers += [ESCALATED] if escalated else []
+    entry.set_markers(markers)
+    status = entry.meta().get("status")
+    if ready:
+        entry.set_meta("status", READY_STATUS)
+    elif status == READY_STATUS:
+        entry.set_meta("status", None)
+
+
+def _read_tail(path: Path, limit: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_lines(text: str, n: int) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return "\n".join(lines[-n:])
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC"
+
+
+def _human(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
+    return f"{seconds}s"
