@@ -36,6 +36,16 @@ def _options(
 
 
 @app.command()
+def demo(
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Build the demo repository here (default: a temp dir)."),
+) -> None:
+    """Build a throwaway repository with a sample board and run it offline with the scripted agent."""
+    from kanban.commands.demo import demo as run
+
+    raise typer.Exit(run(directory, live=None))
+
+
+@app.command()
 def init() -> None:
     """Create the board files, kanban.toml and prompts/ (existing files are left alone)."""
     from kanban.commands.init import init as run
@@ -90,6 +100,50 @@ def tick(
     from kanban.commands.tick import tick as run
 
     raise typer.Exit(run(_root(), dry_run=dry_run, as_json=json_out))
+
+
+@app.command("run")
+def run_(
+    no_merge: bool = typer.Option(False, "--no-merge", help="Stop at TESTING: do not drain the merge queue."),
+) -> None:
+    """Tick in a loop with a live view, reacting as soon as an agent ends, until nothing is left to do."""
+    from kanban.commands.run import run
+
+    raise typer.Exit(run(_root(), no_merge=no_merge))
+
+
+@app.command()
+def logs(
+    task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),
+    role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer or tester."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    all_runs: bool = typer.Option(False, "--all", "-a", help="Every run of the task, not just the latest."),
+) -> None:
+    """Print the log of a task's latest agent run."""
+    from kanban.commands.control import logs as run
+
+    if role is not None and role not in ("task", "reviewer", "tester"):
+        raise KanbanError(f"--role must be task, reviewer or tester, got {role!r}")
+    raise typer.Exit(run(_root(), task_id, role=role, follow=follow, all_runs=all_runs))
+
+
+@app.command()
+def stop(
+    task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),
+    force: bool = typer.Option(False, "--force", help="SIGKILL at once instead of SIGTERM and a grace period."),
+) -> None:
+    """Stop a task's running agent (its whole process group); the task is then escalated."""
+    from kanban.commands.control import stop as run
+
+    raise typer.Exit(run(_root(), task_id, force=force))
+
+
+@app.command()
+def retry(task_id: str = typer.Argument(..., metavar="ID", help="The task's ID.")) -> None:
+    """Clear [ESCALATED] from a task so the next tick resumes it with fresh strikes."""
+    from kanban.commands.control import retry as run
+
+    raise typer.Exit(run(_root(), task_id))
 
 
 def main() -> None:

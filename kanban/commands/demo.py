@@ -1,0 +1,133 @@
+"""`kanban demo`: a throwaway repository with a sample board, run offline by the demo agent."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+from kanban.output import say
+
+DEMO_CONFIG = """\
+# kanban demo: the built-in scripted agent, short timeouts so a hang is visible.
+main_branch = "main"
+pool_size = 6
+
+[agent]
+preset = "demo"
+timeout = "{timeout}"
+stall = "{stall}"
+kill_grace = "1s"
+
+[merge]
+mode = "batch"
+verify = ["python3", "-m", "unittest", "-q"]
+"""
+
+DEMO_TASKS = """\
+# TODO
+
+A sample board. Each `## ` entry is a task for an agent; the `demo:` lines
+tell the scripted demo agent how to behave.
+
+## TASK-1: Parse the config file
+priority: 1
+files: src/config.py
+
+Read settings from a TOML file.
+demo: sleep 1.0
+
+## TASK-2: Validate config values
+priority: 2
+depends: TASK-1
+files: src/config.py
+
+Reject unknown keys with a helpful message (a dependency chain: after TASK-1).
+demo: sleep 0.6
+
+## TASK-3: Document the config keys
+depends: TASK-2
+files: docs/config.md
+
+The last link of the chain.
+demo: sleep 0.4
+
+## TASK-4: Add a --verbose flag
+priority: 2
+files: src/cli.py
+
+The first attempt fails; the retry succeeds.
+demo: fail-first
+
+## TASK-5: Speed up the cache
+files: src/cache.py
+
+The first attempt hangs and is killed at its timeout; the retry succeeds.
+demo: hang-first
+
+## TASK-6: Handle empty input
+files: src/cli.py
+
+Declares the same file as TASK-4, so the two never run at the same time.
+The reviewer rejects the first attempt.
+demo: reject-first
+
+## TASK-7: Fix off-by-one in pagination
+priority: 1
+files: src/pages.py
+
+The tester fails once; the second test run passes.
+demo: test-fail-first
+
+## TASK-8: Write the README
+files: README.md
+demo: sleep 0.8
+"""
+
+
+def build_demo_repo(path: Path, *, timeout: str = "4s", stall: str = "3s") -> Path:
+    """A git repository with a tiny project, the board files and a demo config, committed."""
+    from kanban.commands.init import init
+
+    path.mkdir(parents=True, exist_ok=True)
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.name", "kanban demo")
+    _git(path, "config", "user.email", "demo@kanban.invalid")
+    (path / "src").mkdir(exist_ok=True)
+    (path / "src" / "__init__.py").write_text("")
+    (path / "test_smoke.py").write_text("import unittest\n\n\nclass Smoke(unittest.TestCase):\n"
+                                        "    def test_truth(self):\n        self.assertTrue(True)\n")
+    (path / "kanban.toml").write_text(DEMO_CONFIG.format(timeout=timeout, stall=stall))
+    (path / "TODO.md").write_text(DEMO_TASKS)
+    init(path)
+    _git(path, "add", "-A")
+    _git(path, "commit", "-q", "-m", "A sample project with a kanban board")
+    return path
+
+
+def demo(directory: Path | None, *, live: bool | None) -> int:
+    from kanban.commands.run import run
+
+    path = directory or Path(tempfile.mkdtemp(prefix="kanban-demo-"))
+    say(f"building a demo repository in {path}")
+    build_demo_repo(path / "repo" if directory is None else path)
+    root = path / "repo" if directory is None else path
+    code = run(root, no_merge=False, live=live)
+    _report(root)
+    say(f"\nthe demo repository stays in {root}: try 'kanban -C {root} status' or 'kanban -C {root} logs TASK-5'")
+    return code
+
+
+def _report(root: Path) -> None:
+    try:
+        from kanban.report import build_report
+    except ImportError:
+        from kanban.commands.status import status
+
+        status(root, as_json=False, show_all=True)
+        return
+    say(build_report(root))
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, stdin=subprocess.DEVNULL)
