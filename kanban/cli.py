@@ -112,6 +112,18 @@ def run_(
     raise typer.Exit(run(_root(), no_merge=no_merge))
 
 
+@app.command("merge-queue")
+def merge_queue(
+    batch: bool = typer.Option(False, "--batch", help="Merge tasks with disjoint changes together, verified once."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be merged; change nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Drain the tasks that are ready to merge into main (serial, or --batch)."""
+    from kanban.commands.merge_queue import merge_queue as run
+
+    raise typer.Exit(run(_root(), batch=batch, dry_run=dry_run, as_json=json_out))
+
+
 @app.command()
 def logs(
     task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),

@@ -64,6 +64,7 @@ class MergeConfig:
     verify: tuple[str, ...] = ()
     push: bool = False
     remote: str = "origin"
+    verify_timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
             "agent", "worktree", "merge", "env", "preflight")  # fmt: skip
 AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace")
 WORKTREE_KEYS = ("copy", "setup")
-MERGE_KEYS = ("mode", "verify", "push", "remote")
+MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout")
 ENV_KEYS = ("allow", "deny")
 CHECK_KEYS = ("name", "url", "tcp", "command", "timeout")
 CHECK_TARGETS = ("url", "tcp", "command")
@@ -505,6 +506,8 @@ class _Loader:
             verify=self.argv(table.get("verify", []), path + ("verify",), optional=True),
             push=self.boolean(table.get("push", defaults.push), path + ("push",)),
             remote=self.string(table.get("remote", defaults.remote), path + ("remote",)),
+            verify_timeout=self.duration(table.get("verify_timeout", defaults.verify_timeout),
+                                         path + ("verify_timeout",)),
         )
 
     def env(self, value: Any) -> EnvConfig:
@@ -718,6 +721,7 @@ setup = []                    # run once in each new worktree, before its first 
 mode = "serial"               # "serial": one branch at a time; "batch": several at once
 verify = []                   # run on the merged tree before main moves, e.g. ["pytest", "-q"]
 push = false                  # push main to the remote after each merge
+verify_timeout = "30m"        # a verification running longer than this fails
 remote = "origin"
 
 # Environment variables agents get, as names or glob patterns.

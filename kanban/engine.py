@@ -189,9 +189,11 @@ class Engine:
             task = to_task(f, entry, 0)
             tr = transition(TaskState.of(task, strikes), event)
             outcome.update(tr=tr, source=f.column)
-            if tr.column is not Column.DONE:
-                entry = board.move(task_id, tr.column)
-                board.touch(task_id)
+            if tr.column is Column.DONE:  # merged: it lives on in CHANGELOG.md
+                f.remove(entry)
+                return
+            entry = board.move(task_id, tr.column)
+            board.touch(task_id)
             _set_flags(entry, retry=tr.retry, escalated=tr.escalated, ready=tr.ready)
             if note:
                 entry.add_note(note)

@@ -48,13 +48,13 @@ def _is_transient(exc: BaseException) -> bool:
     wait=wait_exponential(multiplier=0.05, max=1.0),
     reraise=True,
 )
-def run(cwd: Path | str, *args: str, check: bool = True) -> str:
+def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
     """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given."""
     g = gitpython.Git(str(cwd))
     try:
         out = g.execute(
             ["git", *args],
-            env=GIT_ENV,
+            env={**GIT_ENV, **(env or {})},
             istream=None,
             stdout_as_string=True,
             strip_newline_in_stdout=False,
@@ -269,3 +269,86 @@ def merge_main_into(path: Path, main: str) -> list[str]:
         raise GitError(f"could not merge {main} into {path.name}: {err.strip().splitlines()[0] if err else status}",
                        stderr=err)
     return conflicted
+
+
+# -- merging without touching anyone's checkout ---------------------------------------
+
+
+def merge_tree(root: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
+    """(tree, conflicted paths) of merging two commits; never touches a worktree.
+
+    With conflicts the tree holds conflict markers: it must never be committed.
+    """
+    status, out, err = run_status(root, "merge-tree", "--write-tree", "-z", "--name-only", "--no-messages",
+                                  ours, theirs)
+    if status not in (0, 1):
+        raise GitError(f"git merge-tree failed: {err.strip().splitlines()[0] if err.strip() else status}",
+                       stderr=err)
+    fields = out.split("\0")
+    tree, conflicts = fields[0].strip(), []
+    if status == 1:
+        conflicts = list(dict.fromkeys(f for f in fields[1:] if f))
+    return tree, conflicts
+
+
+def commit_tree(root: Path, tree: str, parents: list[str], message: str) -> str:
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    return run(root, *args, "-m", message).strip()
+
+
+def tree_of(root: Path, rev: str) -> str:
+    return run(root, "rev-parse", f"{rev}^{{tree}}").strip()
+
+
+def tree_with_paths_from(root: Path, tree: str, source: str, paths: list[str]) -> str:
+    """`tree` with `paths` set as they are in commit `source` (removed where `source` lacks them)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kanban-index-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        run(root, "read-tree", tree, env=env)
+        for path in paths:
+            listed = run(root, "ls-tree", "-z", source, "--", path).strip("\0")
+            if listed:
+                meta, _, name = listed.partition("\t")
+                mode, _, sha = meta.split(" ")
+                run(root, "update-index", "--add", "--cacheinfo", f"{mode},{sha},{name}", env=env)
+            else:
+                run(root, "update-index", "--force-remove", "--", path, env=env)
+        return run(root, "write-tree", env=env).strip()
+
+
+def diff_names(root: Path, a: str, b: str) -> list[str]:
+    out = run(root, "diff", "--name-only", "-z", "--no-renames", a, b)
+    return [p for p in out.split("\0") if p]
+
+
+def merge_base(root: Path, a: str, b: str) -> str | None:
+    status, out, _ = run_status(root, "merge-base", a, b)
+    return out.strip() if status == 0 else None
+
+
+def update_ref(root: Path, ref: str, new: str, old: str) -> bool:
+    """Compare-and-swap a ref: moves only if it still points at `old`."""
+    return run_status(root, "update-ref", "-m", "kanban merge-queue", ref, new, old)[0] == 0
+
+
+def checkout_of(root: Path, branch: str) -> Path | None:
+    """The worktree (the person's checkout or another) that has `branch` checked out."""
+    for w in worktrees(root):
+        if w.branch == branch:
+            return w.path
+    return None
+
+
+def dirty_paths(path: Path) -> list[str]:
+    """Tracked files with uncommitted changes, and untracked files, in a checkout."""
+    return [p for _, p in status_porcelain(path)]
+
+
+def fast_forward_checkout(path: Path, new: str) -> tuple[bool, str]:
+    """`git merge --ff-only` in a checkout: moves its branch and files together, keeping local edits."""
+    status, _, err = run_status(path, "merge", "--ff-only", "--no-edit", "-q", new)
+    return status == 0, err.strip()

@@ -76,8 +76,8 @@ def split_lines(text: str) -> list[str]:
     return _LINE_RE.findall(text)
 
 
-def top_headings(text: str) -> list[Heading]:
-    """Top-level headings of level 1 and 2, in order, by 0-based line index."""
+def top_headings(text: str, max_level: int = 2) -> list[Heading]:
+    """Top-level headings up to `max_level`, in order, by 0-based line index."""
     src = text.replace("\r\n", "\n").replace("\r", "\n")
     if not src.endswith("\n"):
         src += "\n"
@@ -97,7 +97,7 @@ def top_headings(text: str) -> list[Heading]:
         if token["type"] != "heading":
             continue
         level = token["attrs"]["level"]
-        if level > 2:
+        if level > max_level:
             continue
         offset = state.starts.get(id(token))
         if offset is None:  # not created at top level: cannot happen, but never guess

@@ -8,6 +8,7 @@ from collections import deque
 from pathlib import Path
 
 from kanban.commands.tick import open_engine
+from kanban.merge_queue import drain
 from kanban.output import console, say, warn
 
 WAKE_INTERVAL = 0.5  # also the longest wait before noticing a hand edit
@@ -47,9 +48,12 @@ def _loop(engine, view, *, no_merge: bool) -> int:
             view.log(line) if view else say(line)
         for line in report.problems:
             view.log("! " + line) if view else warn(line)
-        merged = [] if no_merge else _drain_merge_queue(engine)
-        for line in merged:
-            view.log(line) if view else say(line)
+        merged = False
+        if not no_merge:
+            queue = drain(engine)
+            for line in queue.lines + ([f"merge queue stopped: {queue.blocked}"] if queue.blocked else []):
+                view.log(line) if view else say(line)
+            merged = bool(queue.merged or queue.conflicts or queue.failed)
         if view:
             view.refresh()
         live_runs = engine.history.live_runs()
@@ -60,14 +64,6 @@ def _loop(engine, view, *, no_merge: bool) -> int:
         view.stop()
     _summary(engine, time.monotonic() - started_at)
     return 0
-
-
-def _drain_merge_queue(engine) -> list[str]:
-    try:
-        from kanban.merge_queue import drain
-    except ImportError:
-        return []
-    return drain(engine)
 
 
 def _summary(engine, elapsed: float) -> None:

@@ -1,0 +1,468 @@
+"""Draining tested tasks into main: serial or batched, verified, never half-done.
+
+Merges are computed with `git merge-tree --write-tree` and `git commit-tree`,
+so nobody's checkout is disturbed while the queue works. Main moves only to
+a verified commit: by compare-and-swap (`update-ref NEW OLD`) when it is not
+checked out, or by `merge --ff-only` in the checkout that has it, so that
+checkout moves with it and keeps the person's unrelated uncommitted work.
+
+Crash safety comes from the order of steps: main moves first (durable), then
+the CHANGELOG line, then the TESTING entry goes, then the worktree and branch.
+Each step can be redone: a ready task whose branch is already in main is
+finished, not merged again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from kanban import git
+from kanban.board import Board
+from kanban.changelog import category_for, insert_entry
+from kanban.errors import KanbanError
+from kanban.ids import branch_name
+from kanban.machine import Event
+from kanban.model import COLUMN_FILES, Column
+from kanban.store import board_lock, board_path, read_bytes
+
+BOARD_FILES = tuple(COLUMN_FILES.values())
+OUTPUT_TAIL = 40
+MAX_REDOS = 5
+_TRANSIENT_PUSH = re.compile(
+    r"Could not resolve host|Connection (timed out|reset|refused)|early EOF|remote end hung up|"
+    r"HTTP [5]\d\d|Operation timed out|temporarily unavailable|index\.lock|cannot lock ref", re.I)
+
+
+class Candidate(NamedTuple):
+    task_id: str
+    title: str
+    sha: str
+    category: str
+    changed: frozenset[str]
+
+
+class MainMoved(Exception):
+    """Main changed under the queue: redo the merge on the new main."""
+
+
+class MainBlocked(KanbanError):
+    """The person's checkout of main has uncommitted work in the files a merge brings in."""
+
+
+@dataclass
+class QueueReport:
+    merged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    verifications: int = 0
+    lines: list[str] = field(default_factory=list)
+    blocked: str | None = None
+    busy: bool = False
+
+
+@contextlib.contextmanager
+def merge_lock(root: Path) -> Iterator[bool]:
+    state = root / ".kanban"
+    state.mkdir(exist_ok=True)
+    fd = os.open(state / "merge.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+class MergeQueue:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.root: Path = engine.root
+        self.config = engine.config
+        self.main = engine.config.main_branch
+        self.report = QueueReport()
+
+    # -- entry point ---------------------------------------------------------------
+
+    def drain(self, *, batch: bool, dry_run: bool = False) -> QueueReport:
+        with merge_lock(self.root) as got:
+            if not got:
+                self.report.busy = True
+                return self.report
+            self._cleanup_finished()
+            candidates = self._candidates()
+            candidates = self._finish_already_merged(candidates)
+            groups = self._groups(candidates) if batch else [[c] for c in candidates]
+            if dry_run:
+                for group in groups:
+                    self.report.lines.append("would merge " + " + ".join(c.task_id for c in group)
+                                             + (" as one batch" if len(group) > 1 else ""))
+                return self.report
+            try:
+                for group in groups:
+                    self._merge_group(group)
+            except MainBlocked as exc:
+                self.report.blocked = str(exc)
+        return self.report
+
+    # -- what to merge -------------------------------------------------------------------
+
+    def _candidates(self) -> list[Candidate]:
+        from kanban.store import load_board
+
+        board = load_board(self.root)
+        ready = sorted((t for t in board.tasks() if t.ready and not t.escalated), key=lambda t: (t.priority, t.order))
+        main_sha = git.rev_parse(self.root, self.main)
+        found = []
+        for t in ready:
+            branch = branch_name(t.id)
+            if not git.branch_exists(self.root, branch):
+                self._send_back(t.id, Event.MERGE_CONFLICT, f"its branch {branch} is gone; the tester recreates it")
+                continue
+            sha = git.rev_parse(self.root, branch)
+            base = git.merge_base(self.root, main_sha, sha) or main_sha
+            _, entry = board.require(t.id)
+            category = category_for(t.title, entry.meta().get("changelog"))
+            found.append(Candidate(t.id, t.title, sha, category, frozenset(git.diff_names(self.root, base, sha))))
+        return found
+
+    def _groups(self, candidates: list[Candidate]) -> list[list[Candidate]]:
+        """Tasks whose changed files are disjoint go together (first fit, in priority order)."""
+        groups: list[tuple[list[Candidate], set[str]]] = []
+        for c in candidates:
+            for members, files in groups:
+                if not (files & c.changed):
+                    members.append(c)
+                    files |= c.changed
+                    break
+            else:
+                groups.append(([c], set(c.changed)))
+        return [members for members, _ in groups]
+
+    # -- merging ---------------------------------------------------------------------------
+
+    def _merge_group(self, group: list[Candidate]) -> None:
+        for _ in range(MAX_REDOS):
+            try:
+                if len(group) == 1:
+                    self._merge_one(group[0])
+                else:
+                    self._merge_batch(group)
+                return
+            except MainMoved:
+                self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
+                group = self._finish_already_merged(group)
+                if not group:
+                    return
+        raise KanbanError(f"{self.main} kept moving while the merge queue worked", code=1,
+                          hint="run 'kanban merge-queue' again when it is quiet")
+
+    def _merge_one(self, c: Candidate) -> None:
+        base = git.rev_parse(self.root, self.main)
+        commit, conflicts = self._build(base, c)
+        if conflicts:
+            self._conflict(c, conflicts)
+            return
+        ok, output = self._verify(commit)
+        if not ok:
+            self._verify_failed(c, output)
+            return
+        self._advance(base, commit)
+        self._finish(c)
+
+    def _merge_batch(self, group: list[Candidate]) -> None:
+        base = git.rev_parse(self.root, self.main)
+        chain = self._chain(base, group)
+        if chain is None:  # a conflict inside the group: fall back to serial
+            self.report.lines.append("conflict in batch " + " + ".join(c.task_id for c in group)
+                                     + "; merging them one by one")
+            for c in group:
+                self._merge_group([c])
+            return
+        ok, output = self._verify(chain[-1][1])
+        if ok:
+            self._land(base, chain)
+            return
+        self._bisect(base, chain, output)
+
+    def _chain(self, base: str, group: list[Candidate]) -> list[tuple[Candidate, str]] | None:
+        """One merge commit per task, each on top of the last; None on any conflict."""
+        chain, tip = [], base
+        for c in group:
+            commit, conflicts = self._build(tip, c)
+            if conflicts:
+                return None
+            chain.append((c, commit))
+            tip = commit
+        return chain
+
+    def _bisect(self, base: str, chain: list[tuple[Candidate, str]], failure: str) -> None:
+        """The batch failed: find the first task whose merge breaks verification.
+
+        Prefix k of the chain is commit chain[k-1]; prefix 0 is main (good), the
+        whole chain is bad. Binary search costs ceil(log2 n) verifications, and
+        the rest of the batch after the culprit is verified once more.
+        """
+        commits = [base] + [commit for _, commit in chain]
+        lo, hi = 0, len(chain)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            ok, output = self._verify(commits[mid])
+            if ok:
+                lo = mid
+            else:
+                hi, failure = mid, output
+        culprit = chain[hi - 1][0]
+        if lo:
+            self._land(base, chain[:lo])
+        self._verify_failed(culprit, failure)
+        rest = [c for c, _ in chain[hi:]]
+        if rest:
+            self._merge_group(rest)
+
+    def _land(self, base: str, chain: list[tuple[Candidate, str]]) -> None:
+        self._advance(base, chain[-1][1])
+        for c, _ in chain:
+            self._finish(c)
+
+    def _build(self, base: str, c: Candidate) -> tuple[str, list[str]]:
+        """The merge commit of `c` onto `base`, or the conflicted files.
+
+        Board files and CHANGELOG.md belong to the person and the queue: a
+        branch's changes to them are dropped (main's version is kept), so they
+        never conflict and never overwrite the live board.
+        """
+        tree, conflicts = git.merge_tree(self.root, base, c.sha)
+        real = [f for f in conflicts if f not in BOARD_FILES]
+        if real:
+            return "", real
+        if conflicts or c.changed & set(BOARD_FILES):
+            tree = git.tree_with_paths_from(self.root, tree, base, list(BOARD_FILES))
+        commit = git.commit_tree(self.root, tree, [base, c.sha], f"Merge {c.task_id}: {c.title}")
+        return commit, []
+
+    # -- verification ---------------------------------------------------------------------
+
+    def _verify(self, commit: str) -> tuple[bool, str]:
+        argv = list(self.config.merge.verify)
+        if not argv:
+            return True, ""
+        path = self._verify_worktree(commit)
+        self.report.verifications += 1
+        started = time.monotonic()
+        log = self.root / ".kanban" / "verify.log"
+        with log.open("wb") as out:
+            try:
+                proc = subprocess.Popen(argv, cwd=path, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                ok, code = False, f"could not start: {exc.strerror}"
+            else:
+                try:
+                    proc.wait(timeout=self.config.merge.verify_timeout)
+                    ok, code = proc.returncode == 0, f"exit status {proc.returncode}"
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    ok, code = False, f"timed out after {self.config.merge.verify_timeout:.0f}s"
+        elapsed = time.monotonic() - started
+        output = log.read_text(encoding="utf-8", errors="replace")
+        tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL:])
+        detail = f"{'pass' if ok else 'fail'} {commit[:10]} in {elapsed:.2f}s ({code})"
+        self.engine.history.event("-", "verify", detail=detail)
+        return ok, f"`{' '.join(argv)}` failed on the merged tree ({code}):\n{tail}"
+
+    def _verify_worktree(self, commit: str) -> Path:
+        path = self.root / ".kanban" / "verify"
+        if not (path / ".git").exists():
+            if path.exists():
+                git.remove_worktree(self.root, path)
+            with git._worktree_lock(self.root):
+                git.run(self.root, "worktree", "add", "--detach", str(path), commit)
+            from kanban.agents import _prepare
+
+            _prepare(self.root, self.config, path)
+        else:
+            git.run(path, "checkout", "--detach", "--force", "-q", commit)
+            git.run(path, "clean", "-ffdq")
+        return path
+
+    # -- moving main -----------------------------------------------------------------------
+
+    def _advance(self, old: str, new: str, *, push: bool = True) -> None:
+        checkout = git.checkout_of(self.root, self.main)
+        if checkout is None:
+            if not git.update_ref(self.root, f"refs/heads/{self.main}", new, old):
+                raise MainMoved()
+        else:
+            if git.rev_parse(self.root, self.main) != old:
+                raise MainMoved()
+            incoming = set(git.diff_names(self.root, old, new))
+            clash = sorted(p for p in git.dirty_paths(checkout) if p in incoming)
+            if clash:
+                raise MainBlocked(
+                    f"uncommitted changes in {checkout} touch files the merge brings in: " + ", ".join(clash[:8]),
+                    hint=f"commit or stash them, then run 'kanban merge-queue' again; {self.main} was not moved",
+                    code=1)
+            ok, err = git.fast_forward_checkout(checkout, new)
+            if not ok:
+                if git.rev_parse(self.root, self.main) != old:
+                    raise MainMoved()
+                raise MainBlocked(f"could not move the checkout of {self.main}: {err.splitlines()[0] if err else ''}",
+                                  hint=f"{self.main} was not moved; fix the checkout and run again", code=1)
+        if push and self.config.merge.push:
+            self._push()
+
+    def _push(self) -> None:
+        """Push main; if the remote moved, merge it in, verify, and push again."""
+        remote = self.config.merge.remote
+        for _ in range(3):
+            status, err = _push_with_retries(self.root, remote, self.main)
+            if status == 0:
+                self.report.lines.append(f"pushed {self.main} to {remote}")
+                return
+            if "rejected" not in err and "non-fast-forward" not in err and "fetch first" not in err:
+                raise KanbanError(f"git push {remote} {self.main} failed: {err.splitlines()[-1] if err else status}",
+                                  code=1, hint="check the remote; main was merged locally")
+            git.run(self.root, "fetch", "-q", remote, self.main)
+            theirs = git.rev_parse(self.root, "FETCH_HEAD")
+            ours = git.rev_parse(self.root, self.main)
+            tree, conflicts = git.merge_tree(self.root, ours, theirs)
+            if conflicts:
+                raise KanbanError(f"{remote}/{self.main} conflicts with {self.main} in " + ", ".join(conflicts[:5]),
+                                  code=1, hint="merge it by hand, then run 'kanban merge-queue' again")
+            merged = git.commit_tree(self.root, tree, [ours, theirs], f"Merge {remote}/{self.main}")
+            ok, output = self._verify(merged)
+            if not ok:
+                raise KanbanError(f"{remote}/{self.main} merged with {self.main} fails verification", code=1,
+                                  hint=output.splitlines()[0])
+            self._advance(ours, merged, push=False)
+        raise KanbanError(f"{remote} kept moving while pushing {self.main}", code=1)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _finish(self, c: Candidate) -> None:
+        """After main moved: CHANGELOG line, TESTING entry gone, worktree and branch removed."""
+        add_to_changelog(self.root, c.task_id, c.title, c.category)
+        self.engine.apply(c.task_id, Event.MERGED, None)
+        self._remove_task_state(c.task_id)
+        self.engine.history.event(c.task_id, "merged", detail=c.sha)
+        self.report.merged.append(c.task_id)
+        self.report.lines.append(f"{c.task_id}: merged into {self.main}")
+
+    def _remove_task_state(self, task_id: str) -> None:
+        from kanban.agents import worktree_path
+
+        git.remove_worktree(self.root, worktree_path(self.root, self.config, task_id))
+        git.delete_branch(self.root, branch_name(task_id))
+        self.engine.history.release_port(task_id)
+
+    def _conflict(self, c: Candidate, files: list[str]) -> None:
+        note = (f"{_stamp()} merge into {self.main} conflicts (main moved under the branch) in: "
+                + ", ".join(files) + f"\nThe tester merges {self.main} again and resolves them.")
+        self.report.conflicts.append(c.task_id)
+        self.report.lines.append(self._send_back(c.task_id, Event.MERGE_CONFLICT, note))
+
+    def _verify_failed(self, c: Candidate, output: str) -> None:
+        self.report.failed.append(c.task_id)
+        self.report.lines.append(
+            self._send_back(c.task_id, Event.VERIFY_FAILED, f"{_stamp()} post-merge check failed:\n{output}"))
+
+    def _send_back(self, task_id: str, event: Event, note: str) -> str:
+        return self.engine.apply(task_id, event, note)
+
+    def _finish_already_merged(self, candidates: list[Candidate]) -> list[Candidate]:
+        """A crash after main moved leaves ready tasks whose branch is in main: finish, never merge twice."""
+        main_sha = git.rev_parse(self.root, self.main)
+        left = []
+        for c in candidates:
+            if git.is_ancestor(self.root, c.sha, main_sha):
+                self._finish(c)
+            else:
+                left.append(c)
+        return left
+
+    def _cleanup_finished(self) -> None:
+        """Worktrees and branches of tasks already in CHANGELOG.md and gone from the board."""
+        from kanban.store import load_board
+
+        board = load_board(self.root)
+        on_board = {t.id for t in board.tasks()}
+        for branch in git.branches(self.root, "refs/heads/kanban/"):
+            task_id = branch.removeprefix("kanban/")
+            if task_id in board.done_ids and task_id not in on_board:
+                self._remove_task_state(task_id)
+
+
+def add_to_changelog(root: Path, task_id: str, title: str, category: str) -> bool:
+    """Insert `- ID: title` under Unreleased unless it is there already. Atomic, under the board lock."""
+    from kanban.board import changelog_ids
+    from kanban.store import atomic_write
+
+    path = board_path(root, Column.DONE)
+    with board_lock(root):
+        data = read_bytes(path) or b""
+        if task_id in changelog_ids(data.decode("utf-8", errors="replace")):
+            return False
+        atomic_write(path, insert_entry(data, f"{task_id}: {title}", category))
+    return True
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, _TransientPush)
+
+
+class _TransientPush(Exception):
+    pass
+
+
+def _push_with_retries(root: Path, remote: str, branch: str) -> tuple[int, str]:
+    @retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(4),
+           wait=wait_exponential(multiplier=0.5, max=8), reraise=True)
+    def attempt() -> tuple[int, str]:
+        status, _, err = git.run_status(root, "push", "--porcelain", remote, f"{branch}:{branch}")
+        if status != 0 and _TRANSIENT_PUSH.search(err):
+            raise _TransientPush(err)
+        return status, err
+
+    try:
+        return attempt()
+    except _TransientPush as exc:
+        return 1, str(exc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=2)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC"
+
+
+def drain(engine, *, batch: bool | None = None, dry_run: bool = False) -> QueueReport:
+    """Merge what is ready, in the configured mode unless `batch` says otherwise."""
+    mode_batch = engine.config.merge.mode == "batch" if batch is None else batch
+    return MergeQueue(engine).drain(batch=mode_batch, dry_run=dry_run)
