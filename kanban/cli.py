@@ -125,6 +125,16 @@ def merge_queue(
 
 
 @app.command()
+def report(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+) -> None:
+    """A markdown report of runs from the history: durations, failures, retries, timeouts, merges."""
+    from kanban.commands.report import report as run
+
+    raise typer.Exit(run(_root(), output=output))
+
+
+@app.command()
 def logs(
     task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),
     role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer or tester."),

@@ -57,8 +57,9 @@ def report(text: str) -> None:
 def hang() -> None:
     say("working on something that will never finish...")
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])  # a grandchild, killed with us
-    while True:
-        time.sleep(1)
+    while True:  # keeps printing, so it is the timeout (not the stall watchdog) that stops it
+        time.sleep(0.5)
+        say("still working...")
 
 
 def task_role(task_id: str, attempt: int, d: dict[str, str]) -> int:

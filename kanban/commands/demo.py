@@ -85,7 +85,7 @@ demo: sleep 0.8
 """
 
 
-def build_demo_repo(path: Path, *, timeout: str = "4s", stall: str = "3s") -> Path:
+def build_demo_repo(path: Path, *, timeout: str = "3s", stall: str = "10s") -> Path:
     """A git repository with a tiny project, the board files and a demo config, committed."""
     from kanban.commands.init import init
 
@@ -119,13 +119,9 @@ def demo(directory: Path | None, *, live: bool | None) -> int:
 
 
 def _report(root: Path) -> None:
-    try:
-        from kanban.report import build_report
-    except ImportError:
-        from kanban.commands.status import status
+    from kanban.report import build_report
 
-        status(root, as_json=False, show_all=True)
-        return
+    say("")
     say(build_report(root))
 
 

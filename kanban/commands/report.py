@@ -1,0 +1,24 @@
+"""`kanban report`: the history as markdown, printed or written to a file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kanban.output import say
+
+
+def report(root: Path, *, output: Path | None) -> int:
+    from kanban.report import build_report
+
+    text = build_report(root)
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    from kanban.store import atomic_write
+
+    target = output if output.is_absolute() else Path.cwd() / output
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, text.encode("utf-8"))
+    say(f"wrote {target}")
+    return 0

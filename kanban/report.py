@@ -1,0 +1,128 @@
+"""A markdown report of what happened, from the history: runs, failures, merges."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from kanban.history import DB_NAME, History
+
+LOG_LINES = 8
+
+
+def build_report(root: Path) -> str:
+    if not (root / ".kanban" / DB_NAME).exists():
+        return "# kanban report\n\nNo history yet: nothing has run in this repository.\n"
+    with History(root) as history:
+        runs = history.runs()
+        events = history.events()
+    out = ["# kanban report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+    out += _totals(runs, events)
+    out += _per_role(runs)
+    out += _per_task(runs, events)
+    out += _failures(root, runs)
+    out += _merges(events)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _totals(runs, events) -> list[str]:
+    finished = [r for r in runs if r.ended]
+    merged = {e[1] for e in events if e[2] == "merged"}
+    escalated = {e[1] for e in events if e[2] == "escalated"}
+    busy = sum(r.ended - r.started for r in finished)
+    span = (max(r.ended for r in finished) - min(r.started for r in finished)) if finished else 0.0
+    cost = sum(r.cost_usd or 0 for r in runs)
+    lines = ["## Totals", "",
+             f"- tasks: {len({r.task for r in runs})} worked on, {len(merged)} merged, {len(escalated)} escalated",
+             f"- agent runs: {len(runs)} ({sum(1 for r in finished if r.outcome == 'ok')} succeeded, "
+             f"{sum(1 for r in finished if r.outcome != 'ok')} failed, {len(runs) - len(finished)} running)",
+             f"- timeouts: {sum(r.timed_out for r in runs)}, stalls: {sum(r.stalled for r in runs)}",
+             f"- agent time: {_dur(busy)} over a span of {_dur(span)}"]
+    if cost:
+        lines.append(f"- reported cost: ${cost:.2f}")
+    return lines + [""]
+
+
+def _per_role(runs) -> list[str]:
+    by_role = defaultdict(list)
+    for r in runs:
+        if r.ended:
+            by_role[r.role].append(r.ended - r.started)
+    lines = ["## Time per role", "", "| role | runs | total | mean | longest |", "| --- | --- | --- | --- | --- |"]
+    for role in ("task", "reviewer", "tester"):
+        times = by_role.get(role, [])
+        if times:
+            lines.append(f"| {role} | {len(times)} | {_dur(sum(times))} | {_dur(sum(times) / len(times))} "
+                         f"| {_dur(max(times))} |")
+    return lines + [""]
+
+
+def _per_task(runs, events) -> list[str]:
+    by_task = defaultdict(list)
+    for r in runs:
+        by_task[r.task].append(r)
+    outcome = {}
+    for e in events:
+        if e[2] in ("merged", "escalated"):
+            outcome[e[1]] = e[2]
+        elif e[2] == "reset":
+            outcome.pop(e[1], None)
+    lines = ["## Tasks", "", "| task | attempts (task/review/test) | agent time | timeouts | outcome |",
+             "| --- | --- | --- | --- | --- |"]
+    for task in sorted(by_task, key=_task_key):
+        rs = by_task[task]
+        attempts = "/".join(str(sum(1 for r in rs if r.role == role)) for role in ("task", "reviewer", "tester"))
+        total = sum((r.ended or time.time()) - r.started for r in rs)
+        lines.append(f"| {task} | {attempts} | {_dur(total)} | {sum(r.timed_out for r in rs)} "
+                     f"| {outcome.get(task, 'in progress')} |")
+    return lines + [""]
+
+
+def _failures(root: Path, runs) -> list[str]:
+    failed = [r for r in runs if r.ended and r.outcome != "ok"]
+    if not failed:
+        return ["## Failures", "", "None.", ""]
+    lines = ["## Failures", ""]
+    for r in failed:
+        why = ("timed out" if r.timed_out else "stalled" if r.stalled else "stopped" if r.cancelled
+               else f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}")
+        lines += [f"### {r.task} {r.role} attempt {r.attempt}: {why}", "", "```text"]
+        lines += _tail(Path(r.log)) or ["(empty log)"]
+        lines += ["```", ""]
+    return lines
+
+
+def _merges(events) -> list[str]:
+    merged = [e for e in events if e[2] == "merged"]
+    conflicts = [e for e in events if e[2] == "merge_conflict"]
+    failed = [e for e in events if e[2] == "verify_failed"]
+    verifies = [e for e in events if e[2] == "verify"]
+    passed = sum(1 for e in verifies if (e[5] or "").startswith("pass"))
+    lines = ["## Merge queue", "",
+             f"- merged: {len(merged)}" + (f" ({', '.join(e[1] for e in merged)})" if merged else ""),
+             f"- conflicts sent back to testing: {len(conflicts)}",
+             f"- post-merge check failures sent back to review: {len(failed)}",
+             f"- verification runs: {len(verifies)} ({passed} passed, {len(verifies) - passed} failed)"]
+    return lines + [""]
+
+
+def _tail(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.replace("```", "'''") for line in text.strip().splitlines()[-LOG_LINES:]]
+
+
+def _task_key(task: str) -> tuple[str, int]:
+    prefix, _, num = task.rpartition("-")
+    return (prefix, int(num)) if num.isdigit() else (task, 0)
+
+
+def _dur(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{seconds:.1f}s"
