@@ -79,28 +79,82 @@ class BoardFile:
         return max(counts, key=counts.__getitem__) if counts else None
 
     def remove(self, entry: Entry) -> None:
-        self.blocks = [b for b in self.blocks if b is not entry]
+        """Cut an entry's lines out. If that would join the text around the cut into
+        one block (a paragraph above and a setext heading below), leave a blank line."""
+        at = next(i for i, b in enumerate(self.blocks) if b is entry)
+        before, after = self.blocks[at - 1:at], self.blocks[at + 1:at + 2]
+        old = _heading_spots([*before, entry, *after])
+        n_before = len(split_lines("".join(_block_lines(before))))
+        n_entry = len(split_lines(entry.text()))
+        want = [h for h in old if h[0] < n_before] + [(h[0] - n_entry, *h[1:]) for h in old if h[0] > n_before]
+        if _heading_spots([*before, *after]) == want:
+            self.blocks[at:at + 1] = []
+        else:
+            self.blocks[at:at + 1] = [[line_ending(_block_lines(before)[-1])]]
         self.mark_dirty()
 
     def append(self, entry: Entry) -> None:
-        """Insert an entry after the last entry (or at the end), as a pure insertion."""
+        """Insert an entry after the last entry (or at the end), as a pure insertion.
+
+        The text above can hide what follows it (an unclosed code fence or `<!--`
+        swallows the rest of the file), and so can the entry; each place is checked
+        with the parser, and the entry goes to the first that keeps every heading
+        (its own included) a heading: after the last entry, at the end of the file,
+        before each earlier entry, at the top.
+        """
         nl = self.own_newline() or entry.newline
-        entry.convert_newlines(nl)
-        lines = entry.lines
-        at = max((i for i, b in enumerate(self.blocks) if isinstance(b, Entry)), default=len(self.blocks) - 1) + 1
-        before = [line for b in self.blocks[:at] for line in (b.lines if isinstance(b, Entry) else b)]
-        lead: list[str] = []
-        if before and not line_ending(before[-1]):
-            lead.append(nl)  # the file had no final newline: end its last line first
-        if before and (lead or before[-1].strip()):
-            lead.append(nl)  # a blank line between the text above and the new entry
-        if at < len(self.blocks) and lines[-1].strip():
-            lines.append(nl)  # and one before whatever follows
-        if lead:
-            self.blocks.insert(at, lead)
-            at += 1
-        self.blocks.insert(at, entry)
-        self.mark_dirty()
+        body = [strip_ending(line) + nl for line in entry.lines]
+        entry_at = [i for i, b in enumerate(self.blocks) if isinstance(b, Entry)]
+        places = [entry_at[-1] + 1] if entry_at else []
+        for at in dict.fromkeys([*places, len(self.blocks), *reversed(entry_at), 0]):
+            found = _insert_lines(self.blocks, at, body, nl)
+            if found is not None:
+                lead, lines = found
+                entry.convert_newlines(nl)
+                entry.lines = lines
+                self.blocks[at:at] = [lead, entry] if lead else [entry]
+                self.mark_dirty()
+                return
+        raise KanbanError(
+            f"cannot add {entry.task_id or 'the entry'} here: an unclosed code fence or HTML block would hide it",
+            file=self.name,
+            hint="close the code fence (```) or HTML comment (<!-- ... -->) in this file",
+        )
+
+
+def _block_lines(blocks: list[list[str] | Entry]) -> list[str]:
+    return [line for b in blocks for line in (b.lines if isinstance(b, Entry) else b)]
+
+
+def _heading_spots(blocks: list[list[str] | Entry]) -> list[tuple[int, int, bool]]:
+    """(line, level, atx) of the top-level headings of some consecutive blocks.
+
+    Blocks start where a top-level heading (or the file) starts, so parsing a few
+    of them alone gives the structure they have in the whole file."""
+    return [(h.line, h.level, h.atx) for h in top_headings("".join(_block_lines(blocks)))]
+
+
+def _insert_lines(blocks: list[list[str] | Entry], at: int, body: list[str], nl: str):
+    """(separator lines, entry lines) to insert at block index `at`, or None if that
+    would change which lines are headings around it."""
+    lines = list(body)
+    before, after = blocks[max(at - 1, 0):at], blocks[at:at + 1]
+    prev = _block_lines(before)
+    lead: list[str] = []
+    if prev and not line_ending(prev[-1]):
+        lead.append(nl)  # the file had no final newline: end its last line first
+    if prev and (lead or prev[-1].strip()):
+        lead.append(nl)  # a blank line between the text above and the new entry
+    if after and lines[-1].strip():
+        lines.append(nl)  # and one before whatever follows
+    old = _heading_spots([*before, *after])
+    new = [*before, lead, lines, *after]
+    n_prev = len(split_lines("".join(prev)))
+    n_head = len(split_lines("".join(prev + lead)))
+    shift = len(split_lines("".join(_block_lines(new)))) - len(split_lines("".join(_block_lines([*before, *after]))))
+    want = [h for h in old if h[0] < n_prev] + [(n_head, 2, True)]
+    want += [(h[0] + shift, *h[1:]) for h in old if h[0] >= n_prev]
+    return (lead, lines) if _heading_spots(new) == want else None
 
 
 def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:

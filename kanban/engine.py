@@ -215,6 +215,20 @@ class Engine:
         flags = " [ESCALATED]" if tr.escalated else " [RETRY]" if tr.retry else " ready" if tr.ready else ""
         return f"{task_id}: {event.value} -> {tr.column.value}{flags}"
 
+    def remove_merged(self, task_ids: list[str]) -> None:
+        """MERGED for tasks main already holds: their entries leave TESTING in one write."""
+
+        def change(board: Board) -> None:
+            for task_id in task_ids:
+                found = board.find(task_id)
+                if found is not None:
+                    found[0].remove(found[1])
+
+        update(self.root, change)
+        with self.history.transaction():
+            for task_id in task_ids:
+                self.history.event(task_id, Event.MERGED.value, Column.TESTING.value, Column.DONE.value)
+
     def escalate(self, task_id: str, note: str) -> str:
         def change(board: Board) -> None:
             if board.find(task_id):

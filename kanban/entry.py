@@ -199,6 +199,11 @@ class Entry:
         nl = self.newline
         item = _note_item(note, nl)
         notes_at = self._notes_heading_index()
+        end = self._content_end() if notes_at is None else self._section_end(notes_at)
+        if end == len(self.lines):
+            # Nothing after it in the entry: end with a blank line, or a setext
+            # heading right below (`Title` + `===`) would join the note's list item.
+            item = item + [nl]
         if notes_at is None:
             end = self._content_end()
             self._ensure_ending(end - 1)

@@ -225,8 +225,34 @@ def remove_worktree(root: Path, path: Path) -> None:
 
 
 def delete_branch(root: Path, branch: str) -> None:
-    if branch_exists(root, branch):
-        run(root, "branch", "-D", branch)
+    delete_branches(root, [branch])
+
+
+def delete_branches(root: Path, names: list[str]) -> None:
+    existing = [b for b in names if b in branch_shas(root, "refs/heads/")]
+    if existing:
+        run(root, "branch", "-D", *existing)
+
+
+def remove_worktrees(root: Path, paths: list[Path]) -> None:
+    """Remove several worktrees (their files, then one prune): finished tasks, changes discarded."""
+    import shutil
+
+    with _worktree_lock(root):
+        for path in paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+        run(root, "worktree", "prune")
+
+
+def branch_shas(root: Path, pattern: str) -> dict[str, str]:
+    """{branch name: commit} for the branches under a ref prefix, in one call."""
+    out = run(root, "for-each-ref", "--format=%(objectname) %(refname)", pattern)
+    found = {}
+    for line in out.splitlines():
+        sha, _, ref = line.partition(" ")
+        found[ref.removeprefix("refs/heads/")] = sha
+    return found
 
 
 def head(path: Path) -> str:
@@ -320,8 +346,9 @@ def tree_with_paths_from(root: Path, tree: str, source: str, paths: list[str]) -
         return run(root, "write-tree", env=env).strip()
 
 
-def diff_names(root: Path, a: str, b: str) -> list[str]:
-    out = run(root, "diff", "--name-only", "-z", "--no-renames", a, b)
+def diff_names(root: Path, a: str, b: str | None) -> list[str]:
+    """Paths that differ between two commits (or, with b None, over a range like `A...B`)."""
+    out = run(root, "diff", "--name-only", "-z", "--no-renames", a, *([b] if b else []))
     return [p for p in out.split("\0") if p]
 
 

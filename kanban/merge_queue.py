@@ -128,17 +128,18 @@ class MergeQueue:
         board = load_board(self.root)
         ready = sorted((t for t in board.tasks() if t.ready and not t.escalated), key=lambda t: (t.priority, t.order))
         main_sha = git.rev_parse(self.root, self.main)
+        shas = git.branch_shas(self.root, "refs/heads/kanban/")
         found = []
         for t in ready:
             branch = branch_name(t.id)
-            if not git.branch_exists(self.root, branch):
+            if branch not in shas:
                 self._send_back(t.id, Event.MERGE_CONFLICT, f"its branch {branch} is gone; the tester recreates it")
                 continue
-            sha = git.rev_parse(self.root, branch)
-            base = git.merge_base(self.root, main_sha, sha) or main_sha
+            sha = shas[branch]
             _, entry = board.require(t.id)
             category = category_for(t.title, entry.meta().get("changelog"))
-            found.append(Candidate(t.id, t.title, sha, category, frozenset(git.diff_names(self.root, base, sha))))
+            changed = git.diff_names(self.root, f"{main_sha}...{sha}", None)
+            found.append(Candidate(t.id, t.title, sha, category, frozenset(changed)))
         return found
 
     def _groups(self, candidates: list[Candidate]) -> list[list[Candidate]]:
@@ -237,8 +238,7 @@ class MergeQueue:
 
     def _land(self, base: str, chain: list[tuple[Candidate, str]]) -> None:
         self._advance(base, chain[-1][1])
-        for c, _ in chain:
-            self._finish(c)
+        self._finish_all([c for c, _ in chain])
 
     def _build(self, base: str, c: Candidate) -> tuple[str, list[str]]:
         """The merge commit of `c` onto `base`, or the conflicted files.
@@ -356,20 +356,27 @@ class MergeQueue:
     # -- outcomes --------------------------------------------------------------------------
 
     def _finish(self, c: Candidate) -> None:
-        """After main moved: CHANGELOG line, TESTING entry gone, worktree and branch removed."""
-        add_to_changelog(self.root, c.task_id, c.title, c.category)
-        self.engine.apply(c.task_id, Event.MERGED, None)
-        self._remove_task_state(c.task_id)
-        self.engine.history.event(c.task_id, "merged", detail=c.sha)
-        self.report.merged.append(c.task_id)
-        self.report.lines.append(f"{c.task_id}: merged into {self.main}")
+        self._finish_all([c])
 
-    def _remove_task_state(self, task_id: str) -> None:
+    def _finish_all(self, done: list[Candidate]) -> None:
+        """After main moved: CHANGELOG lines, then TESTING entries gone, then worktrees and branches."""
+        add_to_changelog(self.root, [(c.task_id, c.title, c.category) for c in done])
+        self.engine.remove_merged([c.task_id for c in done])
+        self._remove_task_state([c.task_id for c in done])
+        with self.engine.history.transaction():
+            for c in done:
+                self.engine.history.event(c.task_id, "merged", detail=c.sha)
+        for c in done:
+            self.report.merged.append(c.task_id)
+            self.report.lines.append(f"{c.task_id}: merged into {self.main}")
+
+    def _remove_task_state(self, task_ids: list[str]) -> None:
         from kanban.agents import worktree_path
 
-        git.remove_worktree(self.root, worktree_path(self.root, self.config, task_id))
-        git.delete_branch(self.root, branch_name(task_id))
-        self.engine.history.release_port(task_id)
+        git.remove_worktrees(self.root, [worktree_path(self.root, self.config, t) for t in task_ids])
+        git.delete_branches(self.root, [branch_name(t) for t in task_ids])
+        for task_id in task_ids:
+            self.engine.history.release_port(task_id)
 
     def _conflict(self, c: Candidate, files: list[str]) -> None:
         note = (f"{_stamp()} merge into {self.main} conflicts (main moved under the branch) in: "
@@ -388,13 +395,10 @@ class MergeQueue:
     def _finish_already_merged(self, candidates: list[Candidate]) -> list[Candidate]:
         """A crash after main moved leaves ready tasks whose branch is in main: finish, never merge twice."""
         main_sha = git.rev_parse(self.root, self.main)
-        left = []
-        for c in candidates:
-            if git.is_ancestor(self.root, c.sha, main_sha):
-                self._finish(c)
-            else:
-                left.append(c)
-        return left
+        merged = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
+        if merged:
+            self._finish_all(merged)
+        return [c for c in candidates if c not in merged]
 
     def _cleanup_finished(self) -> None:
         """Worktrees and branches of tasks already in CHANGELOG.md and gone from the board."""
@@ -402,24 +406,27 @@ class MergeQueue:
 
         board = load_board(self.root)
         on_board = {t.id for t in board.tasks()}
-        for branch in git.branches(self.root, "refs/heads/kanban/"):
-            task_id = branch.removeprefix("kanban/")
-            if task_id in board.done_ids and task_id not in on_board:
-                self._remove_task_state(task_id)
+        finished = [b.removeprefix("kanban/") for b in git.branches(self.root, "refs/heads/kanban/")]
+        finished = [t for t in finished if t in board.done_ids and t not in on_board]
+        if finished:
+            self._remove_task_state(finished)
 
 
-def add_to_changelog(root: Path, task_id: str, title: str, category: str) -> bool:
-    """Insert `- ID: title` under Unreleased unless it is there already. Atomic, under the board lock."""
+def add_to_changelog(root: Path, items: list[tuple[str, str, str]]) -> None:
+    """Insert `- ID: title` lines under Unreleased, skipping IDs already there. One atomic write."""
     from kanban.board import changelog_ids
     from kanban.store import atomic_write
 
     path = board_path(root, Column.DONE)
     with board_lock(root):
-        data = read_bytes(path) or b""
-        if task_id in changelog_ids(data.decode("utf-8", errors="replace")):
-            return False
-        atomic_write(path, insert_entry(data, f"{task_id}: {title}", category))
-    return True
+        original = read_bytes(path) or b""
+        present = changelog_ids(original.decode("utf-8", errors="replace"))
+        data = original
+        for task_id, title, category in items:
+            if task_id not in present:
+                data = insert_entry(data, f"{task_id}: {title}", category)
+        if data != original:
+            atomic_write(path, data)
 
 
 def _is_transient(exc: BaseException) -> bool:
