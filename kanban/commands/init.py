@@ -18,7 +18,8 @@ BOARD_TEMPLATES = {
     "The format is based on [Keep a Changelog](https://keepachangelog.com/en/1.1.0/).\n\n"
     "## [Unreleased]\n",
 }
-EXCLUDES = [".worktrees/", ".kanban/"]
+# State dirs, and the caches aider writes into a worktree.
+EXCLUDES = [".worktrees/", ".kanban/", ".aider*"]
 
 
 def init(root: Path) -> int:
