@@ -114,7 +114,7 @@ def rev_parse(root: Path, rev: str) -> str:
 
 def status_porcelain(root: Path) -> list[tuple[str, str]]:
     """(XY status, path) for every changed or untracked path in the checkout."""
-    out = run(root, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    out = run(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")  # both sides of a rename
     items, parts = [], out.split("\0")
     i = 0
     while i < len(parts):

@@ -42,6 +42,7 @@ MAX_REDOS = 5
 _TRANSIENT_PUSH = re.compile(
     r"Could not resolve host|Connection (timed out|reset|refused)|early EOF|remote end hung up|"
     r"HTTP [5]\d\d|Operation timed out|temporarily unavailable|index\.lock|cannot lock ref", re.I)
+_REMOTE_MOVED = re.compile(r"^!\t[^\t]*\t\[rejected\]", re.M)
 
 
 class Candidate(NamedTuple):
@@ -312,7 +313,10 @@ class MergeQueue:
             if git.rev_parse(self.root, self.main) != old:
                 raise MainMoved()
             incoming = set(git.diff_names(self.root, old, new))
-            clash = sorted(p for p in git.dirty_paths(checkout) if p in incoming)
+            clash = {p for p in git.dirty_paths(checkout) if p in incoming}
+            # ignored files are not in `git status`, and `git merge` overwrites them without asking
+            clash |= {p for p in incoming if os.path.lexists(checkout / p)} - set(git.tracked_files(checkout))
+            clash = sorted(clash)
             if clash:
                 raise MainBlocked(
                     f"uncommitted changes in {checkout} touch files the merge brings in: " + ", ".join(clash[:8]),
@@ -335,12 +339,17 @@ class MergeQueue:
             if status == 0:
                 self.report.lines.append(f"pushed {self.main} to {remote}")
                 return
-            if "rejected" not in err and "non-fast-forward" not in err and "fetch first" not in err:
-                raise KanbanError(f"git push {remote} {self.main} failed: {err.splitlines()[-1] if err else status}",
-                                  code=1, hint="check the remote; main was merged locally")
+            failed = KanbanError(f"git push {remote} {self.main} failed: {err.splitlines()[-1] if err else status}",
+                                 code=1, hint="check the remote; main was merged locally")
+            # `[rejected]` in the porcelain status line means the remote moved; a hook's or a protected
+            # branch's `[remote rejected]` does not, and neither do advice hints (which may be turned off)
+            if not _REMOTE_MOVED.search(err):
+                raise failed
             git.run(self.root, "fetch", "-q", remote, self.main)
             theirs = git.rev_parse(self.root, "FETCH_HEAD")
             ours = git.rev_parse(self.root, self.main)
+            if git.is_ancestor(self.root, theirs, ours):  # nothing to merge: the push failed for another reason
+                raise failed
             tree, conflicts = git.merge_tree(self.root, ours, theirs)
             if conflicts:
                 raise KanbanError(f"{remote}/{self.main} conflicts with {self.main} in " + ", ".join(conflicts[:5]),
@@ -441,10 +450,10 @@ def _push_with_retries(root: Path, remote: str, branch: str) -> tuple[int, str]:
     @retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(4),
            wait=wait_exponential(multiplier=0.5, max=8), reraise=True)
     def attempt() -> tuple[int, str]:
-        status, _, err = git.run_status(root, "push", "--porcelain", remote, f"{branch}:{branch}")
+        status, out, err = git.run_status(root, "push", "--porcelain", remote, f"{branch}:{branch}")
         if status != 0 and _TRANSIENT_PUSH.search(err):
             raise _TransientPush(err)
-        return status, err
+        return status, out + err  # the porcelain status lines are on stdout
 
     try:
         return attempt()
