@@ -106,6 +106,8 @@ class MergeQueue:
                 self.report.busy = True
                 return self.report
             self._cleanup_finished()
+            if self.config.merge.push and not dry_run:
+                self._push_pending()
             candidates = self._candidates()
             candidates = self._finish_already_merged(candidates)
             groups = self._groups(candidates) if batch else [[c] for c in candidates]
@@ -263,6 +265,7 @@ class MergeQueue:
         argv = list(self.config.merge.verify)
         if not argv:
             return True, ""
+        _kill_leftover_verify(self.root)
         path = self._verify_worktree(commit)
         self.report.verifications += 1
         started = time.monotonic()
@@ -274,6 +277,7 @@ class MergeQueue:
             except OSError as exc:
                 ok, code = False, f"could not start: {exc.strerror}"
             else:
+                _record_verify(self.root, proc.pid)
                 try:
                     proc.wait(timeout=self.config.merge.verify_timeout)
                     ok, code = proc.returncode == 0, f"exit status {proc.returncode}"
@@ -330,6 +334,17 @@ class MergeQueue:
                                   hint=f"{self.main} was not moved; fix the checkout and run again", code=1)
         if push and self.config.merge.push:
             self._push()
+
+    def _push_pending(self) -> None:
+        """A push that failed last time (main merged, remote behind) is retried first."""
+        remote = self.config.merge.remote
+        tracking = f"refs/remotes/{remote}/{self.main}"
+        status, out, _ = git.run_status(self.root, "rev-parse", "-q", "--verify", tracking)
+        if status == 0 and out.strip() != git.rev_parse(self.root, self.main):
+            try:
+                self._push()
+            except KanbanError as exc:
+                self.report.lines.append(f"push of {self.main} still failing: {exc}")
 
     def _push(self) -> None:
         """Push main; if the remote moved, merge it in, verify, and push again."""
@@ -459,6 +474,28 @@ def _push_with_retries(root: Path, remote: str, branch: str) -> tuple[int, str]:
         return attempt()
     except _TransientPush as exc:
         return 1, str(exc)
+
+
+def _record_verify(root: Path, pid: int) -> None:
+    """Remember the verify process (pid and start time) so a queue killed mid-check can stop it."""
+    from kanban.procs import process_start_time
+
+    (root / ".kanban" / "verify.pid").write_text(f"{pid} {process_start_time(pid)}\n")
+
+
+def _kill_leftover_verify(root: Path) -> None:
+    """A verify left running by a killed queue would race the next checkout of .kanban/verify."""
+    import signal
+
+    from kanban.procs import signal_group
+
+    record = root / ".kanban" / "verify.pid"
+    try:
+        pid, start = (int(x) for x in record.read_text().split())
+    except (OSError, ValueError):
+        return
+    signal_group(pid, start, signal.SIGKILL)
+    record.unlink(missing_ok=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
