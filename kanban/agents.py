@@ -47,6 +47,8 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
     branch = branch_name(task_id)
     if path.is_symlink():
         raise KanbanError(f"worktree {path} is a symbolic link", hint="remove it; kanban recreates the worktree")
+    if git.worktree_branch(path) == branch:  # the common case, read from files: no git process
+        return path
     known = {w.path.resolve(): w for w in git.worktrees(root)}
     existing = known.get(path.resolve()) if path.exists() else None
     if existing is not None:
@@ -62,7 +64,12 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
         raise KanbanError(f"{path} exists but is not a git worktree", hint="move it away and run kanban again")
     path.parent.mkdir(parents=True, exist_ok=True)
     git.add_worktree(root, path, branch, config.main_branch)
-    _prepare(root, config, path)
+    try:
+        _prepare(root, config, path)
+    except BaseException:
+        # A half-prepared worktree must not be reused as if set up: the next attempt recreates it.
+        git.remove_worktree(root, path)
+        raise
     return path
 
 

@@ -79,19 +79,44 @@ class BoardFile:
         return max(counts, key=counts.__getitem__) if counts else None
 
     def remove(self, entry: Entry) -> None:
-        """Cut an entry's lines out. If that would join the text around the cut into
-        one block (a paragraph above and a setext heading below), leave a blank line."""
-        at = next(i for i, b in enumerate(self.blocks) if b is entry)
-        before, after = self.blocks[at - 1:at], self.blocks[at + 1:at + 2]
-        old = _heading_spots([*before, entry, *after])
-        n_before = len(split_lines("".join(_block_lines(before))))
-        n_entry = len(split_lines(entry.text()))
-        want = [h for h in old if h[0] < n_before] + [(h[0] - n_entry, *h[1:]) for h in old if h[0] > n_before]
-        if _heading_spots([*before, *after]) == want:
-            self.blocks[at:at + 1] = []
-        else:
-            self.blocks[at:at + 1] = [[line_ending(_block_lines(before)[-1])]]
+        self.blocks = [b for b in self.blocks if b is not entry]
         self.mark_dirty()
+
+    def settle(self) -> None:
+        """Before a write: make sure the file reloads with the entries it has in memory.
+
+        Edits work line by line, and markdown can join what they leave side by side
+        (a paragraph or a note's list item, then the setext `Title` + `===` heading
+        of the next section). Around the changed text, every block is parsed alone
+        and all of them together; where a heading would be lost, a blank line goes
+        between the two blocks, and if that does not help a KanbanError is raised
+        rather than writing a file that loses or splits an entry.
+        """
+        old = self.raw.decode("utf-8", errors="replace")
+        old = old[1:] if old.startswith(BOM) else old
+        new = "".join(self.lines())
+        if new == old:
+            return
+        lo, hi = _changed_blocks(self.blocks, old, new)
+        if _independent(self.blocks[lo:hi + 1]):
+            return
+        k = lo
+        while k <= hi:
+            if not _independent(self.blocks[lo:k + 1]):
+                above = _block_lines(self.blocks[k - 1:k]) if k > lo else []
+                if above and line_ending(above[-1]) and above[-1].strip():
+                    self.blocks.insert(k, [line_ending(above[-1])])  # a blank line between
+                    hi += 1
+                    k += 1
+                if not _independent(self.blocks[lo:k + 1]):
+                    line = len(split_lines("".join(_block_lines(self.blocks[:k])))) + 1
+                    raise KanbanError(
+                        "this change would hide or split a task heading here",
+                        file=self.name,
+                        line=line,
+                        hint="check the lines around it (an indented heading, an unclosed code fence or HTML block)",
+                    )
+            k += 1
 
     def append(self, entry: Entry) -> None:
         """Insert an entry after the last entry (or at the end), as a pure insertion.
@@ -134,6 +159,52 @@ def _heading_spots(blocks: list[list[str] | Entry]) -> list[tuple[int, int, bool
     return [(h.line, h.level, h.atx) for h in top_headings("".join(_block_lines(blocks)))]
 
 
+def _independent(blocks: list[list[str] | Entry]) -> bool:
+    """True if these consecutive blocks parse together as each does alone (and
+    each entry alone is exactly one heading and its body)."""
+    want: list[tuple[int, int, bool]] = []
+    count, open_line = 0, False  # lines so far; whether the last one has no ending yet
+    for b in blocks:
+        spots = _heading_spots([b])
+        if isinstance(b, Entry) and spots != [(0, 2, True)]:
+            return False
+        # A block right after a line with no ending (a separator that ends the
+        # file's last line) starts on that line.
+        offset = count - open_line
+        want += [(line + offset, level, atx) for line, level, atx in spots]
+        text = "".join(_block_lines([b]))
+        if text:
+            count += len(split_lines(text)) - open_line
+            open_line = not line_ending(text)
+    return _heading_spots(blocks) == want
+
+
+def _changed_blocks(blocks: list[list[str] | Entry], old: str, new: str) -> tuple[int, int]:
+    """Indexes of the first and last block to check after an edit changed `old` into `new`.
+
+    From the last entry whose heading line comes before the first changed character
+    (the text up to there is unchanged, so it still starts a top-level block) to the
+    first entry after the last changed character (if its heading survives, all the
+    unchanged text after it parses as before)."""
+    p, limit = 0, min(len(old), len(new))
+    while p < limit and old[p] == new[p]:
+        p += 1
+    s = 0
+    while s < limit - p and old[len(old) - 1 - s] == new[len(new) - 1 - s]:
+        s += 1
+    changed_end = len(new) - s
+    lo, hi, start = 0, len(blocks) - 1, 0
+    for i, b in enumerate(blocks):
+        if isinstance(b, Entry):
+            if start + len(b.lines[0]) < p:
+                lo = i
+            elif start >= changed_end and i > lo:
+                hi = i
+                break
+        start += sum(map(len, b.lines if isinstance(b, Entry) else b))
+    return lo, hi
+
+
 def _insert_lines(blocks: list[list[str] | Entry], at: int, body: list[str], nl: str):
     """(separator lines, entry lines) to insert at block index `at`, or None if that
     would change which lines are headings around it."""
@@ -144,7 +215,9 @@ def _insert_lines(blocks: list[list[str] | Entry], at: int, body: list[str], nl:
     if prev and not line_ending(prev[-1]):
         lead.append(nl)  # the file had no final newline: end its last line first
     if prev and (lead or prev[-1].strip()):
-        lead.append(nl)  # a blank line between the text above and the new entry
+        # A blank line between the text above and the new entry (ended like the line
+        # above it when that ends in a lone CR, which a LF would join).
+        lead.append(line_ending(prev[-1]) if line_ending(prev[-1]) == "\r" else nl)
     if after and lines[-1].strip():
         lines.append(nl)  # and one before whatever follows
     old = _heading_spots([*before, *after])
@@ -361,9 +434,10 @@ def validate(board: Board) -> None:
             )
         seen[tid] = (f, entry)
         _validate_meta(f, entry)
+    known = board.all_ids()  # once: a set per entry made validation quadratic
     for f, entry in board.located():
-        _validate_depends(board, f, entry)
-    _check_cycles(board)
+        _validate_depends(known, f, entry)
+    _check_cycles(board, known)
 
 
 def _validate_meta(f: BoardFile, entry: Entry) -> None:
@@ -388,12 +462,11 @@ def _validate_meta(f: BoardFile, entry: Entry) -> None:
                 )
 
 
-def _validate_depends(board: Board, f: BoardFile, entry: Entry) -> None:
+def _validate_depends(known: set[str], f: BoardFile, entry: Entry) -> None:
     meta = entry.meta()
     if "depends" not in meta or entry.task_id is None and f.column is not Column.TODO:
         return
     line = entry.meta_line_no("depends")
-    known = board.all_ids()
     for dep in split_list(meta["depends"]):
         if not is_valid_id(dep):
             shown = dep if len(dep) <= 60 else dep[:57] + "..."
@@ -416,12 +489,12 @@ def _validate_depends(board: Board, f: BoardFile, entry: Entry) -> None:
             )
 
 
-def _check_cycles(board: Board) -> None:
+def _check_cycles(board: Board, known: set[str]) -> None:
     graph: dict[str, list[str]] = {}
     where: dict[str, tuple[BoardFile, Entry]] = {}
     for f, entry in board.located():
         if entry.task_id:
-            graph[entry.task_id] = [d for d in split_list(entry.meta().get("depends", "")) if d in board.all_ids()]
+            graph[entry.task_id] = [d for d in split_list(entry.meta().get("depends", "")) if d in known]
             where[entry.task_id] = (f, entry)
     state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
     for root in graph:

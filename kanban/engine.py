@@ -24,6 +24,7 @@ from kanban.errors import KanbanError
 from kanban.history import History, Run
 from kanban.machine import Action, Event, InvalidTransition, TaskState, transition
 from kanban.model import COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
+from kanban.procs import process_start_time
 from kanban.presets import build_argv, missing_credentials, parse_cost
 from kanban.prompts import render_role
 from kanban.runner import LocalRunner, Runner
@@ -84,7 +85,9 @@ class Engine:
 
     # -- the pass ------------------------------------------------------------------
 
-    def tick(self, *, dry_run: bool = False) -> TickReport:
+    def tick(self, *, dry_run: bool = False, record_pids: bool = True) -> TickReport:
+        """One pass. `record_pids=False` (the run loop) leaves pids to the next poll, keeping
+        the loop free to react to the next agent that ends."""
         report = TickReport()
         with tick_lock(self.root) as got:
             if not got:
@@ -97,7 +100,27 @@ class Engine:
             self._reap(report)
             self._notice_person_resets()
             self._fill(report)
+            if report.started and record_pids:
+                self._record_pids()
         return report
+
+    def _record_pids(self, limit: float = 5.0) -> None:
+        """Record the pids of the agents this tick started, once all of them are launched.
+
+        Their supervisors start in parallel, so this waits for the slowest one,
+        not for each in turn.
+        """
+        deadline = time.monotonic() + limit
+        pending = [r for r in self.history.live_runs() if r.pid is None]
+        while pending and time.monotonic() < deadline:
+            for run in list(pending):
+                state = self.runner.poll(Path(run.run_dir))
+                if state.agent_pid or not state.running:
+                    if state.agent_pid:
+                        self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
+                    pending.remove(run)
+            if pending:
+                time.sleep(0.005)
 
     def _load(self) -> Board:
         from kanban.store import load_board
@@ -117,6 +140,8 @@ class Engine:
     def _reap(self, report: TickReport) -> None:
         for run in self.history.live_runs():
             state = self.runner.poll(Path(run.run_dir))
+            if run.pid is None and state.agent_pid:
+                self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
             if state.running:
                 if not state.supervisor_alive:  # nothing enforces its timeout any more
                     self.runner.cancel(Path(run.run_dir), force=True)
@@ -215,8 +240,8 @@ class Engine:
         flags = " [ESCALATED]" if tr.escalated else " [RETRY]" if tr.retry else " ready" if tr.ready else ""
         return f"{task_id}: {event.value} -> {tr.column.value}{flags}"
 
-    def remove_merged(self, task_ids: list[str]) -> None:
-        """MERGED for tasks main already holds: their entries leave TESTING in one write."""
+    def remove_merged(self, task_ids: dict[str, str]) -> None:
+        """MERGED for tasks main already holds ({task: merged commit}): entries leave TESTING in one write."""
 
         def change(board: Board) -> None:
             for task_id in task_ids:
@@ -226,8 +251,8 @@ class Engine:
 
         update(self.root, change)
         with self.history.transaction():
-            for task_id in task_ids:
-                self.history.event(task_id, Event.MERGED.value, Column.TESTING.value, Column.DONE.value)
+            for task_id, sha in task_ids.items():
+                self.history.event(task_id, Event.MERGED.value, Column.TESTING.value, Column.DONE.value, sha)
 
     def escalate(self, task_id: str, note: str) -> str:
         def change(board: Board) -> None:
@@ -242,9 +267,11 @@ class Engine:
 
     def _notice_person_resets(self) -> None:
         """A person removed [ESCALATED] by hand: the task starts over with no strikes."""
-        board = self._load()
-        for task in board.tasks():
-            if not task.escalated and self.history.last_event(task.id) == "escalated":
+        escalated = self.history.escalated_tasks()
+        if not escalated:
+            return
+        for task in self._load().tasks():
+            if task.id in escalated and not task.escalated:
                 self.history.event(task.id, "reset", detail="[ESCALATED] removed by hand")
 
     # -- starting agents ---------------------------------------------------------------
@@ -275,7 +302,8 @@ class Engine:
             port=self.history.port_for(start.task_id, self.config.port_base),
         )
         rdir = agents.run_dir(self.root, start.task_id, role, attempt)
-        rdir.mkdir(parents=True, exist_ok=False)
+        # May exist, unrecorded, from an attempt that failed to start; the runner refuses a used one.
+        rdir.mkdir(parents=True, exist_ok=True)
         prompt_file, report_file, log = rdir / "prompt.md", rdir / "report.md", rdir / "agent.log"
         values = agents.prompt_values(self.root, self.config, launch, worktree, report_file, conflicts)
         prompt = render_role(self.root, role, values)
@@ -292,14 +320,16 @@ class Engine:
         run_id = self.history.start_run(task=start.task_id, role=role, attempt=attempt, run_dir=str(rdir),
                                         log=str(log), timeout=agent.timeout, head_before=git.head(worktree))
         try:
+            # Not waiting for the agent to be up keeps the engine free for the next handover;
+            # the pid is recorded when the run is next polled, a failed start comes back as a result.
             handle = self.runner.submit(rdir, argv, str(worktree), env, str(log), agent.timeout,
-                                        agent.stall, agent.kill_grace)
+                                        agent.stall, agent.kill_grace, wait=False)
         except KanbanError:
             self.history.finish_run(run_id, outcome="failed", result={"exit_code": None})
             raise
-        self.history.set_pid(run_id, handle.agent_pid, handle.agent_start_time)
-        self.history.event(start.task_id, "spawned", detail=f"{role} attempt {attempt}, pid {handle.agent_pid}")
-        return f"{start.task_id}: {ROLE_NAMES[start.role]} attempt {attempt} started (pid {handle.agent_pid})"
+        self.history.event(start.task_id, "spawned", detail=f"{role} attempt {attempt}, "
+                                                            f"supervisor pid {handle.supervisor_pid}")
+        return f"{start.task_id}: {ROLE_NAMES[start.role]} attempt {attempt} started"
 
 
 def _set_flags(entry: Entry, *, retry: bool, escalated: bool, ready: bool) -> None:
@@ -335,6 +365,8 @@ def _stamp() -> str:
 
 
 def _human(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:g}s"
     seconds = int(seconds)
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"

@@ -20,6 +20,7 @@ _META_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(?:[ \t]+(.*?))?[ \t]*[\r\n]*$
 _NOTES_RE = re.compile(r"^ {0,3}###[ \t]+Notes[ \t#]*$")
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _ENDING_RE = re.compile(r"(\r\n|\r|\n)$")
+_UNDERLINE_RE = re.compile(r"^ {0,3}[=-]+[ \t]*$")  # as mistune 3.4 matches a setext underline
 
 
 def line_ending(line: str) -> str:
@@ -115,7 +116,11 @@ class Entry:
         return found
 
     def meta(self) -> dict[str, str]:
-        return {key: value for _, key, value in self.meta_lines()}
+        """Key to value; for a key written twice the first line counts, the one set_meta edits."""
+        found: dict[str, str] = {}
+        for _, key, value in self.meta_lines():
+            found.setdefault(key, value)
+        return found
 
     def meta_line_no(self, key: str) -> int:
         for i, k, _ in self.meta_lines():
@@ -181,29 +186,28 @@ class Entry:
     def set_meta(self, key: str, value: str | None) -> None:
         """Set, replace or (value None) delete one `key: value` line."""
         metas = self.meta_lines()
+        if value is None:
+            for i, k, _ in reversed(metas):
+                if k == key:
+                    del self.lines[i]  # every copy, or an older one would show through
+            return
         for i, k, _ in metas:
             if k == key:
-                if value is None:
-                    del self.lines[i]
-                else:
-                    self.lines[i] = f"{key}: {value}{line_ending(self.lines[i]) or self.newline}"
+                self.lines[i] = f"{key}: {value}{line_ending(self.lines[i]) or self.newline}"
                 return
-        if value is None:
-            return
         at = (metas[-1][0] + 1) if metas else 1
         self._ensure_ending(at - 1)
         self.lines.insert(at, f"{key}: {value}{self.newline}")
+        if at + 1 < len(self.lines) and _UNDERLINE_RE.match(strip_ending(self.lines[at + 1])):
+            # `---` or `===` right under the heading: a line of text above it would
+            # make the two a setext heading, ending the entry there.
+            self.lines.insert(at + 1, self.newline)
 
     def add_note(self, note: str) -> None:
         """Append one item to the entry's `### Notes` list, creating it if needed."""
         nl = self.newline
         item = _note_item(note, nl)
         notes_at = self._notes_heading_index()
-        end = self._content_end() if notes_at is None else self._section_end(notes_at)
-        if end == len(self.lines):
-            # Nothing after it in the entry: end with a blank line, or a setext
-            # heading right below (`Title` + `===`) would join the note's list item.
-            item = item + [nl]
         if notes_at is None:
             end = self._content_end()
             self._ensure_ending(end - 1)
@@ -220,6 +224,8 @@ class Entry:
     def _ensure_ending(self, index: int) -> None:
         if index >= 0 and not line_ending(self.lines[index]):
             self.lines[index] += self.newline
+            if index == 0:  # keep the parsed heading in step, or its next render drops the ending
+                self.heading.ending = line_ending(self.lines[0])
 
     def _content_end(self) -> int:
         """Index just past the last non-blank line (trailing blank lines excluded)."""

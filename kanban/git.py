@@ -210,11 +210,32 @@ def _worktree_lock(root: Path):
 def add_worktree(root: Path, path: Path, branch: str, base: str) -> None:
     """Create `path` on `branch`: a new branch from `base`, or the existing branch (after a crash)."""
     with _worktree_lock(root):
-        run(root, "worktree", "prune")
-        if branch_exists(root, branch):
-            run(root, "worktree", "add", str(path), branch)
-        else:
-            run(root, "worktree", "add", "--no-track", "-b", branch, str(path), base)
+        args = [str(path), branch] if branch_exists(root, branch) else ["--no-track", "-b", branch, str(path), base]
+        try:
+            run(root, "worktree", "add", *args)
+        except GitError:
+            run(root, "worktree", "prune")  # a stale registration (worktree deleted by hand): clear, try again
+            run(root, "worktree", "add", *args)
+
+
+def worktree_branch(path: Path) -> str | None:
+    """The branch a linked worktree has checked out, read from its files (no git process).
+
+    None unless `path/.git` points at an admin dir that points back at it.
+    """
+    try:
+        pointer = (path / ".git").read_text(encoding="utf-8").strip()
+        if not pointer.startswith("gitdir: "):
+            return None
+        admin = Path(pointer.removeprefix("gitdir: "))
+        admin = admin if admin.is_absolute() else (path / admin).resolve()
+        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        if back.resolve() != (path / ".git").resolve():
+            return None
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
 
 
 def remove_worktree(root: Path, path: Path) -> None:
@@ -256,7 +277,30 @@ def branch_shas(root: Path, pattern: str) -> dict[str, str]:
 
 
 def head(path: Path) -> str:
-    return run(path, "rev-parse", "HEAD").strip()
+    """The commit checked out at `path`; read from the ref files when they are plain (no process)."""
+    return _head_from_files(path) or run(path, "rev-parse", "HEAD").strip()
+
+
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _head_from_files(path: Path) -> str | None:
+    try:
+        pointer = (path / ".git").read_text(encoding="utf-8").strip()
+        admin = Path(pointer.removeprefix("gitdir: ")) if pointer.startswith("gitdir: ") else None
+        if admin is None:
+            return None
+        admin = admin if admin.is_absolute() else (path / admin).resolve()
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        if _SHA.fullmatch(head):
+            return head
+        if not head.startswith("ref: refs/heads/"):
+            return None
+        common = (admin / (admin / "commondir").read_text(encoding="utf-8").strip()).resolve()
+        sha = (common / head.removeprefix("ref: ")).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None  # packed refs, symlinks, odd layouts: ask git
+    return sha if _SHA.fullmatch(sha) else None
 
 
 def is_ancestor(root: Path, a: str, b: str) -> bool:

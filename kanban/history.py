@@ -175,6 +175,13 @@ class History:
                               " ORDER BY id DESC LIMIT 1", (task,)).fetchone()
         return row[0] if row else None
 
+    def escalated_tasks(self) -> set[str]:
+        """Tasks whose latest event (strikes aside) is an escalation, in one query."""
+        rows = self.db.execute(
+            "SELECT e.task, e.kind FROM events e JOIN (SELECT task, MAX(id) AS id FROM events"
+            " WHERE kind NOT LIKE 'strike:%' GROUP BY task) last ON e.id = last.id")
+        return {task for task, kind in rows if kind == "escalated"}
+
     # -- ports ---------------------------------------------------------------------
 
     def port_for(self, task: str, base: int, span: int = 1000) -> int:

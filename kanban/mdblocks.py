@@ -14,6 +14,7 @@ pyproject.toml and tests/test_corpus.py runs real files through it.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from typing import Any, NamedTuple
 
@@ -78,6 +79,12 @@ def split_lines(text: str) -> list[str]:
 
 def top_headings(text: str, max_level: int = 2) -> list[Heading]:
     """Top-level headings up to `max_level`, in order, by 0-based line index."""
+    return list(_top_headings(text, max_level))
+
+
+@functools.lru_cache(maxsize=32)
+def _top_headings(text: str, max_level: int) -> tuple[Heading, ...]:
+    # Cached by text: a running board re-reads the same files many times a second.
     src = text.replace("\r\n", "\n").replace("\r", "\n")
     if not src.endswith("\n"):
         src += "\n"
@@ -104,4 +111,4 @@ def top_headings(text: str, max_level: int = 2) -> list[Heading]:
             continue
         line = bisect.bisect_right(line_starts, offset) - 1
         found.append(Heading(line, level, token.get("style") == "atx"))
-    return found
+    return tuple(found)

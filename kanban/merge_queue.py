@@ -385,11 +385,8 @@ class MergeQueue:
     def _finish_all(self, done: list[Candidate]) -> None:
         """After main moved: CHANGELOG lines, then TESTING entries gone, then worktrees and branches."""
         add_to_changelog(self.root, [(c.task_id, c.title, c.category) for c in done])
-        self.engine.remove_merged([c.task_id for c in done])
+        self.engine.remove_merged({c.task_id: c.sha for c in done})
         self._remove_task_state([c.task_id for c in done])
-        with self.engine.history.transaction():
-            for c in done:
-                self.engine.history.event(c.task_id, "merged", detail=c.sha)
         for c in done:
             self.report.merged.append(c.task_id)
             self.report.lines.append(f"{c.task_id}: merged into {self.main}")

@@ -94,13 +94,14 @@ def _failures(root: Path, runs) -> list[str]:
 
 
 def _merges(events) -> list[str]:
-    merged = [e for e in events if e[2] == "merged"]
+    # One task, one line: the merge queue logs "merged" both as the transition and with the commit.
+    merged = list(dict.fromkeys(e[1] for e in events if e[2] == "merged"))
     conflicts = [e for e in events if e[2] == "merge_conflict"]
     failed = [e for e in events if e[2] == "verify_failed"]
     verifies = [e for e in events if e[2] == "verify"]
     passed = sum(1 for e in verifies if (e[5] or "").startswith("pass"))
     lines = ["## Merge queue", "",
-             f"- merged: {len(merged)}" + (f" ({', '.join(e[1] for e in merged)})" if merged else ""),
+             f"- merged: {len(merged)}" + (f" ({', '.join(merged)})" if merged else ""),
              f"- conflicts sent back to testing: {len(conflicts)}",
              f"- post-merge check failures sent back to review: {len(failed)}",
              f"- verification runs: {len(verifies)} ({passed} passed, {len(verifies) - passed} failed)"]

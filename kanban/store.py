@@ -127,6 +127,8 @@ def save(board: Board) -> list[str]:
         board.assign_ids()
     dirty = board.dirty_files()
     for f in dirty:
+        f.settle()  # never write a file that would lose or split an entry on reload
+    for f in dirty:
         if (read_bytes(f.path) or b"") != f.raw:
             raise ConcurrentEdit(f.path)
     written = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -122,6 +123,10 @@ class Supervisor:
                 start_new_session=True,
             )
         self.last_growth = self.t0
+        try:  # wakes the watch loop the instant the agent exits (Linux 5.3+)
+            self.pidfd: int | None = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
         self.write_agent_json()
 
     def write_agent_json(self) -> None:
@@ -149,7 +154,17 @@ class Supervisor:
             if self.reason:
                 self.stop_group(self.grace())
                 return
+            self.wait_a_little()
+
+    def wait_a_little(self) -> None:
+        """Up to POLL seconds, less if the agent exits meanwhile."""
+        if self.pidfd is None:
             time.sleep(POLL)
+            return
+        try:
+            select.select([self.pidfd], [], [], POLL)
+        except InterruptedError:
+            pass
 
     def why_stop(self) -> str | None:
         if self.terminated or cancel_mode(self.run_dir):

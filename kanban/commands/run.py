@@ -43,7 +43,7 @@ def run(root: Path, *, no_merge: bool, live: bool | None = None) -> int:
 def _loop(engine, view, *, no_merge: bool) -> int:
     started_at = time.monotonic()
     while True:
-        report = engine.tick()
+        report = engine.tick(record_pids=False)
         for line in report.reaped + report.started:
             view.log(line) if view else say(line)
         for line in report.problems:
