@@ -420,7 +420,8 @@ def changelog_ids(text: str) -> set[str]:
 def validate(board: Board) -> None:
     """Raise a KanbanError for the first problem found, naming file and line."""
     seen: dict[str, tuple[BoardFile, Entry]] = {}
-    for f, entry in board.located():
+    located = [(f, entry, entry.meta()) for f, entry in board.located()]  # metadata parsed once
+    for f, entry, meta in located:
         tid = entry.task_id
         if tid is None:
             continue
@@ -433,15 +434,14 @@ def validate(board: Board) -> None:
                 hint="give one of them a new ID, or delete the stale copy",
             )
         seen[tid] = (f, entry)
-        _validate_meta(f, entry)
+        _validate_meta(f, entry, meta)
     known = board.all_ids()  # once: a set per entry made validation quadratic
-    for f, entry in board.located():
-        _validate_depends(known, f, entry)
-    _check_cycles(board, known)
+    for f, entry, meta in located:
+        _validate_depends(known, f, entry, meta)
+    _check_cycles(located, known)
 
 
-def _validate_meta(f: BoardFile, entry: Entry) -> None:
-    meta = entry.meta()
+def _validate_meta(f: BoardFile, entry: Entry, meta: dict[str, str]) -> None:
     if "priority" in meta:
         value = meta["priority"]
         if not re.fullmatch(r"[0-9]{1,4}", value) or int(value) < 1:
@@ -453,7 +453,7 @@ def _validate_meta(f: BoardFile, entry: Entry) -> None:
             )
     if "files" in meta:
         for path in split_list(meta["files"]):
-            if path.startswith("/") or ".." in Path(path).parts or "\\" in path:
+            if path.startswith("/") or ".." in path.split("/") or "\\" in path:
                 raise KanbanError(
                     f"files of {entry.task_id} names {path!r}, which is not a path inside the repository",
                     file=f.name,
@@ -462,8 +462,7 @@ def _validate_meta(f: BoardFile, entry: Entry) -> None:
                 )
 
 
-def _validate_depends(known: set[str], f: BoardFile, entry: Entry) -> None:
-    meta = entry.meta()
+def _validate_depends(known: set[str], f: BoardFile, entry: Entry, meta: dict[str, str]) -> None:
     if "depends" not in meta or entry.task_id is None and f.column is not Column.TODO:
         return
     line = entry.meta_line_no("depends")
@@ -489,12 +488,12 @@ def _validate_depends(known: set[str], f: BoardFile, entry: Entry) -> None:
             )
 
 
-def _check_cycles(board: Board, known: set[str]) -> None:
+def _check_cycles(located: list[tuple[BoardFile, Entry, dict[str, str]]], known: set[str]) -> None:
     graph: dict[str, list[str]] = {}
     where: dict[str, tuple[BoardFile, Entry]] = {}
-    for f, entry in board.located():
+    for f, entry, meta in located:
         if entry.task_id:
-            graph[entry.task_id] = [d for d in split_list(entry.meta().get("depends", "")) if d in known]
+            graph[entry.task_id] = [d for d in split_list(meta.get("depends", "")) if d in known]
             where[entry.task_id] = (f, entry)
     state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
     for root in graph:

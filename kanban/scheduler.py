@@ -25,24 +25,74 @@ def plan(
     """The agents to start now, best first, never more than the free slots."""
     free = max(0, pool_size - len(running))
     starts = [Start(t.id, COLUMN_ROLE[t.column]) for t in _waiting_for_agent(tasks, running)][:free]
-    in_flight = _in_flight(tasks)
+    leases = Leases(_in_flight(tasks))
     for task in _pickable_order(tasks, running):
         if len(starts) >= free:
             break
-        if not _unmet_depends(task, done) and not _overlapping(task, in_flight):
+        if not _unmet_depends(task, done) and not leases.overlapping(task):
             starts.append(Start(task.id, Role.TASK, pick=True))
-            in_flight.append(task)  # its files are leased from now on
+            leases.add(task)  # its files are leased from now on
     return starts
 
 
 def blocked_reasons(task: Task, tasks: Sequence[Task], done: set[str]) -> list[str]:
     """Why a TODO task is not picked, for `kanban status`; [] if only a slot is missing."""
-    reasons = ["escalated: waiting for a person"] if task.escalated else []
+    return blocked_reasons_all([task], tasks, done)[task.id]
+
+
+def blocked_reasons_all(asked: Sequence[Task], tasks: Sequence[Task], done: set[str]) -> dict[str, list[str]]:
+    """blocked_reasons for many tasks, with the board-wide sets built once."""
     known = {t.id for t in tasks}
-    for dep in _unmet_depends(task, done):
-        reasons.append(f"waiting on {dep}" if dep in known else f"waiting on {dep} (on no board)")
-    reasons += [f"files overlap {other.id}" for other in _overlapping(task, _in_flight(tasks))]
-    return reasons
+    leases = Leases(_in_flight(tasks))
+    found = {}
+    for task in asked:
+        reasons = ["escalated: waiting for a person"] if task.escalated else []
+        for dep in _unmet_depends(task, done):
+            reasons.append(f"waiting on {dep}" if dep in known else f"waiting on {dep} (on no board)")
+        reasons += [f"files overlap {other.id}" for other in leases.overlapping(task)]
+        found[task.id] = reasons
+    return found
+
+
+class Leases:
+    """The files of tasks in flight, indexed so a question costs about one lookup per path.
+
+    Literal paths are looked up exactly (a path overlaps itself, its parent
+    directories and what lies below it); globs are compared one by one.
+    """
+
+    def __init__(self, tasks: Iterable[Task] = ()) -> None:
+        self.exact: dict[str, dict[str, Task]] = {}  # a held literal path -> holders
+        self.below: dict[str, dict[str, Task]] = {}  # a directory -> holders of paths under it
+        self.globs: list[tuple[str, Task]] = []
+        for task in tasks:
+            self.add(task)
+
+    def add(self, task: Task) -> None:
+        for entry in _as_entries(task.files):
+            if _is_glob(entry):
+                self.globs.append((entry, task))
+                continue
+            self.exact.setdefault(entry, {})[task.id] = task
+            parts = entry.split("/")
+            for i in range(1, len(parts)):
+                self.below.setdefault("/".join(parts[:i]), {})[task.id] = task
+
+    def overlapping(self, task: Task) -> list[Task]:
+        found: dict[str, Task] = {}
+        for entry in _as_entries(task.files):
+            if _is_glob(entry):
+                for path, holders in self.exact.items():
+                    if _entries_overlap(entry, path):
+                        found.update(holders)
+            else:
+                parts = entry.split("/")
+                for i in range(1, len(parts) + 1):
+                    found.update(self.exact.get("/".join(parts[:i]), {}))
+                found.update(self.below.get(entry, {}))
+            found.update((t.id, t) for g, t in self.globs if _entries_overlap(entry, g))
+        found.pop(task.id, None)
+        return list(found.values())
 
 
 def _waiting_for_agent(tasks: Iterable[Task], running: Mapping[str, Role]) -> list[Task]:
@@ -66,10 +116,6 @@ def _in_flight(tasks: Iterable[Task]) -> list[Task]:
 
 def _unmet_depends(task: Task, done: set[str]) -> list[str]:
     return [dep for dep in task.depends if dep not in done]
-
-
-def _overlapping(task: Task, others: Iterable[Task]) -> list[Task]:
-    return [o for o in others if o.id != task.id and files_overlap(task.files, o.files)]
 
 
 # --- file leases -------------------------------------------------------------

@@ -333,3 +333,14 @@ def test_a_path_covered_by_both_means_overlap(first, other, data):
     if covers(b, path):
         assert files_overlap([a], [b]), (a, b, path)
         assert files_overlap([a], [path]) and files_overlap([b], [path])
+
+
+@settings(max_examples=300)
+@given(st.lists(entry_lists, min_size=1, max_size=6), entry_lists)
+def test_lease_index_agrees_with_pairwise_overlap(held, asked):
+    from kanban.scheduler import Leases
+
+    holders = [Task(f"T-{i}", "t", Column.IN_PROGRESS, files=tuple(files)) for i, files in enumerate(held)]
+    task = Task("Q-1", "q", Column.TODO, files=tuple(asked))
+    expected = {t.id for t in holders if files_overlap(t.files, task.files)}
+    assert {t.id for t in Leases(holders).overlapping(task)} == expected

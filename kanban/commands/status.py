@@ -29,17 +29,19 @@ def status(root: Path, *, as_json: bool, show_all: bool) -> int:
 
 def summarize(board: Board, agents: list[dict[str, Any]]) -> dict[str, Any]:
     """The board as plain data: the --json output, and what the human view draws."""
-    from kanban.scheduler import blocked_reasons
+    from kanban.scheduler import blocked_reasons_all
 
     tasks = board.tasks()
+    where = {e.task_id: (f, e) for f, e in board.located() if e.task_id}
+    blocked = blocked_reasons_all([t for t in tasks if t.column is Column.TODO], tasks, board.done_ids)
     columns: dict[str, Any] = {}
     for column in BOARD_COLUMNS:
         in_column = [t for t in tasks if t.column is column]
         rows = []
         for t in in_column:
-            row = _task_row(board, t)
+            row = _task_row(where[t.id], t)
             if column is Column.TODO:
-                row["blocked_by"] = blocked_reasons(t, tasks, board.done_ids)
+                row["blocked_by"] = blocked[t.id]
             rows.append(row)
         columns[column.value] = {"file": COLUMN_FILES[column], "count": len(rows), "tasks": rows}
     new = [{"title": e.title, "file": "TODO.md", "line": e.line_no} for e in board.new_entries()]
@@ -56,8 +58,8 @@ def summarize(board: Board, agents: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _task_row(board: Board, t: Task) -> dict[str, Any]:
-    f, entry = board.require(t.id)
+def _task_row(located, t: Task) -> dict[str, Any]:
+    f, entry = located
     return {
         "id": t.id,
         "title": t.title,
