@@ -115,3 +115,13 @@ def test_runs_from_a_subdirectory(repo):
     assert proc.returncode == 0, proc.stderr
     assert "## TASK-1: from sub" in (repo / "TODO.md").read_text()
     git(repo, "status")
+
+
+def test_status_stacks_columns_in_a_narrow_terminal(tmp_path, monkeypatch):
+    (tmp_path / "TODO.md").write_text("## TASK-1: first task\npriority: 1\n")
+    (tmp_path / "REVIEW.md").write_text("## [RETRY] TASK-2: second\n")
+    monkeypatch.setenv("COLUMNS", "80")
+    out = run_cli(tmp_path, "status", check_code=0).stdout
+    assert "TODO (1)\n  TASK-1 p1 first task\n" in out
+    assert "REVIEW (1)\n  TASK-2 p3 [RETRY] second\n" in out
+    assert "┃" not in out and "None" not in out

@@ -82,7 +82,38 @@ def _running_agents(root: Path) -> list[dict[str, Any]]:
     return running_agents(root)
 
 
+WIDE = 110  # below this many columns, the board is drawn as stacked sections
+
+
 def render(summary: dict[str, Any], *, show_all: bool) -> None:
+    from kanban.output import console
+
+    if console().width < WIDE:
+        _render_stacked(summary, show_all=show_all)
+    else:
+        _render_table(summary, show_all=show_all)
+    _render_footer(summary)
+
+
+def _render_stacked(summary: dict[str, Any], *, show_all: bool) -> None:
+    from rich.text import Text
+
+    for name, col in summary["columns"].items():
+        show(Text(f"{name} ({col['count']})", style="bold underline"))
+        if name == "TODO":
+            for new in summary["new"]:
+                show(Text.assemble(("  new ", "green"), f"{new['title']} (line {new['line']})"))
+        rows = col["tasks"] if show_all else col["tasks"][:SHOWN_PER_COLUMN]
+        for row in rows:
+            line = Text("  ")
+            line.append_text(_task_text(row))
+            line.rstrip()
+            show(line)
+        if col["count"] - len(rows):
+            show(Text(f"  ... and {col['count'] - len(rows)} more (--all)", style="dim"))
+
+
+def _render_table(summary: dict[str, Any], *, show_all: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -104,6 +135,9 @@ def render(summary: dict[str, Any], *, show_all: bool) -> None:
         cells.append(text)
     table.add_row(*cells)
     show(table)
+
+
+def _render_footer(summary: dict[str, Any]) -> None:
     if summary["agents"]:
         say("Agents running:")
         for a in summary["agents"]:
