@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -209,15 +210,35 @@ class LocalRunner:
             return []
         deadline = None if timeout is None else time.monotonic() + timeout
         step = 0
-        while True:
-            done = [d for d in dirs if (d / RESULT).exists()]
-            if not done and step % LIVENESS_EVERY == 0:
-                done = [d for d in dirs if not self.poll(d).running]
-            left = None if deadline is None else deadline - time.monotonic()
-            if done or (left is not None and left <= 0):
-                return done
-            time.sleep(WAIT_STEP if left is None else min(WAIT_STEP, left))
-            step += 1
+        with self._exit_watch(dirs) as pidfds:
+            while True:
+                done = [d for d in dirs if (d / RESULT).exists()]
+                if not done and step % LIVENESS_EVERY == 0:
+                    done = [d for d in dirs if not self.poll(d).running]
+                left = None if deadline is None else deadline - time.monotonic()
+                if done or (left is not None and left <= 0):
+                    return done
+                pause = WAIT_STEP if left is None else min(WAIT_STEP, left)
+                if pidfds:  # a supervisor exits right after writing its result: wake then
+                    select.select(pidfds, [], [], pause)
+                else:
+                    time.sleep(pause)
+                step += 1
+
+    @contextlib.contextmanager
+    def _exit_watch(self, dirs: list[Path]):
+        """pidfds of the supervisors this runner started for `dirs` (Linux 5.3+; else none)."""
+        fds = []
+        try:
+            for d in dirs:
+                child = self._children.get(Path(d).resolve())
+                if child is not None and child.poll() is None and hasattr(os, "pidfd_open"):
+                    with contextlib.suppress(OSError):
+                        fds.append(os.pidfd_open(child.pid))
+            yield fds
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _reap(self) -> None:
         """Collect supervisors that ended, so a long-lived caller keeps no zombies."""
