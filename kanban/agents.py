@@ -47,6 +47,9 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
     branch = branch_name(task_id)
     if path.is_symlink():
         raise KanbanError(f"worktree {path} is a symbolic link", hint="remove it; kanban recreates the worktree")
+    if not path.parent.resolve().is_relative_to(root.resolve()):
+        raise KanbanError(f"worktree directory {config.worktree_dir} leads to {path.parent.resolve()}, "
+                          "outside the repository", hint="make it a real directory inside the repository")
     if git.worktree_branch(path) == branch:  # the common case, read from files: no git process
         return path
     known = {w.path.resolve(): w for w in git.worktrees(root)}

@@ -230,14 +230,8 @@ def _insert_lines(blocks: list[list[str] | Entry], at: int, body: list[str], nl:
     return (lead, lines) if _heading_spots(new) == want else None
 
 
-def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
-    """Split a file's bytes into prose blocks and entries. Raises KanbanError if unreadable."""
-    if len(data) > MAX_FILE_BYTES:
-        raise KanbanError(
-            f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit for board files",
-            file=path.name,
-            hint="move finished or old entries out of it",
-        )
+def decode_text(path: Path, data: bytes) -> str:
+    """A board file's text; a clear error for invalid UTF-8 or a NUL byte (binary garbage)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -249,6 +243,18 @@ def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
         line = text[: text.index("\x00")].count("\n") + 1
         raise KanbanError("contains a NUL byte: this is not a text file", file=path.name, line=line,
                           hint="restore the file from git or delete it")
+    return text
+
+
+def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
+    """Split a file's bytes into prose blocks and entries. Raises KanbanError if unreadable."""
+    if len(data) > MAX_FILE_BYTES:
+        raise KanbanError(
+            f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit for board files",
+            file=path.name,
+            hint="move finished or old entries out of it",
+        )
+    text = decode_text(path, data)
     bom = text.startswith(BOM)
     if bom:
         text = text[1:]

@@ -84,11 +84,13 @@ def status(
 @app.command()
 def preflight(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable results."),
+    repair: bool = typer.Option(False, "--repair",
+                                help="First fix what a crash or a hand edit left inconsistent, one line per fix."),
 ) -> None:
     """Check the repository, config, agents and services before spawning; exit 1 if any check fails."""
     from kanban.commands.preflight import preflight as run
 
-    raise typer.Exit(run(_root(), as_json=json_out))
+    raise typer.Exit(run(_root(), as_json=json_out, repair=repair))
 
 
 @app.command()

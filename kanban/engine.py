@@ -44,6 +44,7 @@ class TickReport:
     reaped: list[str] = field(default_factory=list)  # one line per finished run
     started: list[str] = field(default_factory=list)  # one line per started run
     problems: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # one line per fix made by repair
     planned: list[Start] = field(default_factory=list)  # --dry-run: what would start
     busy: bool = False  # another tick held the lock
 
@@ -82,6 +83,19 @@ class Engine:
         self.config = config
         self.history = history
         self.runner = runner or LocalRunner()
+        self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
+
+    def repair_once(self, scope: str) -> list[str]:
+        """The repairs that are safe for SCOPE ("tick" or "merge"), the first time only; never raises."""
+        if scope in self.repaired_scopes:
+            return []
+        self.repaired_scopes.add(scope)
+        from kanban.repair import repair
+
+        try:
+            return repair(self.root, self.config, self.history, self.runner, scope=scope)
+        except KanbanError as exc:
+            return [f"repair stopped: {exc}"]
 
     # -- the pass ------------------------------------------------------------------
 
@@ -96,6 +110,7 @@ class Engine:
             if dry_run:
                 report.planned = self._plan(self._load())
                 return report
+            report.repaired = self.repair_once("tick")
             self._assign_new_ids()
             self._reap(report)
             self._notice_person_resets()

@@ -423,3 +423,24 @@ def fast_forward_checkout(path: Path, new: str) -> tuple[bool, str]:
     """`git merge --ff-only` in a checkout: moves its branch and files together, keeping local edits."""
     status, _, err = run_status(path, "merge", "--ff-only", "--no-edit", "-q", new)
     return status == 0, err.strip()
+
+
+def operation_in_progress(path: Path, branch: str) -> str | None:
+    """A rebase of `branch`, or a merge, cherry-pick or revert, under way in the checkout at `path`."""
+    status, out, _ = run_status(path, "rev-parse", "--absolute-git-dir")
+    if status != 0:
+        return None
+    gitdir = Path(out.strip())
+    for name in ("rebase-merge", "rebase-apply"):
+        if (gitdir / name).is_dir():
+            try:
+                head = (gitdir / name / "head-name").read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                head = ""
+            if head in ("", f"refs/heads/{branch}") or current_branch(path) == branch:
+                return "rebase"
+    if current_branch(path) == branch:
+        for name, what in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"), ("REVERT_HEAD", "revert")):
+            if (gitdir / name).exists():
+                return what
+    return None

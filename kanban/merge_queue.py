@@ -105,6 +105,8 @@ class MergeQueue:
             if not got:
                 self.report.busy = True
                 return self.report
+            if not dry_run:
+                self.report.lines += ["repair: " + line for line in self.engine.repair_once("merge")]
             self._cleanup_finished()
             if self.config.merge.push and not dry_run:
                 self._push_pending()
@@ -310,6 +312,12 @@ class MergeQueue:
 
     def _advance(self, old: str, new: str, *, push: bool = True) -> None:
         checkout = git.checkout_of(self.root, self.main)
+        for path in dict.fromkeys(p for p in (checkout, self.root) if p is not None):
+            busy = git.operation_in_progress(path, self.main)  # a person's rebase or merge of main
+            if busy:
+                raise MainBlocked(f"a git {busy} is in progress in {path}",
+                                  hint=f"finish it or run 'git {busy} --abort', then run 'kanban merge-queue' "
+                                       f"again; {self.main} was not moved", code=1)
         if checkout is None:
             if not git.update_ref(self.root, f"refs/heads/{self.main}", new, old):
                 raise MainMoved()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from kanban.board import Board, BoardFile, changelog_ids, parse_file, validate
+from kanban.board import MAX_FILE_BYTES, Board, BoardFile, changelog_ids, decode_text, parse_file, validate
 from kanban.errors import ConcurrentEdit, KanbanError
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
 
@@ -55,8 +55,11 @@ def load_board(root: Path, *, check: bool = True) -> Board:
         bf = parse_file(path, column, data or b"")
         bf.exists = data is not None
         files[column] = bf
-    changelog = read_bytes(board_path(root, Column.DONE)) or b""
-    done = changelog_ids(changelog.decode("utf-8", errors="replace"))
+    changelog_path = board_path(root, Column.DONE)
+    changelog = read_bytes(changelog_path) or b""
+    if len(changelog) > MAX_FILE_BYTES:
+        parse_file(changelog_path, Column.DONE, changelog)  # raises the size-limit error
+    done = changelog_ids(decode_text(changelog_path, changelog))
     board = Board(root, files, done)
     if check:
         validate(board)

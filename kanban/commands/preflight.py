@@ -18,21 +18,52 @@ class Check(NamedTuple):
     detail: str
 
 
-def preflight(root: Path, *, as_json: bool) -> int:
+def preflight(root: Path, *, as_json: bool, repair: bool = False) -> int:
     from kanban.config import load_config
     from kanban.store import load_board
 
     config = load_config(root)  # bad config or board: exit 2 before any check runs
+    fixes = run_repair(root, config) if repair else []
     board = load_board(root)
     results = run_checks(root, config, board)
     if as_json:
-        emit_json({"ok": all(c.ok for c in results), "checks": [c._asdict() for c in results]})
+        out = {"ok": all(c.ok for c in results), "checks": [c._asdict() for c in results]}
+        if repair:
+            out["repaired"] = fixes
+        emit_json(out)
     else:
+        if repair:
+            for line in fixes:
+                say(f"repair: {line}")
+            say(f"repair: {len(fixes)} fix(es)" if fixes else "repair: nothing to fix")
         for c in results:
             say(f"{'pass' if c.ok else 'FAIL'}  {c.name}: {c.detail}", style=None if c.ok else "red")
         failed = sum(not c.ok for c in results)
         say(f"{len(results) - failed} passed, {failed} failed")
     return 0 if all(c.ok for c in results) else 1
+
+
+def run_repair(root: Path, config) -> list[str]:
+    """The full repair, with the tick and merge locks held so no kanban pass races it.
+
+    If a tick or a merge queue is running, only the repairs safe beside it are made.
+    """
+    from kanban import git
+    from kanban.engine import tick_lock
+    from kanban.history import History
+    from kanban.merge_queue import merge_lock
+    from kanban.repair import repair
+
+    if git.toplevel(root) is None or not git.branch_exists(root, config.main_branch):
+        return []
+    with History(root) as history, tick_lock(root, wait=10.0) as ticked, merge_lock(root) as merging:
+        scope = "full" if ticked and merging else "tick" if ticked else "merge" if merging else None
+        if scope is None:
+            return ["a tick and a merge queue are running; repair skipped, run it again when they finish"]
+        lines = repair(root, config, history, scope=scope)
+        if scope != "full":
+            lines.append("a tick or merge queue is running: only the repairs safe beside it were made")
+        return lines
 
 
 def run_checks(root: Path, config, board) -> list[Check]:

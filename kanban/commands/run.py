@@ -44,7 +44,7 @@ def _loop(engine, view, *, no_merge: bool) -> int:
     started_at = time.monotonic()
     while True:
         report = engine.tick(record_pids=False)
-        for line in report.reaped + report.started:
+        for line in ["repair: " + r for r in report.repaired] + report.reaped + report.started:
             view.log(line) if view else say(line)
         for line in report.problems:
             view.log("! " + line) if view else warn(line)

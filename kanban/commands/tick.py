@@ -17,13 +17,25 @@ def open_engine(root: Path):
     from kanban.store import load_board
 
     config = load_config(root)
-    load_board(root)  # a bad board is exit 2 before anything runs
+    try:
+        load_board(root)  # a bad board is exit 2 before anything runs
+    except KanbanError:
+        from kanban.repair import _duplicates
+
+        # an entry left in two files by a crash is not bad input: the pass repairs it first
+        if not _duplicates(root, config, load_board(root, check=False), None):
+            raise
     if git.toplevel(root) is None:
         raise KanbanError(f"{root} is not a git repository", hint="run 'git init' and commit, then 'kanban init'")
     if not git.branch_exists(root, config.main_branch):
         raise KanbanError(f"no branch {config.main_branch!r} in this repository",
                           file=config.source and Path(config.source).name,
                           hint="commit something first, or set main_branch in kanban.toml")
+    worktrees = (root / config.worktree_dir).resolve()
+    if not worktrees.is_relative_to(root.resolve()):
+        raise KanbanError(f"worktree_dir {config.worktree_dir!r} leads to {worktrees}, outside the repository",
+                          file=config.source and Path(config.source).name,
+                          hint="make it a real directory inside the repository")
     return Engine(root, config, History(root))
 
 
@@ -34,19 +46,22 @@ def tick(root: Path, *, dry_run: bool, as_json: bool) -> int:
     finally:
         engine.history.close()
     if as_json:
-        emit_json({"busy": report.busy, "reaped": report.reaped, "started": report.started,
+        emit_json({"busy": report.busy, "repaired": report.repaired, "reaped": report.reaped,
+                   "started": report.started,
                    "problems": report.problems,
                    "would_start": [{"task": s.task_id, "role": s.role.value, "pick": s.pick}
                                    for s in report.planned]})
         return 0
     if report.busy:
         say("another tick is running; nothing done")
+    for line in report.repaired:
+        say("repair: " + line)
     for line in report.reaped + report.started:
         say(line)
     for line in report.problems:
         warn(line)
     for s in report.planned:
         say(f"would start: {s.task_id} {s.role.value}" + (" (picked from TODO)" if s.pick else ""))
-    if not (report.reaped or report.started or report.planned or report.busy):
+    if not (report.reaped or report.started or report.planned or report.busy or report.repaired):
         say("nothing to do")
     return 0

@@ -1,0 +1,452 @@
+"""Finding and fixing what a crash (or a person) can leave behind.
+
+`find_problems` looks; `repair` fixes, one logged line per fix ("found X; did Y").
+Nothing here destroys work that is not in main: an orphan branch with commits
+of its own is kept (renamed to `kanban-orphan/<ID>`), an orphan worktree with
+uncommitted changes is reported, not removed.
+
+Scopes, by what may run meanwhile:
+
+- "tick":  called by Engine.tick inside the tick lock. Agents may be running
+  and a merge queue may be draining, so only fixes that cannot race either:
+  duplicate entries and temp files (under the board lock), orphan worktrees and
+  branches of tasks on no board file, worktree prune. Runs are left to the
+  engine's own reaping.
+- "merge": called by MergeQueue.drain inside the merge lock: the same, plus the
+  verify worktree and a verify process left by a killed queue.
+- "full":  `kanban preflight --repair`, with both locks held when it can get
+  them: everything, including runs whose supervisor or agent is gone and
+  half-created worktrees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kanban import git, procs
+from kanban.ids import branch_name
+from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
+
+ORDER = {Column.TODO: 0, Column.IN_PROGRESS: 1, Column.REVIEW: 2, Column.TESTING: 3}
+TMP_BOARD = re.compile(r"^\..+\.kanban-tmp$")
+TMP_RUN = re.compile(r"^\..+\.(\d+)\.tmp$")
+TMP_AGE = 60.0  # seconds: a temp file this old in .kanban has no writer left
+ORPHAN_PREFIX = "kanban-orphan/"
+
+KIND_DUPLICATE = "duplicate entry"
+KIND_MERGED_ON_BOARD = "merged task still on the board"
+KIND_NO_WORKTREE = "task with neither worktree nor branch"
+KIND_ORPHAN_WORKTREE = "orphan worktree"
+KIND_ORPHAN_BRANCH = "orphan branch"
+KIND_HALF_WORKTREE = "half-created worktree"
+KIND_LOST_RUN = "lost run"
+KIND_SUPERVISOR_DIED = "run without supervisor"
+KIND_TEMP_FILE = "half-written temp file"
+KIND_VERIFY = "stale verify"
+KIND_PRUNABLE = "prunable worktree record"
+
+# problems that repair notes but leaves for the engine (no change on disk)
+NOTE_ONLY = {KIND_NO_WORKTREE}
+
+
+@dataclass
+class Problem:
+    kind: str
+    task: str | None
+    what: str  # "found ..." text
+    data: dict
+
+    def __str__(self) -> str:
+        return self.what
+
+
+# -- detection ------------------------------------------------------------------------
+
+
+def find_problems(root: Path, config, history=None, runner=None, *, scope: str = "full") -> list[Problem]:
+    from kanban.store import load_board
+
+    problems: list[Problem] = []
+    problems += _temp_files(root, scope)
+    board = load_board(root, check=False)
+    problems += _duplicates(root, config, board, history)
+    live = {r.task for r in history.live_runs()} if history is not None else set()
+    if scope != "tick":  # beside a running merge queue, finished tasks are its job (_cleanup_finished)
+        problems += _merged_on_board(root, config, board, live)
+    wts = _worktree_records(root)
+    wt_root = (root / config.worktree_dir).resolve()
+    if scope in ("full", "tick"):  # worktrees are created only inside the tick lock
+        problems += _half_worktrees(root, wts, wt_root)
+    problems += _orphans(root, config, board, wts, wt_root, live, skip_done=scope == "tick")
+    problems += _missing_worktrees(root, config, board, wts, wt_root, live)
+    if scope == "full" and history is not None:
+        problems += _runs(history, runner)
+    if scope in ("full", "merge"):
+        problems += _verify(root, wts)
+    if any(r.get("prunable") is not None for r in wts):
+        problems.append(Problem(KIND_PRUNABLE, None, "found worktree records whose directory is gone", {}))
+    return problems
+
+
+def _temp_files(root: Path, scope: str) -> list[Problem]:
+    found = []
+    for column in (*BOARD_COLUMNS, Column.DONE):
+        parent = (root / COLUMN_FILES[column]).parent
+        for p in parent.glob(f".{COLUMN_FILES[column]}.*.kanban-tmp"):
+            found.append(Problem(KIND_TEMP_FILE, None, f"found half-written temp file {p.name}",
+                                 {"path": p, "board": True}))
+    state = root / ".kanban"
+    if state.is_dir():
+        now = time.time()
+        for p in state.rglob(".*tmp"):
+            m = TMP_RUN.match(p.name)
+            if TMP_BOARD.match(p.name):
+                stale = True
+            elif m:
+                stale = not Path(f"/proc/{m.group(1)}").exists()
+            else:
+                continue
+            with contextlib.suppress(OSError):
+                if stale and now - p.stat().st_mtime > (0 if scope == "full" else TMP_AGE):
+                    found.append(Problem(KIND_TEMP_FILE, None,
+                                         f"found half-written temp file {p.relative_to(root)}",
+                                         {"path": p, "board": False}))
+    return found
+
+
+def _duplicates(root: Path, config, board, history) -> list[Problem]:
+    places: dict[str, list] = {}
+    for f, entry in board.located():
+        if entry.task_id:
+            places.setdefault(entry.task_id, []).append(f.column)
+    found = []
+    for task_id, columns in places.items():
+        if len(columns) < 2 or len(set(columns)) < len(columns):
+            continue  # one file twice is a person's edit: validation names it
+        keep = _winner(task_id, columns, history)
+        stale = [c for c in columns if c is not keep]
+        found.append(Problem(KIND_DUPLICATE, task_id,
+                             f"found {task_id} in both " + " and ".join(COLUMN_FILES[c] for c in columns),
+                             {"keep": keep, "stale": stale}))
+    return found
+
+
+def _winner(task_id: str, columns: list[Column], history) -> Column:
+    """Which copy is current.
+
+    A transition's event is logged after its board write, so a move that
+    crashed between its two file writes has no event yet: the last logged
+    transition names the file the entry was moving *from*, and the other copy
+    (the target, written first) is current. That holds for send-backs too.
+    Without such an event (a new task's pick), the later stage wins.
+    """
+    last = None
+    if history is not None:
+        for _, _, kind, source, target, _ in reversed(history.events(task_id)):
+            if source is not None and target:
+                last = target
+                break
+    if last is not None and last in {c.value for c in columns}:
+        others = [c for c in columns if c.value != last]
+        return max(others, key=ORDER.__getitem__)
+    return max(columns, key=ORDER.__getitem__)
+
+
+def _merged_on_board(root: Path, config, board, live: set[str]) -> list[Problem]:
+    found = []
+    if not board.done_ids:
+        return found
+    shas = git.branch_shas(root, "refs/heads/kanban/")
+    main = git.rev_parse(root, config.main_branch)
+    for entry in board.files[Column.TESTING].entries():
+        tid = entry.task_id
+        if not tid or tid not in board.done_ids or tid in live:
+            continue
+        sha = shas.get(branch_name(tid))
+        if sha and git.is_ancestor(root, sha, main):
+            found.append(Problem(KIND_MERGED_ON_BOARD, tid,
+                                 f"found {tid} in CHANGELOG.md and TESTING.md with its branch merged into "
+                                 f"{config.main_branch}", {"sha": sha}))
+    return found
+
+
+def _worktree_records(root: Path) -> list[dict]:
+    out = git.run(root, "worktree", "list", "--porcelain", "-z")
+    recs = []
+    for rec in git._records(out):
+        rec = dict(rec)
+        rec["path"] = Path(rec.get("worktree", ""))
+        recs.append(rec)
+    return recs
+
+
+def _half_worktrees(root: Path, wts: list[dict], wt_root: Path) -> list[Problem]:
+    """`git worktree add` killed midway leaves a registration locked as "initializing"."""
+    found = []
+    for rec in wts:
+        if rec["path"].parent == wt_root and (rec.get("locked", None) == "initializing" or _no_head(rec)):
+            found.append(Problem(KIND_HALF_WORKTREE, rec["path"].name,
+                                 f"found worktree {rec['path'].name} left half-created by a killed 'git worktree add'",
+                                 {"path": rec["path"]}))
+    return found
+
+
+def _no_head(rec: dict) -> bool:
+    """A registration whose HEAD was never written (killed before git wrote it)."""
+    return rec.get("HEAD", "").strip("0") == "" and "bare" not in rec
+
+
+def _orphans(root: Path, config, board, wts: list[dict], wt_root: Path, live: set[str], *,
+             skip_done: bool = False) -> list[Problem]:
+    on_board = {e.task_id for _, e in board.located() if e.task_id}
+    if skip_done:
+        on_board |= board.done_ids
+    found = []
+    registered = set()
+    for rec in wts:
+        path = rec["path"]
+        if path.parent != wt_root:
+            continue
+        registered.add(path.name)
+        tid = path.name
+        if tid in on_board or tid in live or rec.get("locked") == "initializing" or _no_head(rec):
+            continue
+        if rec.get("prunable") is not None or not path.exists():
+            continue  # prune handles it
+        dirty = git.dirty_paths(path) if path.exists() else []
+        where = "in CHANGELOG.md" if tid in board.done_ids else "on no board file"
+        found.append(Problem(KIND_ORPHAN_WORKTREE, tid, f"found worktree {config.worktree_dir}/{tid} of a task {where}",
+                             {"path": path, "dirty": dirty}))
+    main = git.rev_parse(root, config.main_branch)
+    for branch, sha in git.branch_shas(root, "refs/heads/kanban/").items():
+        tid = branch.removeprefix("kanban/")
+        if tid in on_board or tid in live:
+            continue
+        merged = git.is_ancestor(root, sha, main)
+        where = "in CHANGELOG.md" if tid in board.done_ids else "on no board file"
+        found.append(Problem(KIND_ORPHAN_BRANCH, tid, f"found branch {branch} of a task {where}"
+                             + ("" if merged else f" with commits not in {config.main_branch}"),
+                             {"branch": branch, "sha": sha, "merged": merged}))
+    return found
+
+
+def _missing_worktrees(root: Path, config, board, wts, wt_root: Path, live: set[str]) -> list[Problem]:
+    shas = git.branch_shas(root, "refs/heads/kanban/")
+    have = {rec["path"].name for rec in wts if rec["path"].parent == wt_root and rec["path"].exists()}
+    found = []
+    for f, entry in board.located():
+        tid = entry.task_id
+        if not tid or f.column is Column.TODO or tid in have or tid in live:
+            continue
+        if branch_name(tid) not in shas:
+            found.append(Problem(KIND_NO_WORKTREE, tid, f"found {tid} in {f.name} with neither worktree nor branch",
+                                 {"column": f.column}))
+    return found
+
+
+def _runs(history, runner) -> list[Problem]:
+    from kanban.supervisor import AGENT, RESULT, read_json
+
+    found = []
+    for run in history.live_runs():
+        rdir = Path(run.run_dir)
+        if (rdir / RESULT).exists():
+            continue  # finished: the next tick reaps it
+        state = runner.poll(rdir)
+        if state.result is not None:
+            continue
+        desc = f"{run.task} {run.role} attempt {run.attempt}"
+        if state.running and not state.supervisor_alive:
+            found.append(Problem(KIND_SUPERVISOR_DIED, run.task,
+                                 f"found {desc} running with its supervisor dead",
+                                 {"run_dir": rdir, "info": read_json(rdir / AGENT)}))
+        elif not state.running and not state.supervisor_alive:
+            found.append(Problem(KIND_LOST_RUN, run.task,
+                                 f"found {desc} recorded as running with neither supervisor nor agent left",
+                                 {"run_dir": rdir}))
+    return found
+
+
+def _verify(root: Path, wts: list[dict]) -> list[Problem]:
+    found = []
+    record = root / ".kanban" / "verify.pid"
+    if record.exists():
+        try:
+            pid, start = (int(x) for x in record.read_text().split())
+        except (OSError, ValueError):
+            pid, start = 0, 0
+        if pid and procs.owned_group(pid, start):
+            found.append(Problem(KIND_VERIFY, None, "found a verify process left by a killed merge queue",
+                                 {"record": record}))
+    path = root / ".kanban" / "verify"
+    registered = any(rec["path"] == path.resolve() or rec["path"] == path for rec in wts)
+    if path.exists() and (not (path / ".git").exists() or not registered):
+        found.append(Problem(KIND_VERIFY, None, "found .kanban/verify half-created", {"path": path}))
+    return found
+
+
+# -- fixing ---------------------------------------------------------------------------
+
+
+def repair(root: Path, config, history=None, runner=None, *, scope: str = "full") -> list[str]:
+    """Fix every problem found; one line per fix. Each line also goes into the history's event log."""
+    from kanban.runner import LocalRunner
+
+    runner = runner or LocalRunner()
+    lines: list[str] = []
+    tasks: list[str | None] = []  # the task of each line, for the event log
+    seen: set[str] = set()
+    for _ in range(3):  # one fix can reveal the next (a merged entry removed: its worktree and branch go)
+        problems = [p for p in find_problems(root, config, history, runner, scope=scope) if p.what not in seen]
+        if not problems:
+            break
+        seen.update(p.what for p in problems)
+        dup_fixes = [p for p in problems if p.kind == KIND_DUPLICATE]
+        if dup_fixes:
+            lines += _fix_duplicates(root, dup_fixes)
+            tasks += [p.task for p in dup_fixes]
+        for p in problems:
+            if p.kind == KIND_DUPLICATE:
+                continue
+            line = _fix(root, config, history, runner, p)
+            if line:
+                lines.append(line)
+                tasks.append(p.task)
+        if any(p.kind in (KIND_PRUNABLE, KIND_ORPHAN_WORKTREE, KIND_HALF_WORKTREE) for p in problems):
+            with git._worktree_lock(root):
+                git.run(root, "worktree", "prune")
+        if all(p.kind in NOTE_ONLY for p in problems):
+            break
+    if history is not None:
+        for task, line in zip(tasks, lines):
+            history.event(task or "-", "repair", detail=line)
+    return lines
+
+
+def _fix_duplicates(root: Path, problems: list[Problem]) -> list[str]:
+    from kanban.store import board_lock, load_board, save
+
+    lines = []
+    with board_lock(root):
+        board = load_board(root, check=False)
+        for p in problems:
+            for f, entry in list(board.located()):
+                if entry.task_id == p.task and f.column in p.data["stale"]:
+                    f.remove(entry)
+                    f.mark_dirty()
+            kept = COLUMN_FILES[p.data["keep"]]
+            gone = ", ".join(COLUMN_FILES[c] for c in p.data["stale"])
+            lines.append(f"{p.what}; kept the copy in {kept}, removed the stale one from {gone}")
+        save(board)
+    return lines
+
+
+def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
+    k = p.kind
+    if k == KIND_TEMP_FILE:
+        if p.data["board"]:
+            from kanban.store import board_lock
+
+            with board_lock(root):  # a writer holds the lock while its temp file exists
+                p.data["path"].unlink(missing_ok=True)
+        else:
+            p.data["path"].unlink(missing_ok=True)
+        return f"{p.what}; deleted it"
+    if k == KIND_MERGED_ON_BOARD:
+        from kanban.store import board_lock, load_board, save
+
+        with board_lock(root):
+            board = load_board(root, check=False)
+            found = board.find(p.task)
+            if found and found[0].column is Column.TESTING:
+                found[0].remove(found[1])
+                found[0].mark_dirty()
+                save(board)
+        if history is not None:
+            history.event(p.task, "merged", Column.TESTING.value, Column.DONE.value, p.data["sha"])
+        return f"{p.what}; removed it from TESTING.md"
+    if k == KIND_NO_WORKTREE:
+        return f"{p.what}; left it: the next agent starts from {config.main_branch} on a fresh branch"
+    if k == KIND_HALF_WORKTREE:
+        path = p.data["path"]
+        with git._worktree_lock(root):
+            git.run(root, "worktree", "unlock", str(path), check=False)
+            git.run(root, "worktree", "remove", "--force", "--force", str(path), check=False)
+            # with no HEAD, git cannot remove it; nothing but its .git file was written: delete that, then prune
+            if path.is_dir() and not path.is_symlink() and {c.name for c in path.iterdir()} <= {".git"}:
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            git.run(root, "worktree", "prune")
+        return f"{p.what}; removed it (its branch stays; the next agent recreates the worktree)"
+    if k == KIND_ORPHAN_WORKTREE:
+        if p.data["dirty"]:
+            return (f"{p.what}; kept it: it has uncommitted changes in "
+                    + ", ".join(p.data["dirty"][:5]) + "; remove it by hand once they are saved")
+        git.remove_worktree(root, p.data["path"])
+        return f"{p.what}; removed the worktree"
+    if k == KIND_ORPHAN_BRANCH:
+        branch = p.data["branch"]
+        if any(rec.get("branch") == f"refs/heads/{branch}" and rec.get("prunable") is None and rec["path"].exists()
+               for rec in _worktree_records(root)):  # a record whose directory is gone is pruned, not a holder
+            return f"{p.what}; kept it: a worktree still has it checked out"
+        if p.data["merged"]:
+            git.delete_branches(root, [branch])
+            return f"{p.what}; deleted it (fully merged into {config.main_branch})"
+        new = ORPHAN_PREFIX + p.task
+        taken = set(git.branches(root, f"refs/heads/{ORPHAN_PREFIX}"))
+        n = 1
+        while new in taken:
+            n += 1
+            new = f"{ORPHAN_PREFIX}{p.task}.{n}"
+        git.run(root, "branch", "-m", branch, new)
+        return f"{p.what}; kept its work as branch {new}"
+    if k == KIND_LOST_RUN:
+        from kanban.supervisor import RESULT, now_iso, write_json_atomic
+
+        write_json_atomic(p.data["run_dir"] / RESULT, {
+            "exit_code": None, "signal": None, "timed_out": False, "stalled": False, "cancelled": False,
+            "started": None, "ended": now_iso(), "duration": None,
+            "error": "lost: its supervisor and agent were gone (found by repair)"})
+        return f"{p.what}; recorded it as failed (lost), the next tick applies the failure"
+    if k == KIND_SUPERVISOR_DIED:
+        from kanban.runner import _kill_group
+        from kanban.supervisor import RESULT, now_iso, write_json_atomic
+
+        info = p.data["info"] or {}
+        if info.get("pgid"):
+            _kill_group(info["pgid"], info["start_time"], 0.0)
+        write_json_atomic(p.data["run_dir"] / RESULT, {
+            "exit_code": None, "signal": int(signal.SIGKILL), "timed_out": False, "stalled": False,
+            "cancelled": False, "started": info.get("started"), "ended": now_iso(), "duration": None,
+            "error": "its supervisor died; the agent was stopped by repair"})
+        return f"{p.what}; stopped the agent's process group and recorded the run as failed"
+    if k == KIND_VERIFY:
+        if "record" in p.data:
+            from kanban.merge_queue import _kill_leftover_verify
+
+            _kill_leftover_verify(root)
+            p.data["record"].unlink(missing_ok=True)
+            return f"{p.what}; stopped it and removed the record"
+        git.remove_worktree(root, p.data["path"])
+        if p.data["path"].exists():
+            import shutil
+
+            shutil.rmtree(p.data["path"], ignore_errors=True)
+        return f"{p.what}; removed it (the next verification recreates it)"
+    if k == KIND_PRUNABLE:
+        return f"{p.what}; pruned them (git worktree prune)"
+    return None
+
+
+def count_by_kind(problems: list[Problem]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in problems:
+        out[p.kind] = out.get(p.kind, 0) + 1
+    return out
+
