@@ -157,10 +157,13 @@ class Engine:
             state = self.runner.poll(Path(run.run_dir))
             if run.pid is None and state.agent_pid:
                 self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
+            if state.running and not state.supervisor_alive:  # nothing enforces its timeout any more
+                from kanban.repair import stop_unsupervised
+
+                stop_unsupervised(Path(run.run_dir), "kanban tick")
+                report.problems.append(f"{run.task}: the supervisor of its {run.role} died; agent stopped")
+                state = self.runner.poll(Path(run.run_dir))
             if state.running:
-                if not state.supervisor_alive:  # nothing enforces its timeout any more
-                    self.runner.cancel(Path(run.run_dir), force=True)
-                    report.problems.append(f"{run.task}: the supervisor of its {run.role} died; agent stopped")
                 continue
             try:
                 report.reaped.append(self._finish(run, state.result))

@@ -238,6 +238,25 @@ def worktree_branch(path: Path) -> str | None:
     return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
 
 
+def worktree_gitdir(path: Path) -> Path | None:
+    """The private git directory of a linked worktree, read from its `.git` file."""
+    try:
+        text = (path / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    gitdir = Path(text[len("gitdir: "):].strip())
+    return gitdir if gitdir.is_absolute() else (path / gitdir).resolve()
+
+
+def index_lock(path: Path) -> Path | None:
+    """The worktree's index.lock if one is there (a git process is running, or one was killed)."""
+    gitdir = worktree_gitdir(path)
+    lock = gitdir / "index.lock" if gitdir else None
+    return lock if lock is not None and lock.exists() else None
+
+
 def remove_worktree(root: Path, path: Path) -> None:
     with _worktree_lock(root):
         if path.exists():

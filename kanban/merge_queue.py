@@ -304,8 +304,22 @@ class MergeQueue:
 
             _prepare(self.root, self.config, path)
         else:
-            git.run(path, "checkout", "--detach", "--force", "-q", commit)
-            git.run(path, "clean", "-ffdq")
+            from kanban.procs import working_in
+
+            lock = git.index_lock(path)
+            if lock is not None and not working_in(path):
+                lock.unlink(missing_ok=True)  # left by a queue killed mid-checkout; we hold the merge lock
+            try:
+                git.run(path, "checkout", "--detach", "--force", "-q", commit)
+                git.run(path, "clean", "-ffdq")
+            except git.GitError:  # a verify worktree broken some other way: start it afresh
+                git.remove_worktree(self.root, path)
+                if path.exists():
+                    import shutil
+
+                    shutil.rmtree(path, ignore_errors=True)
+                    git.run(self.root, "worktree", "prune")
+                return self._verify_worktree(commit)
         return path
 
     # -- moving main -----------------------------------------------------------------------

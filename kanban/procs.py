@@ -86,3 +86,21 @@ def terminate(pid: int, start_time: int, sig: int = signal.SIGTERM) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def working_in(path: Path) -> list[int]:
+    """Live processes whose working directory is PATH or inside it (a git run, an agent, a shell)."""
+    target = str(Path(path).resolve())
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue
+        if cwd == target or cwd.startswith(target + "/"):
+            fields = _stat(int(entry.name))
+            if fields and fields[0] not in _DEAD_STATES:
+                found.append(int(entry.name))
+    return found

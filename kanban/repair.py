@@ -10,10 +10,11 @@ Scopes, by what may run meanwhile:
 - "tick":  called by Engine.tick inside the tick lock. Agents may be running
   and a merge queue may be draining, so only fixes that cannot race either:
   duplicate entries and temp files (under the board lock), orphan worktrees and
-  branches of tasks on no board file, worktree prune. Runs are left to the
-  engine's own reaping.
+  branches of tasks on no board file, a stale index.lock in a task worktree
+  with no agent, worktree prune. Runs are left to the engine's own reaping.
 - "merge": called by MergeQueue.drain inside the merge lock: the same, plus the
-  verify worktree and a verify process left by a killed queue.
+  verify worktree (and its stale index.lock) and a verify process left by a
+  killed queue.
 - "full":  `kanban preflight --repair`, with both locks held when it can get
   them: everything, including runs whose supervisor or agent is gone and
   half-created worktrees.
@@ -49,6 +50,7 @@ KIND_SUPERVISOR_DIED = "run without supervisor"
 KIND_TEMP_FILE = "half-written temp file"
 KIND_VERIFY = "stale verify"
 KIND_PRUNABLE = "prunable worktree record"
+KIND_STALE_LOCK = "stale index.lock"
 
 # problems that repair notes but leaves for the engine (no change on disk)
 NOTE_ONLY = {KIND_NO_WORKTREE}
@@ -88,6 +90,7 @@ def find_problems(root: Path, config, history=None, runner=None, *, scope: str =
         problems += _runs(history, runner)
     if scope in ("full", "merge"):
         problems += _verify(root, wts)
+    problems += _stale_locks(root, wts, wt_root, live, scope)
     if any(r.get("prunable") is not None for r in wts):
         problems.append(Problem(KIND_PRUNABLE, None, "found worktree records whose directory is gone", {}))
     return problems
@@ -290,6 +293,30 @@ def _verify(root: Path, wts: list[dict]) -> list[Problem]:
     return found
 
 
+def _stale_locks(root: Path, wts: list[dict], wt_root: Path, live: set[str], scope: str) -> list[Problem]:
+    """An index.lock in one of kanban's worktrees that no process can be holding.
+
+    Git deletes it when it exits, so one left with no live agent of that task
+    and no process working in the worktree was left by a killed git (a tick or
+    a queue killed mid-checkout); it would fail every later git command there.
+    """
+    found = []
+    verify = (root / ".kanban" / "verify").resolve()
+    for rec in wts:
+        path = rec["path"]
+        ours = (path.parent == wt_root and scope in ("full", "tick") and path.name not in live) or (
+            path == verify and scope in ("full", "merge"))
+        if not ours or not path.is_dir():
+            continue
+        lock = git.index_lock(path)
+        if lock is not None and not procs.working_in(path):
+            name = ".kanban/verify" if path == verify else path.name
+            found.append(Problem(KIND_STALE_LOCK, None if path == verify else path.name,
+                                 f"found a stale index.lock in worktree {name} (no git process holds it)",
+                                 {"lock": lock}))
+    return found
+
+
 # -- fixing ---------------------------------------------------------------------------
 
 
@@ -415,16 +442,7 @@ def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
             "error": "lost: its supervisor and agent were gone (found by repair)"})
         return f"{p.what}; recorded it as failed (lost), the next tick applies the failure"
     if k == KIND_SUPERVISOR_DIED:
-        from kanban.runner import _kill_group
-        from kanban.supervisor import RESULT, now_iso, write_json_atomic
-
-        info = p.data["info"] or {}
-        if info.get("pgid"):
-            _kill_group(info["pgid"], info["start_time"], 0.0)
-        write_json_atomic(p.data["run_dir"] / RESULT, {
-            "exit_code": None, "signal": int(signal.SIGKILL), "timed_out": False, "stalled": False,
-            "cancelled": False, "started": info.get("started"), "ended": now_iso(), "duration": None,
-            "error": "its supervisor died; the agent was stopped by repair"})
+        stop_unsupervised(p.data["run_dir"], "repair")
         return f"{p.what}; stopped the agent's process group and recorded the run as failed"
     if k == KIND_VERIFY:
         if "record" in p.data:
@@ -439,9 +457,27 @@ def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
 
             shutil.rmtree(p.data["path"], ignore_errors=True)
         return f"{p.what}; removed it (the next verification recreates it)"
+    if k == KIND_STALE_LOCK:
+        p.data["lock"].unlink(missing_ok=True)
+        return f"{p.what}; deleted it"
     if k == KIND_PRUNABLE:
         return f"{p.what}; pruned them (git worktree prune)"
     return None
+
+
+def stop_unsupervised(run_dir: Path, by: str) -> None:
+    """An agent whose supervisor died: nothing enforces its timeout, so kill its group and
+    record the run as failed (not cancelled: no person stopped it), so the task is retried."""
+    from kanban.runner import _kill_group
+    from kanban.supervisor import AGENT, RESULT, now_iso, read_json, write_json_atomic
+
+    info = read_json(run_dir / AGENT) or {}
+    if info.get("pgid"):
+        _kill_group(info["pgid"], info["start_time"], 0.0)
+    write_json_atomic(run_dir / RESULT, {
+        "exit_code": None, "signal": int(signal.SIGKILL), "timed_out": False, "stalled": False,
+        "cancelled": False, "started": info.get("started"), "ended": now_iso(), "duration": None,
+        "error": f"its supervisor died; the agent was stopped by {by}"})
 
 
 def count_by_kind(problems: list[Problem]) -> dict[str, int]:

@@ -874,3 +874,18 @@ def test_dry_run_changes_nothing_and_lists_the_groups(tmp_path):
     for out in (batch, serial):
         assert out["verifications"] == 0 and out["merged"] == out["failed"] == out["conflicts"] == []
     assert p.runs() == []
+
+
+def test_stale_index_lock_in_the_verify_worktree_does_not_stop_the_queue(tmp_path):
+    """A queue killed mid-checkout of .kanban/verify leaves its index.lock; the next queue clears it."""
+    from kanban.git import worktree_gitdir
+
+    p = make_project(tmp_path)
+    p.add_task(1, "Add parser", good("parser"))
+    assert p.queue(code=0)["merged"] == ["TASK-1"]
+    lock = worktree_gitdir(p.root / ".kanban" / "verify") / "index.lock"
+    lock.write_text("")  # as a killed `git checkout` leaves it
+    p.add_task(2, "Add lexer", good("lexer"))
+    out = p.queue(code=0)
+    assert out["merged"] == ["TASK-2"] and out["failed"] == []
+    assert not lock.exists()

@@ -389,3 +389,56 @@ def test_worktree_without_head_is_removed(board_repo: Path) -> None:
                      "(its branch stays; the next agent recreates the worktree)"]
     assert "TASK-16" not in git(board_repo, "worktree", "list")
     assert do_repair(board_repo) == []
+
+
+def test_stale_index_lock_in_a_task_worktree_is_deleted_but_a_held_one_is_kept(board_repo: Path) -> None:
+    from kanban.git import worktree_gitdir
+
+    write_board(board_repo, IN_PROGRESS=entry("TASK-15") + entry("TASK-16"))
+    stale_wt = make_branch(board_repo, "TASK-15", commit=True)
+    held_wt = make_branch(board_repo, "TASK-16", commit=True)
+    stale = worktree_gitdir(stale_wt) / "index.lock"
+    held = worktree_gitdir(held_wt) / "index.lock"
+    stale.write_text("")
+    held.write_text("")
+    holder = subprocess.Popen(["sleep", "60"], cwd=held_wt)  # a process at work in that worktree
+    try:
+        lines = do_repair(board_repo, scope="tick")
+        assert lines == ["found a stale index.lock in worktree TASK-15 (no git process holds it); deleted it"]
+        assert not stale.exists() and held.exists()
+        git(stale_wt, "commit", "-q", "--allow-empty", "-m", "git works there again")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert do_repair(board_repo, scope="merge") == [], "task worktrees are the tick's to repair"
+
+
+def test_tick_stops_an_agent_whose_supervisor_died_and_retries_the_task(board_repo: Path) -> None:
+    """The same case met by a tick's reaping (not repair): the agent is killed and the task retried,
+    not escalated as if a person had stopped it."""
+    from kanban.engine import Engine, TickReport
+    from kanban.procs import alive, process_start_time
+
+    write_board(board_repo, IN_PROGRESS=entry("TASK-17"))
+    make_branch(board_repo, "TASK-17", commit=False)
+    _, rdir = _record_run(board_repo, "TASK-17")
+    agent = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        start = process_start_time(agent.pid)
+        sup, sup_start = _dead_pid()
+        (rdir / "agent.json").write_text(json.dumps({
+            "pid": agent.pid, "pgid": agent.pid, "start_time": start, "supervisor_pid": sup,
+            "supervisor_start_time": sup_start, "started": "2026-01-01T00:00:00+00:00"}))
+        with History(board_repo) as h:
+            engine = Engine(board_repo, load_config(board_repo), h)
+            engine.repaired_scopes.add("tick")
+            engine._reap(report := TickReport())
+            assert report.problems == ["TASK-17: the supervisor of its task died; agent stopped"]
+            assert report.reaped == ["TASK-17: task_failed -> IN_PROGRESS [RETRY]"]
+            assert h.live_runs() == []
+        agent.wait(timeout=5)
+        assert not alive(agent.pid, start)
+        assert "[ESCALATED]" not in (board_repo / "IN_PROGRESS.md").read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
