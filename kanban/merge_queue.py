@@ -352,7 +352,7 @@ class MergeQueue:
             if not ok:
                 if git.rev_parse(self.root, self.main) != old:
                     raise MainMoved()
-                raise MainBlocked(f"could not move the checkout of {self.main}: {err.splitlines()[0] if err else ''}",
+                raise MainBlocked(f"could not move the checkout of {self.main} in {checkout}: {git_refusal(err)}",
                                   hint=f"{self.main} was not moved; fix the checkout and run again", code=1)
         if push and self.config.merge.push:
             self._push()
@@ -493,6 +493,29 @@ def _push_with_retries(root: Path, remote: str, branch: str) -> tuple[int, str]:
         return attempt()
     except _TransientPush as exc:
         return 1, str(exc)
+
+
+def git_refusal(err: str) -> str:
+    """Git's refusal in one line: its first error line with the files it lists (tab-indented).
+
+    >>> git_refusal("Updating a..b\nerror: Your local changes to the following files would be "
+    ...             "overwritten by merge:\n\tf.txt\n\tg.txt\nPlease commit your changes.\nAborting\n")
+    'Your local changes to the following files would be overwritten by merge: f.txt, g.txt'
+    """
+    lines = err.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith(("error:", "fatal:"))), None)
+    if first is None:
+        return lines[0].strip() if lines else "git refused"
+    head = lines[first].split(":", 1)[1].strip().rstrip(":")
+    files = []
+    for line in lines[first + 1:]:
+        if not line.startswith("\t"):
+            break
+        files.append(line.strip())
+    if not files:
+        return head
+    shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+    return f"{head}: {shown}"
 
 
 def _record_verify(root: Path, pid: int) -> None:

@@ -562,6 +562,25 @@ def test_local_work_git_status_hides_still_blocks_the_merge(tmp_path, case):
     assert "status: ready to merge" in entry_text(p.text("TESTING.md"), "TASK-1")
 
 
+def test_skip_worktree_edit_in_the_way_is_named_and_main_stays(tmp_path):
+    """A local edit hidden by `git update-index --skip-worktree` passes the status check; git's own
+    refusal to fast-forward the checkout stops the queue, and the message names the file."""
+    p = make_project(tmp_path)
+    before = p.main()
+    p.add_task(1, "Change beta", {"shared.txt": "alpha\nBETA\ngamma\n"})
+    git(p.root, "update-index", "--skip-worktree", "shared.txt")
+    (p.root / "shared.txt").write_text("my local edit\n")
+
+    proc = run_cli(p.root, "merge-queue")
+
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "would be overwritten by merge: shared.txt" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert p.main() == before and git(p.root, "rev-parse", "HEAD").strip() == before
+    assert (p.root / "shared.txt").read_text() == "my local edit\n"
+    assert "status: ready to merge" in entry_text(p.text("TESTING.md"), "TASK-1")
+
+
 def test_unrelated_local_edits_survive_and_the_checkout_moves_with_main(tmp_path):
     p = make_project(tmp_path)
     p.add_task(1, "Change beta", {"shared.txt": "alpha\nBETA\ngamma\n", "src/new.py": "new = 1\n"})
