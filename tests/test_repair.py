@@ -231,6 +231,22 @@ def _dead_pid() -> tuple[int, int]:
     return p.pid, start or 1
 
 
+def _agent_without_supervisor(root: Path, task: str) -> tuple[Path, subprocess.Popen, int]:
+    """A recorded run of TASK in IN_PROGRESS whose agent (`sleep 60`) runs on with its supervisor dead."""
+    from kanban.procs import process_start_time
+
+    write_board(root, IN_PROGRESS=entry(task))
+    make_branch(root, task, commit=False)
+    _, rdir = _record_run(root, task)
+    agent = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    start = process_start_time(agent.pid)
+    sup, sup_start = _dead_pid()
+    (rdir / "agent.json").write_text(json.dumps({
+        "pid": agent.pid, "pgid": agent.pid, "start_time": start, "supervisor_pid": sup,
+        "supervisor_start_time": sup_start, "started": "2026-01-01T00:00:00+00:00"}))
+    return rdir, agent, start
+
+
 def test_lost_run_is_recorded_as_failed_and_the_next_tick_applies_it(board_repo: Path) -> None:
     make_branch(board_repo, "TASK-10", commit=False)
     write_board(board_repo, IN_PROGRESS=entry("TASK-10"))
@@ -252,18 +268,10 @@ def test_lost_run_is_recorded_as_failed_and_the_next_tick_applies_it(board_repo:
 
 
 def test_agent_whose_supervisor_died_is_stopped(board_repo: Path) -> None:
-    from kanban.procs import alive, process_start_time
+    from kanban.procs import alive
 
-    write_board(board_repo, IN_PROGRESS=entry("TASK-11"))
-    make_branch(board_repo, "TASK-11", commit=False)
-    _, rdir = _record_run(board_repo, "TASK-11")
-    agent = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    rdir, agent, start = _agent_without_supervisor(board_repo, "TASK-11")
     try:
-        start = process_start_time(agent.pid)
-        sup, sup_start = _dead_pid()
-        (rdir / "agent.json").write_text(json.dumps({
-            "pid": agent.pid, "pgid": agent.pid, "start_time": start, "supervisor_pid": sup,
-            "supervisor_start_time": sup_start, "started": "2026-01-01T00:00:00+00:00"}))
         lines = do_repair(board_repo)
         assert lines == ["found TASK-11 task attempt 1 running with its supervisor dead; stopped the agent's "
                          "process group and recorded the run as failed"]
@@ -417,18 +425,10 @@ def test_tick_stops_an_agent_whose_supervisor_died_and_retries_the_task(board_re
     """The same case met by a tick's reaping (not repair): the agent is killed and the task retried,
     not escalated as if a person had stopped it."""
     from kanban.engine import Engine, TickReport
-    from kanban.procs import alive, process_start_time
+    from kanban.procs import alive
 
-    write_board(board_repo, IN_PROGRESS=entry("TASK-17"))
-    make_branch(board_repo, "TASK-17", commit=False)
-    _, rdir = _record_run(board_repo, "TASK-17")
-    agent = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    _, agent, start = _agent_without_supervisor(board_repo, "TASK-17")
     try:
-        start = process_start_time(agent.pid)
-        sup, sup_start = _dead_pid()
-        (rdir / "agent.json").write_text(json.dumps({
-            "pid": agent.pid, "pgid": agent.pid, "start_time": start, "supervisor_pid": sup,
-            "supervisor_start_time": sup_start, "started": "2026-01-01T00:00:00+00:00"}))
         with History(board_repo) as h:
             engine = Engine(board_repo, load_config(board_repo), h)
             engine.repaired_scopes.add("tick")

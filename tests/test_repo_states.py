@@ -154,34 +154,23 @@ def _conflict_on_main(root: Path) -> None:
     git(root, "commit", "-q", "-am", "main edit")
 
 
-def test_merge_in_progress_in_main_checkout_blocks_the_merge_queue(project):
+@pytest.mark.parametrize("operation", ["merge", "rebase"])
+def test_merge_or_rebase_in_progress_in_main_checkout_blocks_the_merge_queue(project, operation):
     tid = _ready_task(project, 2)
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "ready")
     _conflict_on_main(project)
-    assert subprocess.run(["git", "merge", "side"], cwd=project, capture_output=True).returncode != 0
+    assert subprocess.run(["git", operation, "side"], cwd=project, capture_output=True).returncode != 0
     before = git(project, "rev-parse", "main")
     proc = run_cli(project, "merge-queue")
     out = _clean(proc)
     assert proc.returncode == 1, out
-    assert "merge" in out.lower() and "in progress" in out.lower(), out
+    assert f"a git {operation} is in progress" in out.lower(), out
     assert git(project, "rev-parse", "main") == before
-    assert (project / ".git" / "MERGE_HEAD").exists()  # the person's merge is left as it was
-    assert "## " + tid in (project / "TESTING.md").read_text()
-
-
-def test_rebase_in_progress_in_main_checkout_blocks_the_merge_queue(project):
-    tid = _ready_task(project, 2)
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "ready")
-    _conflict_on_main(project)
-    assert subprocess.run(["git", "rebase", "side"], cwd=project, capture_output=True).returncode != 0
-    before = git(project, "rev-parse", "main")
-    proc = run_cli(project, "merge-queue")
-    out = _clean(proc)
-    assert proc.returncode == 1, out
-    assert "rebase" in out.lower() and "in progress" in out.lower(), out
-    assert git(project, "rev-parse", "main") == before
+    if operation == "merge":
+        assert (project / ".git" / "MERGE_HEAD").exists()  # the person's merge is left as it was
+    else:
+        assert (project / ".git" / "rebase-merge").is_dir()
     assert "## " + tid in (project / "TESTING.md").read_text()
 
 
