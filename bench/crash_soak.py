@@ -6,7 +6,9 @@ each task in exactly one of TODO/IN_PROGRESS/REVIEW/TESTING/CHANGELOG (none
 lost, none duplicated), no orphan worktree or `kanban/*` branch, no process of
 the repository left running (after the run ends no agent may run, recorded or
 not), and every commit on main's first-parent line since the start verified
-by the merge queue (a `verify` pass event for that exact commit).
+by the merge queue (a `verify` pass event for that exact commit). Escalated
+tasks are retried; one escalated again in the next trial is stuck (a failure),
+and after the last trial every task must have reached CHANGELOG.md.
 
 One repository is reused across trials; each trial adds fresh tasks.
 
@@ -221,7 +223,8 @@ def main() -> int:
     per_command: Counter = Counter()
     killed = 0
     lost = duplicated = orphan_count = stray = unrecorded = unverified_count = run_failures = 0
-    escalated = 0
+    escalated = stuck = 0
+    prev_escalated: set[str] = set()
     started = time.monotonic()
     trials = 0
     failures: list[str] = []
@@ -277,10 +280,22 @@ def main() -> int:
 
         esc = [t.id for t in load_board(root).tasks() if t.escalated]
         escalated += len(esc)
+        again = sorted(set(esc) & prev_escalated)  # escalated, retried, escalated again: stuck
+        stuck += len(again)
+        if again:
+            failures.append(f"trial {trial} ({command}): escalated again after a retry (stuck): {again}")
+        prev_escalated = set(esc)
         for tid in esc:
             kanban(root, "retry", tid)
         print(f"trial {trial + 1}: {command} killed after {delay:.2f}s: found {len(found)}, left {len(left)}",
               file=sys.stderr, flush=True)
+    # the end: every task must reach CHANGELOG.md (escalations were retried above)
+    final = kanban(root, "run")
+    if final.returncode != 0:
+        run_failures += 1
+    unfinished = [t for t in all_ids if not re.search(rf"^- {re.escape(t)}:", (root / "CHANGELOG.md").read_text(), re.M)]
+    if unfinished:
+        failures.append(f"after the last trial, not in CHANGELOG.md: {unfinished}")
     elapsed = time.monotonic() - started
     summary = {
         "trials": trials, "per_command": dict(per_command), "killed_while_running": killed,
@@ -290,7 +305,7 @@ def main() -> int:
         "tasks_lost": lost, "tasks_duplicated": duplicated, "orphan_worktrees_or_branches": orphan_count,
         "agents_without_record": unrecorded, "processes_left_after_run": stray,
         "unverified_commits_on_main": unverified_count, "kanban_run_failures": run_failures,
-        "escalations_seen": escalated,
+        "escalations_seen": escalated, "tasks_stuck": stuck, "tasks_unfinished": len(unfinished),
         "merged": len(re.findall(r"^- SOAK-", (root / "CHANGELOG.md").read_text(), re.M)),
         "seconds": round(elapsed, 1), "repo": str(root),
     }
@@ -301,7 +316,8 @@ def main() -> int:
             print(f"{k}: {v}")
     for line in failures[:40]:
         print("FAIL " + line)
-    bad = lost or duplicated or orphan_count or unrecorded or stray or unverified_count or sum(after.values())
+    bad = (lost or duplicated or orphan_count or unrecorded or stray or unverified_count or sum(after.values())
+           or stuck or unfinished or run_failures)
     return 1 if bad else 0
 
 

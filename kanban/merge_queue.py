@@ -307,7 +307,7 @@ class MergeQueue:
             from kanban.procs import working_in
 
             lock = git.index_lock(path)
-            if lock is not None and not working_in(path):
+            if lock is not None and not working_in(self.root, command="git"):
                 lock.unlink(missing_ok=True)  # left by a queue killed mid-checkout; we hold the merge lock
             try:
                 git.run(path, "checkout", "--detach", "--force", "-q", commit)

@@ -88,16 +88,21 @@ def terminate(pid: int, start_time: int, sig: int = signal.SIGTERM) -> bool:
     return True
 
 
-def working_in(path: Path) -> list[int]:
-    """Live processes whose working directory is PATH or inside it (a git run, an agent, a shell)."""
+def working_in(path: Path, *, command: str | None = None) -> list[int]:
+    """Live processes whose working directory is PATH or inside it; only those whose
+    command name (/proc/PID/comm) is COMMAND or starts with COMMAND- when it is given."""
     target = str(Path(path).resolve())
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
+            if command is not None:
+                comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+                if comm != command and not comm.startswith(command + "-"):
+                    continue
             cwd = os.readlink(f"/proc/{entry.name}/cwd")
-        except OSError:
+        except (OSError, ValueError):
             continue
         if cwd == target or cwd.startswith(target + "/"):
             fields = _stat(int(entry.name))

@@ -10,11 +10,11 @@ Scopes, by what may run meanwhile:
 - "tick":  called by Engine.tick inside the tick lock. Agents may be running
   and a merge queue may be draining, so only fixes that cannot race either:
   duplicate entries and temp files (under the board lock), orphan worktrees and
-  branches of tasks on no board file, a stale index.lock in a task worktree
-  with no agent, worktree prune. Runs are left to the engine's own reaping.
+  branches of tasks on no board file, git locks of task branches and worktrees
+  left by a killed git, worktree prune. Runs are left to the engine's own reaping.
 - "merge": called by MergeQueue.drain inside the merge lock: the same, plus the
-  verify worktree (and its stale index.lock) and a verify process left by a
-  killed queue.
+  verify worktree (and git locks on main and in it) and a verify process left
+  by a killed queue.
 - "full":  `kanban preflight --repair`, with both locks held when it can get
   them: everything, including runs whose supervisor or agent is gone and
   half-created worktrees.
@@ -50,7 +50,7 @@ KIND_SUPERVISOR_DIED = "run without supervisor"
 KIND_TEMP_FILE = "half-written temp file"
 KIND_VERIFY = "stale verify"
 KIND_PRUNABLE = "prunable worktree record"
-KIND_STALE_LOCK = "stale index.lock"
+KIND_STALE_LOCK = "stale git lock"
 
 # problems that repair notes but leaves for the engine (no change on disk)
 NOTE_ONLY = {KIND_NO_WORKTREE}
@@ -90,7 +90,7 @@ def find_problems(root: Path, config, history=None, runner=None, *, scope: str =
         problems += _runs(history, runner)
     if scope in ("full", "merge"):
         problems += _verify(root, wts)
-    problems += _stale_locks(root, wts, wt_root, live, scope)
+    problems += _stale_locks(root, config, wts, wt_root, live, scope)
     if any(r.get("prunable") is not None for r in wts):
         problems.append(Problem(KIND_PRUNABLE, None, "found worktree records whose directory is gone", {}))
     return problems
@@ -293,28 +293,48 @@ def _verify(root: Path, wts: list[dict]) -> list[Problem]:
     return found
 
 
-def _stale_locks(root: Path, wts: list[dict], wt_root: Path, live: set[str], scope: str) -> list[Problem]:
-    """An index.lock in one of kanban's worktrees that no process can be holding.
+def _stale_locks(root: Path, config, wts: list[dict], wt_root: Path, live: set[str], scope: str) -> list[Problem]:
+    """Git lock files (`*.lock`) in kanban's reach that no git process can be holding.
 
-    Git deletes it when it exits, so one left with no live agent of that task
-    and no process working in the worktree was left by a killed git (a tick or
-    a queue killed mid-checkout); it would fail every later git command there.
+    Git removes its lock when it exits, so a lock with no git process working
+    anywhere in the repository was left by a killed git (a tick killed during
+    `git worktree add`, a queue killed during a checkout or a ref update); it
+    would fail every later git command that needs it. Once no git process runs,
+    a new one cannot take a lock that is already there (it is created with
+    O_EXCL), so deleting it races nobody. Each scope clears only what its own
+    commands use: task branches and worktrees (tick), main and the verify
+    worktree (merge), and with "full" also the main checkout's index.
     """
-    found = []
+    common = git.common_dir(root)
+    found: list[tuple[Path, str | None]] = []
     verify = (root / ".kanban" / "verify").resolve()
+    if scope in ("full", "tick"):
+        for lock in (common / "refs" / "heads" / "kanban").glob("*.lock"):
+            if lock.name.removesuffix(".lock") not in live:
+                found.append((lock, lock.name.removesuffix(".lock")))
     for rec in wts:
         path = rec["path"]
-        ours = (path.parent == wt_root and scope in ("full", "tick") and path.name not in live) or (
-            path == verify and scope in ("full", "merge"))
-        if not ours or not path.is_dir():
-            continue
-        lock = git.index_lock(path)
-        if lock is not None and not procs.working_in(path):
-            name = ".kanban/verify" if path == verify else path.name
-            found.append(Problem(KIND_STALE_LOCK, None if path == verify else path.name,
-                                 f"found a stale index.lock in worktree {name} (no git process holds it)",
-                                 {"lock": lock}))
-    return found
+        task_wt = path.parent == wt_root and scope in ("full", "tick") and path.name not in live
+        verify_wt = path == verify and scope in ("full", "merge")
+        gitdir = git.worktree_gitdir(path) if (task_wt or verify_wt) and path.is_dir() else None
+        if gitdir is not None:
+            found += [(gitdir / name, path.name if task_wt else None) for name in ("index.lock", "HEAD.lock")]
+    if scope in ("full", "merge"):
+        found += [(common / "refs" / "heads" / f"{config.main_branch}.lock", None), (common / "packed-refs.lock", None)]
+    if scope == "full":
+        found += [(common / "index.lock", None), (common / "HEAD.lock", None)]
+    found = [(lock, task) for lock, task in found if lock.is_file()]
+    if not found or procs.working_in(root, command="git"):
+        return []
+    return [Problem(KIND_STALE_LOCK, task, f"found a stale git lock {_shown(root, lock)} (no git process holds it)",
+                    {"lock": lock}) for lock, task in found]
+
+
+def _shown(root: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 # -- fixing ---------------------------------------------------------------------------

@@ -366,7 +366,8 @@ def test_crash_soak_sample(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert summary["trials"] >= 4
     for key in ("inconsistencies_after_repair", "tasks_lost", "tasks_duplicated", "orphan_worktrees_or_branches",
-                "agents_without_record", "processes_left_after_run", "unverified_commits_on_main"):
+                "agents_without_record", "processes_left_after_run", "unverified_commits_on_main", "tasks_stuck",
+                "tasks_unfinished", "kanban_run_failures"):
         assert summary[key] == 0, (key, summary)
 
 
@@ -399,26 +400,48 @@ def test_worktree_without_head_is_removed(board_repo: Path) -> None:
     assert do_repair(board_repo) == []
 
 
-def test_stale_index_lock_in_a_task_worktree_is_deleted_but_a_held_one_is_kept(board_repo: Path) -> None:
+def test_stale_git_locks_are_deleted_only_while_no_git_process_runs(board_repo: Path) -> None:
     from kanban.git import worktree_gitdir
 
-    write_board(board_repo, IN_PROGRESS=entry("TASK-15") + entry("TASK-16"))
-    stale_wt = make_branch(board_repo, "TASK-15", commit=True)
-    held_wt = make_branch(board_repo, "TASK-16", commit=True)
-    stale = worktree_gitdir(stale_wt) / "index.lock"
-    held = worktree_gitdir(held_wt) / "index.lock"
-    stale.write_text("")
-    held.write_text("")
-    holder = subprocess.Popen(["sleep", "60"], cwd=held_wt)  # a process at work in that worktree
+    write_board(board_repo, IN_PROGRESS=entry("TASK-15"), TODO=entry("TASK-16"))
+    wt = make_branch(board_repo, "TASK-15", commit=True)
+    index_lock = worktree_gitdir(wt) / "index.lock"
+    ref_lock = board_repo / ".git" / "refs" / "heads" / "kanban" / "TASK-16.lock"  # a killed `worktree add -b`
+    main_lock = board_repo / ".git" / "refs" / "heads" / "main.lock"
+    for lock in (index_lock, ref_lock, main_lock):
+        lock.write_text("")
+    # a git process at work in the repository may hold any of them: nothing is touched
+    holder = subprocess.Popen(["git", "cat-file", "--batch"], cwd=wt, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
     try:
-        lines = do_repair(board_repo, scope="tick")
-        assert lines == ["found a stale index.lock in worktree TASK-15 (no git process holds it); deleted it"]
-        assert not stale.exists() and held.exists()
-        git(stale_wt, "commit", "-q", "--allow-empty", "-m", "git works there again")
+        assert do_repair(board_repo, scope="tick") == []
+        assert index_lock.exists() and ref_lock.exists()
     finally:
-        holder.kill()
-        holder.wait()
-    assert do_repair(board_repo, scope="merge") == [], "task worktrees are the tick's to repair"
+        holder.communicate(b"")
+    lines = do_repair(board_repo, scope="tick")
+    assert sorted(lines) == sorted([
+        f"found a stale git lock .git/worktrees/{worktree_gitdir(wt).name}/index.lock (no git process holds it); "
+        "deleted it",
+        "found a stale git lock .git/refs/heads/kanban/TASK-16.lock (no git process holds it); deleted it"])
+    assert main_lock.exists(), "main is the merge queue's: a tick leaves its lock alone"
+    git(wt, "commit", "-q", "--allow-empty", "-m", "git works there again")
+    assert do_repair(board_repo, scope="merge") == [
+        "found a stale git lock .git/refs/heads/main.lock (no git process holds it); deleted it"]
+
+
+def test_tick_after_a_kill_during_worktree_add_starts_the_task(board_repo: Path) -> None:
+    """Found by the crash soak: a `git worktree add -b` killed while it held the new branch's ref lock
+    made every later start of that task fail, until it was escalated again and again."""
+    (board_repo / "TODO.md").write_text("# TODO\n" + entry("TASK-18"))
+    git(board_repo, "commit", "-q", "-am", "a task")
+    (board_repo / ".git" / "refs" / "heads" / "kanban").mkdir(parents=True)
+    (board_repo / ".git" / "refs" / "heads" / "kanban" / "TASK-18.lock").write_text("")
+    proc = run_cli(board_repo, "tick")
+    assert proc.returncode == 0, proc.stderr
+    assert "repair: found a stale git lock .git/refs/heads/kanban/TASK-18.lock" in proc.stdout
+    assert "TASK-18" in proc.stdout and "could not start" not in proc.stdout + proc.stderr
+    assert (board_repo / ".worktrees" / "TASK-18").is_dir()
+    run_cli(board_repo, "stop", "TASK-18", "--force")
 
 
 def test_tick_stops_an_agent_whose_supervisor_died_and_retries_the_task(board_repo: Path) -> None:
