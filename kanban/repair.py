@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kanban import git, procs
+from kanban.errors import KanbanError
 from kanban.ids import branch_name
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
 
@@ -353,6 +354,10 @@ def repair(root: Path, config, history=None, runner=None, *, scope: str = "full"
         if not problems:
             break
         seen.update(p.what for p in problems)
+        if any(p.kind == KIND_PRUNABLE for p in problems):
+            # first: a record whose directory is gone still "has its branch checked out" for git
+            with git._worktree_lock(root):
+                git.run(root, "worktree", "prune")
         dup_fixes = [p for p in problems if p.kind == KIND_DUPLICATE]
         if dup_fixes:
             lines += _fix_duplicates(root, dup_fixes)
@@ -360,7 +365,10 @@ def repair(root: Path, config, history=None, runner=None, *, scope: str = "full"
         for p in problems:
             if p.kind == KIND_DUPLICATE:
                 continue
-            line = _fix(root, config, history, runner, p)
+            try:
+                line = _fix(root, config, history, runner, p)
+            except KanbanError as exc:  # one fix that fails must not stop the others, nor the command
+                line = f"{p.what}; could not fix it: {exc}"
             if line:
                 lines.append(line)
                 tasks.append(p.task)

@@ -177,6 +177,20 @@ def test_orphan_merged_branch_and_worktree_are_removed(board_repo: Path) -> None
     assert git(board_repo, "branch", "--list", "kanban/*") == ""
 
 
+def test_merged_branch_whose_worktree_files_went_before_the_prune(board_repo: Path) -> None:
+    """Found by the batch crash soak: the queue's cleanup was killed after deleting a finished task's
+    worktree files and before `git worktree prune`; git still counts the branch as checked out."""
+    import shutil
+
+    path = make_branch(board_repo, "TASK-19", commit=False)
+    shutil.rmtree(path)
+    lines = do_repair(board_repo, scope="merge")
+    assert lines == ["found branch kanban/TASK-19 of a task on no board file; deleted it (fully merged into main)",
+                     "found worktree records whose directory is gone; pruned them (git worktree prune)"]
+    assert git(board_repo, "branch", "--list", "kanban/*") == ""
+    assert str(path) not in git(board_repo, "worktree", "list")
+
+
 def test_orphan_branch_with_unmerged_work_is_kept_under_a_new_name(board_repo: Path) -> None:
     make_branch(board_repo, "TASK-7", commit=True)
     sha = git(board_repo, "rev-parse", "kanban/TASK-7").strip()
