@@ -5,8 +5,8 @@ count again (must be 0), run `kanban run` to its end, and check the invariants:
 each task in exactly one of TODO/IN_PROGRESS/REVIEW/TESTING/CHANGELOG (none
 lost, none duplicated), no orphan worktree or `kanban/*` branch, no process of
 the repository left running (after the run ends no agent may run, recorded or
-not), and every commit on main's first-parent line since the start verified
-by the merge queue (a `verify` pass event for that exact commit). Escalated
+not), and every value main's ref has held since the start (its reflog)
+verified by the merge queue (a `verify` pass event for that exact commit). Escalated
 tasks are retried; one escalated again in the next trial is stuck (a failure),
 and after the last trial every task must have reached CHANGELOG.md.
 
@@ -176,12 +176,21 @@ def orphans(root: Path) -> list[str]:
 
 
 def unverified(root: Path, base: str) -> list[str]:
+    """Values main's ref has held since BASE (its reflog) with no verify pass for that exact commit.
+
+    The reflog, not the first-parent history: a batch writes one merge commit per task and main
+    jumps to the verified tip, so the commits inside a batch are never main on their own.
+    """
     from kanban.history import History
 
     with History(root) as h:
         passed = {d.split()[1] for (_, _, kind, _, _, d) in h.events("-") if kind == "verify" and d.startswith("pass")}
-    commits = git(root, "rev-list", "--first-parent", f"{base}..main").split()
-    return [c for c in commits if c[:10] not in passed]
+    held = []
+    for sha in git(root, "reflog", "show", "--format=%H", "refs/heads/main").split():
+        if sha == base:
+            break
+        held.append(sha)
+    return [c for c in dict.fromkeys(held) if c[:10] not in passed]
 
 
 def problems_now(root: Path) -> list:
