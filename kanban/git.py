@@ -463,3 +463,41 @@ def operation_in_progress(path: Path, branch: str) -> str | None:
             if (gitdir / name).exists():
                 return what
     return None
+
+
+def checkout_gitdir(path: Path) -> Path | None:
+    """The git directory holding a checkout's index: `.git` of a main checkout, or a linked worktree's."""
+    return (path / ".git") if (path / ".git").is_dir() else worktree_gitdir(path)
+
+
+def blobs_in_commit(root: Path, commit: str, paths: list[str]) -> dict[str, str]:
+    """{path: blob} for those of PATHS that exist in COMMIT."""
+    out = run(root, "ls-tree", "-r", "-z", commit, "--", *paths) if paths else ""
+    found = {}
+    for rec in out.split("\0"):
+        if rec:
+            meta, _, name = rec.partition("\t")
+            found[name] = meta.split()[2]
+    return found
+
+
+def blobs_in_index(path: Path, paths: list[str]) -> dict[str, str]:
+    """{path: blob} for those of PATHS staged (stage 0) in the checkout's index."""
+    out = run(path, "ls-files", "-s", "-z", "--", *paths) if paths else ""
+    found = {}
+    for rec in out.split("\0"):
+        if rec:
+            meta, _, name = rec.partition("\t")
+            mode, blob, stage = meta.split()
+            if stage == "0":
+                found[name] = blob
+    return found
+
+
+def blobs_in_worktree(path: Path, paths: list[str]) -> dict[str, str]:
+    """{path: blob} for those of PATHS present as files in the checkout (what `git add` would store)."""
+    present = [p for p in paths if (path / p).is_file() or (path / p).is_symlink()]
+    if not present:
+        return {}
+    out = run(path, "hash-object", "--", *present)
+    return dict(zip(present, out.split()))

@@ -348,7 +348,16 @@ class MergeQueue:
                     f"uncommitted changes in {checkout} touch files the merge brings in: " + ", ".join(clash[:8]),
                     hint=f"commit or stash them, then run 'kanban merge-queue' again; {self.main} was not moved",
                     code=1)
-            ok, err = git.fast_forward_checkout(checkout, new)
+            # the intent, for repair: a `git merge --ff-only` killed after it wrote files and index
+            # but before it moved the ref leaves the checkout half-way between old and new
+            from kanban.supervisor import write_json_atomic
+
+            record = advance_record(self.root)
+            write_json_atomic(record, {"checkout": str(checkout), "old": old, "new": new})
+            try:
+                ok, err = git.fast_forward_checkout(checkout, new)
+            finally:
+                record.unlink(missing_ok=True)
             if not ok:
                 if git.rev_parse(self.root, self.main) != old:
                     raise MainMoved()
@@ -493,6 +502,11 @@ def _push_with_retries(root: Path, remote: str, branch: str) -> tuple[int, str]:
         return attempt()
     except _TransientPush as exc:
         return 1, str(exc)
+
+
+def advance_record(root: Path) -> Path:
+    """Written just before the checkout of main is fast-forwarded, removed just after."""
+    return root / ".kanban" / "advance.json"
 
 
 def git_refusal(err: str) -> str:

@@ -52,6 +52,7 @@ KIND_TEMP_FILE = "half-written temp file"
 KIND_VERIFY = "stale verify"
 KIND_PRUNABLE = "prunable worktree record"
 KIND_STALE_LOCK = "stale git lock"
+KIND_HALF_ADVANCE = "interrupted fast-forward of main's checkout"
 
 # problems that repair notes but leaves for the engine (no change on disk)
 NOTE_ONLY = {KIND_NO_WORKTREE}
@@ -91,6 +92,7 @@ def find_problems(root: Path, config, history=None, runner=None, *, scope: str =
         problems += _runs(history, runner)
     if scope in ("full", "merge"):
         problems += _verify(root, wts)
+        problems += _half_advance(root)
     problems += _stale_locks(root, config, wts, wt_root, live, scope)
     if any(r.get("prunable") is not None for r in wts):
         problems.append(Problem(KIND_PRUNABLE, None, "found worktree records whose directory is gone", {}))
@@ -294,6 +296,19 @@ def _verify(root: Path, wts: list[dict]) -> list[Problem]:
     return found
 
 
+def _half_advance(root: Path) -> list[Problem]:
+    from kanban.merge_queue import advance_record
+    from kanban.supervisor import read_json
+
+    record = advance_record(root)
+    data = read_json(record) if record.exists() else None
+    if not record.exists():
+        return []
+    return [Problem(KIND_HALF_ADVANCE, None,
+                    "found an interrupted fast-forward of the checkout of main (a merge queue killed during "
+                    "'git merge --ff-only')", {"record": record, "intent": data or {}})]
+
+
 def _stale_locks(root: Path, config, wts: list[dict], wt_root: Path, live: set[str], scope: str) -> list[Problem]:
     """Git lock files (`*.lock`) in kanban's reach that no git process can be holding.
 
@@ -485,12 +500,54 @@ def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
 
             shutil.rmtree(p.data["path"], ignore_errors=True)
         return f"{p.what}; removed it (the next verification recreates it)"
+    if k == KIND_HALF_ADVANCE:
+        return f"{p.what}; " + _undo_half_advance(root, config, p.data["record"], p.data["intent"])
     if k == KIND_STALE_LOCK:
         p.data["lock"].unlink(missing_ok=True)
         return f"{p.what}; deleted it"
     if k == KIND_PRUNABLE:
         return f"{p.what}; pruned them (git worktree prune)"
     return None
+
+
+def _undo_half_advance(root: Path, config, record: Path, intent: dict) -> str:
+    """Put the files a killed fast-forward touched back as they are at main.
+
+    Git writes the files and the index first and moves the ref last, so with main
+    still at `old` the checkout may hold some incoming files. Before the
+    fast-forward the queue checked that none of them had local changes; each is
+    put back only if it is still exactly as the old or the new commit has it, so
+    an edit made since is never lost (it is named instead).
+    """
+    checkout, old, new = Path(intent.get("checkout", "")), intent.get("old"), intent.get("new")
+    main = git.rev_parse(root, config.main_branch)
+    if not (old and new and checkout.is_dir()) or main != old:
+        record.unlink(missing_ok=True)
+        done = "it had finished" if main == new else f"{config.main_branch} has moved since"
+        return f"{done}; removed the record"
+    gitdir = git.checkout_gitdir(checkout)
+    lock = gitdir / "index.lock" if gitdir else None
+    if lock is not None and lock.exists() and not procs.working_in(root, command="git"):
+        lock.unlink(missing_ok=True)  # the killed git's
+    paths = git.diff_names(root, old, new)
+    at_old, at_new = git.blobs_in_commit(root, old, paths), git.blobs_in_commit(root, new, paths)
+    staged, present = git.blobs_in_index(checkout, paths), git.blobs_in_worktree(checkout, paths)
+    changed = [p for p in paths
+               if staged.get(p) not in (at_old.get(p), at_new.get(p))
+               or present.get(p) not in (at_old.get(p), at_new.get(p))]
+    if changed:
+        return ("kept it: " + ", ".join(changed[:8]) + " changed since; make each as you want it, then delete "
+                f"{record.relative_to(root)} and run 'kanban merge-queue' again")
+    back = [p for p in paths if p in at_old]
+    gone = [p for p in paths if p not in at_old]
+    if back:
+        git.run(checkout, "checkout", old, "--", *back)
+    if gone:
+        git.run(checkout, "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
+        for p in gone:
+            (checkout / p).unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
+    return f"put {len(paths)} file(s) back as they are at {config.main_branch}; the queue merges again"
 
 
 def stop_unsupervised(run_dir: Path, by: str) -> None:

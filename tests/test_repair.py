@@ -479,3 +479,48 @@ def test_tick_stops_an_agent_whose_supervisor_died_and_retries_the_task(board_re
     finally:
         if agent.poll() is None:
             agent.kill()
+
+
+def _half_fast_forward(root: Path) -> tuple[str, str]:
+    """main's checkout as a `git merge --ff-only` killed between writing files and moving the ref leaves it."""
+    old = git(root, "rev-parse", "main").strip()
+    git(root, "checkout", "-q", "-b", "side")
+    (root / "src").mkdir(exist_ok=True)
+    (root / "src" / "new.py").write_text("NEW = 1\n")
+    (root / "TODO.md").write_text("# TODO\n\nchanged on the way in\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "incoming")
+    new = git(root, "rev-parse", "HEAD").strip()
+    git(root, "checkout", "-q", "main")
+    git(root, "branch", "-q", "-D", "side")
+    git(root, "read-tree", "-m", "-u", "HEAD", new)  # files and index at new, the ref still at old
+    (root / ".kanban").mkdir(exist_ok=True)
+    (root / ".kanban" / "advance.json").write_text(json.dumps({"checkout": str(root), "old": old, "new": new}))
+    return old, new
+
+
+def test_interrupted_fast_forward_of_main_checkout_is_put_back(board_repo: Path) -> None:
+    """Found by the crash soak: the half-done checkout looked like a person's staged work touching the
+    incoming files, and blocked the merge queue for good."""
+    old, _ = _half_fast_forward(board_repo)
+    (board_repo / "notes.txt").write_text("my own work\n")  # a person's untracked file: never touched
+    assert git(board_repo, "status", "--porcelain").split("\n")[:2] == ["M  TODO.md", "A  src/new.py"]
+    lines = do_repair(board_repo, scope="merge")
+    assert lines == ["found an interrupted fast-forward of the checkout of main (a merge queue killed during "
+                     "'git merge --ff-only'); put 2 file(s) back as they are at main; the queue merges again"]
+    assert git(board_repo, "status", "--porcelain") == "?? notes.txt\n"
+    assert git(board_repo, "rev-parse", "main").strip() == old
+    assert not (board_repo / "src" / "new.py").exists()
+    assert not (board_repo / ".kanban" / "advance.json").exists()
+
+
+def test_interrupted_fast_forward_with_a_later_edit_is_kept_and_named(board_repo: Path) -> None:
+    _half_fast_forward(board_repo)
+    (board_repo / "src" / "new.py").write_text("NEW = 2  # edited by hand since\n")
+    lines = do_repair(board_repo, scope="merge")
+    assert lines == ["found an interrupted fast-forward of the checkout of main (a merge queue killed during "
+                     "'git merge --ff-only'); kept it: src/new.py changed since; make each as you want it, then "
+                     "delete .kanban/advance.json and run 'kanban merge-queue' again"]
+    assert (board_repo / "src" / "new.py").read_text() == "NEW = 2  # edited by hand since\n"
+    assert (board_repo / "TODO.md").read_text() == "# TODO\n\nchanged on the way in\n"
+    assert (board_repo / ".kanban" / "advance.json").exists()
