@@ -369,6 +369,8 @@ def repair(root: Path, config, history=None, runner=None, *, scope: str = "full"
         if not problems:
             break
         seen.update(p.what for p in problems)
+        # locks first: a stale packed-refs.lock or ref lock would fail the branch fixes after it
+        problems.sort(key=lambda p: p.kind != KIND_STALE_LOCK)
         if any(p.kind == KIND_PRUNABLE for p in problems):
             # first: a record whose directory is gone still "has its branch checked out" for git
             with git._worktree_lock(root):
@@ -384,6 +386,7 @@ def repair(root: Path, config, history=None, runner=None, *, scope: str = "full"
                 line = _fix(root, config, history, runner, p)
             except KanbanError as exc:  # one fix that fails must not stop the others, nor the command
                 line = f"{p.what}; could not fix it: {exc}"
+                seen.discard(p.what)  # try once more after the other fixes
             if line:
                 lines.append(line)
                 tasks.append(p.task)

@@ -524,3 +524,16 @@ def test_interrupted_fast_forward_with_a_later_edit_is_kept_and_named(board_repo
     assert (board_repo / "src" / "new.py").read_text() == "NEW = 2  # edited by hand since\n"
     assert (board_repo / "TODO.md").read_text() == "# TODO\n\nchanged on the way in\n"
     assert (board_repo / ".kanban" / "advance.json").exists()
+
+
+def test_stale_packed_refs_lock_is_cleared_before_branches_are_deleted(board_repo: Path) -> None:
+    """Found by the batch crash soak: a killed `git branch -D` left packed-refs.lock, and the orphan
+    branch fix ran into it before the lock was cleared."""
+    make_branch(board_repo, "TASK-20", commit=False)
+    git(board_repo, "pack-refs", "--all")  # deleting a packed branch takes packed-refs.lock
+    git(board_repo, "worktree", "remove", "--force", str(board_repo / ".worktrees" / "TASK-20"))
+    (board_repo / ".git" / "packed-refs.lock").write_text("")
+    lines = do_repair(board_repo, scope="merge")
+    assert lines == ["found a stale git lock .git/packed-refs.lock (no git process holds it); deleted it",
+                     "found branch kanban/TASK-20 of a task on no board file; deleted it (fully merged into main)"]
+    assert git(board_repo, "branch", "--list", "kanban/*") == ""
