@@ -63,6 +63,8 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
         if w.branch == branch:  # the branch is checked out somewhere else
             raise KanbanError(f"branch {branch} is checked out at {w.path}",
                               hint="remove that worktree (git worktree remove) and run kanban again")
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()  # an empty directory holds no work: a `git worktree add` killed before its checkout
     if path.exists():
         raise KanbanError(f"{path} exists but is not a git worktree", hint="move it away and run kanban again")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -192,8 +192,16 @@ def _worktree_records(root: Path) -> list[dict]:
 
 
 def _half_worktrees(root: Path, wts: list[dict], wt_root: Path) -> list[Problem]:
-    """`git worktree add` killed midway leaves a registration locked as "initializing"."""
+    """`git worktree add` killed midway leaves a registration locked as "initializing", or,
+    killed earlier, an empty directory git does not list at all."""
     found = []
+    listed = {rec["path"] for rec in wts}
+    if wt_root.is_dir():
+        for child in wt_root.iterdir():
+            if child.is_dir() and not child.is_symlink() and child not in listed and not any(child.iterdir()):
+                found.append(Problem(KIND_HALF_WORKTREE, child.name,
+                                     f"found {child.name} in the worktree directory left empty by a killed "
+                                     "'git worktree add'", {"path": child}))
     for rec in wts:
         if rec["path"].parent == wt_root and (rec.get("locked", None) == "initializing" or _no_head(rec)):
             found.append(Problem(KIND_HALF_WORKTREE, rec["path"].name,

@@ -537,3 +537,21 @@ def test_stale_packed_refs_lock_is_cleared_before_branches_are_deleted(board_rep
     assert lines == ["found a stale git lock .git/packed-refs.lock (no git process holds it); deleted it",
                      "found branch kanban/TASK-20 of a task on no board file; deleted it (fully merged into main)"]
     assert git(board_repo, "branch", "--list", "kanban/*") == ""
+
+
+def test_empty_worktree_directory_left_by_a_killed_add_is_removed(board_repo: Path) -> None:
+    """Found by the crash soak: `git worktree add` killed before its checkout left an empty directory
+    that git does not list; every start of the task then failed on it."""
+    write_board(board_repo, IN_PROGRESS=entry("TASK-21"))
+    git(board_repo, "branch", "kanban/TASK-21", "main")
+    empty = board_repo / ".worktrees" / "TASK-21"
+    empty.mkdir(parents=True)
+    lines = do_repair(board_repo, scope="tick")
+    assert lines == ["found TASK-21 in the worktree directory left empty by a killed 'git worktree add'; "
+                     "removed it (its branch stays; the next agent recreates the worktree)"]
+    assert not empty.exists()
+    empty.mkdir()  # and a tick meeting it outside repair starts the task all the same
+    from kanban.agents import ensure_worktree
+
+    assert ensure_worktree(board_repo, load_config(board_repo), "TASK-21") == empty
+    assert git(empty, "rev-parse", "--abbrev-ref", "HEAD").strip() == "kanban/TASK-21"
