@@ -141,4 +141,6 @@ def test_hand_edits_during_run_all_survive(repo):
         assert title in everything, title
     board = load_board(repo)  # validates: no ID twice, nothing lost
     ids = [t.id for t in board.tasks()]
-    assert len(ids) == len(set(ids)) == 8 + len(hand_tasks)
+    # a hand task added just as the run ended has no ID yet: the next write of TODO.md gives it one
+    unnumbered = len(board.new_entries())
+    assert len(ids) == len(set(ids)) and len(ids) + unnumbered == 8 + len(hand_tasks), (ids, unnumbered)
