@@ -31,20 +31,6 @@ from collections import Counter
 from pathlib import Path
 
 COMMANDS = ("tick", "run", "merge-queue")
-CONFIG = """\
-main_branch = "main"
-pool_size = 6
-
-[agent]
-preset = "demo"
-timeout = "20s"
-stall = "20s"
-kill_grace = "1s"
-
-[merge]
-mode = "{mode}"
-verify = ["python3", "-m", "unittest", "-q"]
-"""
 
 
 def git(root: Path, *args: str) -> str:
@@ -57,10 +43,10 @@ def kanban(root: Path, *args: str, timeout: float = 180) -> subprocess.Completed
 
 
 def build(path: Path, mode: str) -> Path:
-    from kanban.commands.demo import build_demo_repo
+    from kanban.commands.demo import DEMO_CONFIG, build_demo_repo
 
     root = build_demo_repo(path)
-    (root / "kanban.toml").write_text(CONFIG.format(mode=mode))
+    (root / "kanban.toml").write_text(DEMO_CONFIG.format(timeout="20s", stall="20s", mode=mode))
     (root / "TODO.md").write_text("# TODO\n\nCrash soak tasks.\n")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "soak config")

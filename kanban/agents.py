@@ -37,6 +37,15 @@ def worktree_path(root: Path, config: Config, task_id: str) -> Path:
     return root / config.worktree_dir / task_id
 
 
+def check_worktree_dir(root: Path, config: Config) -> None:
+    """Refuse a worktree directory that leads outside the repository (a symlink, or `..`)."""
+    where = (root / config.worktree_dir).resolve()
+    if not where.is_relative_to(root.resolve()):
+        raise KanbanError(f"worktree_dir {config.worktree_dir!r} leads to {where}, outside the repository",
+                          file=config.source and Path(config.source).name,
+                          hint="make it a real directory inside the repository")
+
+
 def run_dir(root: Path, task_id: str, role: str, attempt: int) -> Path:
     return root / ".kanban" / "runs" / check_id(task_id) / f"{role}-{attempt}"
 
@@ -47,9 +56,7 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
     branch = branch_name(task_id)
     if path.is_symlink():
         raise KanbanError(f"worktree {path} is a symbolic link", hint="remove it; kanban recreates the worktree")
-    if not path.parent.resolve().is_relative_to(root.resolve()):
-        raise KanbanError(f"worktree directory {config.worktree_dir} leads to {path.parent.resolve()}, "
-                          "outside the repository", hint="make it a real directory inside the repository")
+    check_worktree_dir(root, config)  # again per task: the directory may have been swapped since the start
     if git.worktree_branch(path) == branch:  # the common case, read from files: no git process
         return path
     known = {w.path.resolve(): w for w in git.worktrees(root)}

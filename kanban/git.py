@@ -218,26 +218,6 @@ def add_worktree(root: Path, path: Path, branch: str, base: str) -> None:
             run(root, "worktree", "add", *args)
 
 
-def worktree_branch(path: Path) -> str | None:
-    """The branch a linked worktree has checked out, read from its files (no git process).
-
-    None unless `path/.git` points at an admin dir that points back at it.
-    """
-    try:
-        pointer = (path / ".git").read_text(encoding="utf-8").strip()
-        if not pointer.startswith("gitdir: "):
-            return None
-        admin = Path(pointer.removeprefix("gitdir: "))
-        admin = admin if admin.is_absolute() else (path / admin).resolve()
-        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
-        if back.resolve() != (path / ".git").resolve():
-            return None
-        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
-
-
 def worktree_gitdir(path: Path) -> Path | None:
     """The private git directory of a linked worktree, read from its `.git` file."""
     try:
@@ -250,11 +230,22 @@ def worktree_gitdir(path: Path) -> Path | None:
     return gitdir if gitdir.is_absolute() else (path / gitdir).resolve()
 
 
-def index_lock(path: Path) -> Path | None:
-    """The worktree's index.lock if one is there (a git process is running, or one was killed)."""
-    gitdir = worktree_gitdir(path)
-    lock = gitdir / "index.lock" if gitdir else None
-    return lock if lock is not None and lock.exists() else None
+def worktree_branch(path: Path) -> str | None:
+    """The branch a linked worktree has checked out, read from its files (no git process).
+
+    None unless `path/.git` points at an admin dir that points back at it.
+    """
+    admin = worktree_gitdir(path)
+    if admin is None:
+        return None
+    try:
+        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        if back.resolve() != (path / ".git").resolve():
+            return None
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
 
 
 def remove_worktree(root: Path, path: Path) -> None:
@@ -473,25 +464,21 @@ def checkout_gitdir(path: Path) -> Path | None:
 def blobs_in_commit(root: Path, commit: str, paths: list[str]) -> dict[str, str]:
     """{path: blob} for those of PATHS that exist in COMMIT."""
     out = run(root, "ls-tree", "-r", "-z", commit, "--", *paths) if paths else ""
-    found = {}
-    for rec in out.split("\0"):
-        if rec:
-            meta, _, name = rec.partition("\t")
-            found[name] = meta.split()[2]
-    return found
+    return {name: meta[2] for meta, name in _tab_records(out)}  # mode type blob
 
 
 def blobs_in_index(path: Path, paths: list[str]) -> dict[str, str]:
     """{path: blob} for those of PATHS staged (stage 0) in the checkout's index."""
     out = run(path, "ls-files", "-s", "-z", "--", *paths) if paths else ""
-    found = {}
+    return {name: meta[1] for meta, name in _tab_records(out) if meta[2] == "0"}  # mode blob stage
+
+
+def _tab_records(out: str) -> Iterator[tuple[list[str], str]]:
+    """NUL-separated `FIELDS<TAB>PATH` records (ls-tree, ls-files -s): (fields, path)."""
     for rec in out.split("\0"):
         if rec:
             meta, _, name = rec.partition("\t")
-            mode, blob, stage = meta.split()
-            if stage == "0":
-                found[name] = blob
-    return found
+            yield meta.split(), name
 
 
 def blobs_in_worktree(path: Path, paths: list[str]) -> dict[str, str]:

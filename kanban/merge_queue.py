@@ -304,11 +304,6 @@ class MergeQueue:
 
             _prepare(self.root, self.config, path)
         else:
-            from kanban.procs import working_in
-
-            lock = git.index_lock(path)
-            if lock is not None and not working_in(self.root, command="git"):
-                lock.unlink(missing_ok=True)  # left by a queue killed mid-checkout; we hold the merge lock
             try:
                 git.run(path, "checkout", "--detach", "--force", "-q", commit)
                 git.run(path, "clean", "-ffdq")

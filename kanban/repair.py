@@ -78,7 +78,7 @@ def find_problems(root: Path, config, history=None, runner=None, *, scope: str =
     problems: list[Problem] = []
     problems += _temp_files(root, scope)
     board = load_board(root, check=False)
-    problems += _duplicates(root, config, board, history)
+    problems += find_duplicates(root, config, board, history)
     live = {r.task for r in history.live_runs()} if history is not None else set()
     if scope != "tick":  # beside a running merge queue, finished tasks are its job (_cleanup_finished)
         problems += _merged_on_board(root, config, board, live)
@@ -125,7 +125,7 @@ def _temp_files(root: Path, scope: str) -> list[Problem]:
     return found
 
 
-def _duplicates(root: Path, config, board, history) -> list[Problem]:
+def find_duplicates(root: Path, config, board, history) -> list[Problem]:
     places: dict[str, list] = {}
     for f, entry in board.located():
         if entry.task_id:
@@ -309,12 +309,11 @@ def _half_advance(root: Path) -> list[Problem]:
     from kanban.supervisor import read_json
 
     record = advance_record(root)
-    data = read_json(record) if record.exists() else None
     if not record.exists():
         return []
     return [Problem(KIND_HALF_ADVANCE, None,
                     "found an interrupted fast-forward of the checkout of main (a merge queue killed during "
-                    "'git merge --ff-only')", {"record": record, "intent": data or {}})]
+                    "'git merge --ff-only')", {"record": record, "intent": read_json(record) or {}})]
 
 
 def _stale_locks(root: Path, config, wts: list[dict], wt_root: Path, live: set[str], scope: str) -> list[Problem]:
@@ -574,11 +573,3 @@ def stop_unsupervised(run_dir: Path, by: str) -> None:
         "exit_code": None, "signal": int(signal.SIGKILL), "timed_out": False, "stalled": False,
         "cancelled": False, "started": info.get("started"), "ended": now_iso(), "duration": None,
         "error": f"its supervisor died; the agent was stopped by {by}"})
-
-
-def count_by_kind(problems: list[Problem]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in problems:
-        out[p.kind] = out.get(p.kind, 0) + 1
-    return out
-

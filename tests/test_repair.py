@@ -86,15 +86,21 @@ def test_duplicate_later_stage_wins_without_history(board_repo: Path) -> None:
     assert do_repair(board_repo) == []
 
 
+def _in_review_and_testing(root: Path, *logged: str) -> None:
+    """TASK-2 in both REVIEW.md and TESTING.md, with its pick and the LOGGED transitions in the history."""
+    steps = {"task_ok": ("IN_PROGRESS", "REVIEW"), "review_ok": ("REVIEW", "TESTING")}
+    make_branch(root, "TASK-2", commit=True, worktree=False)
+    write_board(root, REVIEW=entry("TASK-2"), TESTING=entry("TASK-2"))
+    with History(root) as h:
+        h.event("TASK-2", "picked", "TODO", "IN_PROGRESS")
+        for kind in logged:
+            h.event("TASK-2", kind, *steps[kind])
+
+
 def test_duplicate_after_a_send_back_follows_the_history(board_repo: Path) -> None:
     # a send-back TESTING -> REVIEW crashed between its two writes (its event is logged after them):
     # the last logged transition brought the task into TESTING, so the REVIEW copy is the current one
-    make_branch(board_repo, "TASK-2", commit=True, worktree=False)
-    write_board(board_repo, REVIEW=entry("TASK-2"), TESTING=entry("TASK-2"))
-    with History(board_repo) as h:
-        h.event("TASK-2", "picked", "TODO", "IN_PROGRESS")
-        h.event("TASK-2", "task_ok", "IN_PROGRESS", "REVIEW")
-        h.event("TASK-2", "review_ok", "REVIEW", "TESTING")
+    _in_review_and_testing(board_repo, "task_ok", "review_ok")
     lines = do_repair(board_repo)
     assert lines == ["found TASK-2 in both REVIEW.md and TESTING.md; kept the copy in REVIEW.md, "
                      "removed the stale one from TESTING.md"]
@@ -104,11 +110,7 @@ def test_duplicate_after_a_send_back_follows_the_history(board_repo: Path) -> No
 
 
 def test_duplicate_of_a_forward_move_keeps_the_target(board_repo: Path) -> None:
-    make_branch(board_repo, "TASK-2", commit=True, worktree=False)
-    write_board(board_repo, REVIEW=entry("TASK-2"), TESTING=entry("TASK-2"))
-    with History(board_repo) as h:
-        h.event("TASK-2", "picked", "TODO", "IN_PROGRESS")
-        h.event("TASK-2", "task_ok", "IN_PROGRESS", "REVIEW")
+    _in_review_and_testing(board_repo, "task_ok")
     assert do_repair(board_repo) == ["found TASK-2 in both REVIEW.md and TESTING.md; kept the copy in TESTING.md, "
                                      "removed the stale one from REVIEW.md"]
 

@@ -20,7 +20,7 @@ stall = "{stall}"
 kill_grace = "1s"
 
 [merge]
-mode = "batch"
+mode = "{mode}"
 verify = ["python3", "-m", "unittest", "-q"]
 """
 
@@ -97,7 +97,7 @@ def build_demo_repo(path: Path, *, timeout: str = "3s", stall: str = "10s") -> P
     (path / "src" / "__init__.py").write_text("")
     (path / "test_smoke.py").write_text("import unittest\n\n\nclass Smoke(unittest.TestCase):\n"
                                         "    def test_truth(self):\n        self.assertTrue(True)\n")
-    (path / "kanban.toml").write_text(DEMO_CONFIG.format(timeout=timeout, stall=stall))
+    (path / "kanban.toml").write_text(DEMO_CONFIG.format(timeout=timeout, stall=stall, mode="batch"))
     (path / "TODO.md").write_text(DEMO_TASKS)
     init(path)
     _git(path, "add", "-A")

@@ -20,10 +20,10 @@ def open_engine(root: Path):
     try:
         load_board(root)  # a bad board is exit 2 before anything runs
     except KanbanError:
-        from kanban.repair import _duplicates
+        from kanban.repair import find_duplicates
 
         # an entry left in two files by a crash is not bad input: the pass repairs it first
-        if not _duplicates(root, config, load_board(root, check=False), None):
+        if not find_duplicates(root, config, load_board(root, check=False), None):
             raise
     if git.toplevel(root) is None:
         raise KanbanError(f"{root} is not a git repository", hint="run 'git init' and commit, then 'kanban init'")
@@ -31,11 +31,9 @@ def open_engine(root: Path):
         raise KanbanError(f"no branch {config.main_branch!r} in this repository",
                           file=config.source and Path(config.source).name,
                           hint="commit something first, or set main_branch in kanban.toml")
-    worktrees = (root / config.worktree_dir).resolve()
-    if not worktrees.is_relative_to(root.resolve()):
-        raise KanbanError(f"worktree_dir {config.worktree_dir!r} leads to {worktrees}, outside the repository",
-                          file=config.source and Path(config.source).name,
-                          hint="make it a real directory inside the repository")
+    from kanban.agents import check_worktree_dir
+
+    check_worktree_dir(root, config)
     return Engine(root, config, History(root))
 
 
