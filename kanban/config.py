@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from kanban.budget import LIMIT_HINT, BudgetConfig, Limit, parse_limit
 from kanban.errors import KanbanError
 from kanban.model import Role
+from kanban.pricing import Price
 
 CONFIG_FILE = "kanban.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -41,6 +43,12 @@ DEFAULT_ENV_ALLOW = (
     "GEMINI_API_KEY", "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY",
     "IS_SANDBOX",  # claude refuses to skip permissions as root unless IS_SANDBOX=1
     "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+    # Proxies (both spellings: curl and Python read the lower case, Node the upper).
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "all_proxy", "NODE_EXTRA_CA_CERTS",
+    # The CLIs' own tuning: request timeouts, models, headers, litellm's settings for aider.
+    "API_TIMEOUT_MS", "ANTHROPIC_MODEL", "ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_CUSTOM_HEADERS",
+    "OPENAI_ORGANIZATION", "LITELLM_*",
 )  # fmt: skip
 DEFAULT_ENV_DENY = ("*_TOKEN", "*SECRET*", "*PASSWORD*", "AWS_*", "GITHUB_TOKEN")
 
@@ -51,9 +59,22 @@ class AgentConfig:
     command: tuple[str, ...] | None = None  # overrides the preset when set
     timeout: float = 900.0
     stall: float = 300.0
-    model: str | None = None
+    model: str | None = None  # the only model, or the first of the ladder
     extra_args: tuple[str, ...] = ()
     kill_grace: float = 5.0
+    models: tuple[str, ...] = ()  # a ladder of two or more (model = [...]): see model_for
+
+
+def model_for(agent: AgentConfig, attempt: int) -> str | None:
+    """The model of an attempt (1, 2, ...): the ladder's rung, its last one repeating.
+
+    For model = "x": always "x"; for model = ["haiku", "sonnet"]: attempt 1 haiku,
+    attempt 2 and later sonnet; without a model: None (the CLI's default).
+    """
+    ladder = agent.models or ((agent.model,) if agent.model else ())
+    if not ladder:
+        return None
+    return ladder[min(max(int(attempt), 1), len(ladder)) - 1]
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,31 @@ class MergeConfig:
     push: bool = False
     remote: str = "origin"
     verify_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """The test stage kanban runs itself in the task's worktree (empty command: the tester decides)."""
+
+    command: tuple[str, ...] = ()  # an element "{tests}" becomes the covering test files
+    fallback: tuple[str, ...] = ()  # when no covering test is found; default: command without {tests}
+    timeout: float = 900.0
+    stall: float | None = None
+
+    def argv(self, tests: list[str]) -> list[str]:
+        """The command for these covering tests (the fallback when there are none)."""
+        if tests:
+            return [part for arg in self.command for part in (tests if arg == TESTS_PLACEHOLDER else [arg])]
+        if self.fallback:
+            return list(self.fallback)
+        return [arg for arg in self.command if arg != TESTS_PLACEHOLDER]
+
+    def shown(self) -> str:
+        """The command as the prompts name it."""
+        return " ".join(self.command)
+
+
+TESTS_PLACEHOLDER = "{tests}"
 
 
 @dataclass(frozen=True)
@@ -109,9 +155,12 @@ class Config:
     roles: dict[str, AgentConfig] = field(default_factory=dict)
     worktree: WorktreeConfig = field(default_factory=WorktreeConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    test: TestConfig = field(default_factory=TestConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     checks: tuple[ServiceCheck, ...] = ()
     source: str | None = None  # the file it came from; None for defaults
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    pricing: dict[str, Price] = field(default_factory=dict)  # [pricing."model"], keys lowercased
 
     def __post_init__(self) -> None:
         # Roles not given explicitly take the [agent] defaults.
@@ -279,11 +328,15 @@ def _line_index(text: str) -> dict[KeyPath, int]:
 # --- validation --------------------------------------------------------------
 
 TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
-            "agent", "worktree", "merge", "env", "preflight")  # fmt: skip
+            "agent", "worktree", "merge", "test", "env", "preflight", "budget", "pricing")  # fmt: skip
+BUDGET_KEYS = ("task", "run", "day")
+PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
+MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
 AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace")
 WORKTREE_KEYS = ("copy", "setup")
 MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout")
-ENV_KEYS = ("allow", "deny")
+ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny")
+TEST_KEYS = ("command", "fallback", "timeout", "stall")
 CHECK_KEYS = ("name", "url", "tcp", "command", "timeout")
 CHECK_TARGETS = ("url", "tcp", "command")
 
@@ -442,10 +495,72 @@ class _Loader:
             roles=roles,
             worktree=self.worktree(data.get("worktree", {})),
             merge=self.merge(data.get("merge", {})),
+            test=self.test(data.get("test", {})),
             env=self.env(data.get("env", {})),
             checks=self.checks(data.get("preflight", {})),
             source=source,
+            budget=self.budget(data.get("budget", {})),
+            pricing=self.pricing(data.get("pricing", {})),
         )
+
+    def models(self, value: Any, path: KeyPath) -> tuple[str, tuple[str, ...]]:
+        """model = "x", or a ladder ["haiku", "sonnet"]: (the first model, the ladder if 2+)."""
+        if not isinstance(value, list):
+            return self.string(value, path), ()
+        ladder = self.strings(value, path, "a model name or a list of model names", MODEL_HINT)
+        if not ladder:
+            raise self.error(path, f"{self.name(path)} must name at least one model", MODEL_HINT)
+        for name in ladder:
+            if not name.strip():
+                raise self.error(path, f"{self.name(path)} has an empty model name", MODEL_HINT)
+        return ladder[0], (ladder if len(ladder) > 1 else ())
+
+    def budget(self, value: Any) -> BudgetConfig:
+        path = ("budget",)
+        table = self.table(value, path, BUDGET_KEYS)
+        return BudgetConfig(**{key: self.limit(table[key], path + (key,)) for key in BUDGET_KEYS
+                               if key in table})
+
+    def limit(self, value: Any, path: KeyPath) -> Limit:
+        limit = parse_limit(value)
+        if limit is None:
+            expected = "a dollar amount or a token count" + (
+                "" if isinstance(value, str) else ", in quotes")
+            raise self.wrong_type(path, expected, value, LIMIT_HINT)
+        return limit
+
+    def pricing(self, value: Any) -> dict[str, Price]:
+        path = ("pricing",)
+        if not isinstance(value, dict):
+            raise self.wrong_type(path, "a table", value,
+                                  'write [pricing."model-name"] with input = and output = under it')
+        prices: dict[str, Price] = {}
+        for name, item in value.items():
+            where = path + (name,)
+            if not name.strip():
+                raise self.error(where, f"{self.name(path)} has an empty model name",
+                                 'name the model: [pricing."gpt-5"]')
+            nested = [k for k, v in item.items() if isinstance(v, dict)] if isinstance(item, dict) else []
+            if nested:
+                raise self.error(where + (nested[0],), f"{self.name(where)} is not a price table",
+                                 f'put a model name with dots in quotes: [pricing."{name}.{nested[0]}"]')
+            table = self.table(item, where, PRICE_KEYS)
+            for key in ("input", "output"):
+                if key not in table:
+                    raise self.error(where, f"{self.name(where)} has no {key} price",
+                                     f"add {key} = dollars per million {key} tokens, e.g. {key} = 1.25")
+            numbers = {key: self.price(table[key], where + (key,)) for key in PRICE_KEYS if key in table}
+            prices[name.strip().lower()] = Price(**numbers)
+        return prices
+
+    def price(self, value: Any, path: KeyPath) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.wrong_type(path, "a number of dollars per million tokens", value,
+                                  f"e.g. {path[-1]} = 1.25, without quotes or $")
+        if not math.isfinite(value) or not 0 <= value <= 100_000:
+            raise self.error(path, f"{self.name(path)} must be from 0 to 100000 dollars per million tokens,"
+                             f" got {_describe(value)}", f"e.g. {path[-1]} = 1.25")
+        return float(value)
 
     def branch(self, value: Any) -> str:
         path = ("main_branch",)
@@ -474,7 +589,7 @@ class _Loader:
             if key in table:
                 fields[key] = self.duration(table[key], path + (key,))
         if "model" in table:
-            fields["model"] = self.string(table["model"], path + ("model",))
+            fields["model"], fields["models"] = self.models(table["model"], path + ("model",))
         if "extra_args" in table:
             fields["extra_args"] = self.strings(table["extra_args"], path + ("extra_args",))
         return replace(base, **fields)
@@ -514,14 +629,39 @@ class _Loader:
                                          path + ("verify_timeout",)),
         )
 
+    def test(self, value: Any) -> TestConfig:
+        path = ("test",)
+        table = self.table(value, path, TEST_KEYS)
+        defaults = TestConfig()
+        command = self.argv(table.get("command", []), path + ("command",), optional=True)
+        fallback = self.argv(table.get("fallback", []), path + ("fallback",), optional=True)
+        if TESTS_PLACEHOLDER in fallback:
+            raise self.error(path + ("fallback",), f"{self.name(path + ('fallback',))} cannot use {{tests}}",
+                             "the fallback runs when no covering test was found, e.g. [\"pytest\", \"-q\"]")
+        if fallback and not command:
+            raise self.error(path + ("fallback",), f"{self.name(path + ('fallback',))} is set without a command",
+                             'add command = ["pytest", "-q", "{tests}"]')
+        for arg in command:
+            if "{tests}" in arg and arg != TESTS_PLACEHOLDER:
+                raise self.error(path + ("command",), f"{self.name(path + ('command',))} has {{tests}} inside "
+                                 f"{_describe(arg)}", 'give "{tests}" as an element of its own')
+        return TestConfig(
+            command=command,
+            fallback=fallback,
+            timeout=self.duration(table.get("timeout", defaults.timeout), path + ("timeout",)),
+            stall=self.duration(table["stall"], path + ("stall",)) if "stall" in table else None,
+        )
+
     def env(self, value: Any) -> EnvConfig:
         path = ("env",)
         table = self.table(value, path, ENV_KEYS)
         defaults = EnvConfig()
-        return EnvConfig(
-            allow=self.env_patterns(table.get("allow", list(defaults.allow)), path + ("allow",)),
-            deny=self.env_patterns(table.get("deny", list(defaults.deny)), path + ("deny",)),
-        )
+        allow = self.env_patterns(table.get("allow", list(defaults.allow)), path + ("allow",))
+        deny = self.env_patterns(table.get("deny", list(defaults.deny)), path + ("deny",))
+        # extend_*: add to the lists (the defaults, or allow/deny as given) instead of replacing them.
+        allow += self.env_patterns(table.get("extend_allow", []), path + ("extend_allow",))
+        deny += self.env_patterns(table.get("extend_deny", []), path + ("extend_deny",))
+        return EnvConfig(allow=allow, deny=deny)
 
     def env_patterns(self, value: Any, path: KeyPath) -> tuple[str, ...]:
         patterns = self.strings(value, path, "a list of variable names or glob patterns")
@@ -701,7 +841,8 @@ port_base = 20000             # first KANBAN_PORT handed out, one port per task 
 [agent]                       # defaults for every role
 preset = "claude"             # claude | codex | aider | demo
 # command = ["my-agent", "--prompt-file", "{prompt_file}"]   # instead of a preset
-# model = "..."               # the model the preset asks for
+# model = "..."               # the model the preset asks for; a ladder ["haiku", "sonnet"]
+                              # gives attempt 1 the first, each retry the next, the last repeating
 extra_args = []               # more arguments for the preset's command line
 timeout = "15m"               # stopped after running this long
 stall = "5m"                  # stopped when its log has not grown for this long
@@ -728,12 +869,42 @@ push = false                  # push main to the remote after each merge
 verify_timeout = "30m"        # a verification running longer than this fails
 remote = "origin"
 
+# The test stage: kanban runs this in the task's worktree, after merging the latest main,
+# and its exit status is the verdict (the tester agent only fixes what fails).
+# "{tests}" becomes the test files covering the changed files; fallback runs when none is found.
+# Without a command, the tester agent runs the tests and writes its verdict.
+[test]
+command = []                  # e.g. ["pytest", "-q", "{tests}"]
+fallback = []                 # e.g. ["pytest", "-q"]
+timeout = "15m"
+
+# Spending limits: when one is reached no new agent starts (running ones finish).
+# Dollars: "$2", "$0.50" or "2.50"; tokens: "500k tokens", "2M tokens" or "15000 tokens".
+# task: all runs of one task; run: since this `kanban run` began; day: since 00:00 UTC.
+# Spend counts finished runs and what running agents' logs show so far.
+# [budget]
+# task = "$2"
+# run = "$20"
+# day = "5M tokens"
+
+# Prices in dollars per million tokens, for runs whose CLI reports only tokens (codex,
+# aider with a model it does not know). kanban ships a table (kanban/pricing.py); these
+# add to it or override it. A name matches exactly, else as a prefix ("gpt-5" covers
+# "gpt-5-2025-08-07") or a glob ("my-*"); the longest match wins. Quote names with dots.
+# [pricing."my-model"]
+# input = 1.25                # uncached prompt tokens
+# output = 10.0
+# cached_input = 0.125        # cache reads; default: the input price
+# cache_write = 1.5           # cache writes; default: the input price
+
 # Environment variables agents get, as names or glob patterns.
 # deny wins over allow, except for names listed in allow without a wildcard.
-# Setting allow or deny replaces that whole list.
+# extend_allow / extend_deny add to the defaults below; allow / deny replace them.
+# Default allow: @ALLOW@
+# Default deny: @DENY@
 [env]
-allow = @ALLOW@
-deny = @DENY@
+extend_allow = []             # e.g. ["MY_SERVICE_URL", "MYAPP_*"]
+extend_deny = []
 
 # Services that must be up before agents start (checked by `kanban preflight`).
 # Each check has a name and exactly one of url, tcp or command.
@@ -753,12 +924,20 @@ deny = @DENY@
 """
 
 
-def _toml_list(items: tuple[str, ...]) -> str:
-    return "[\n" + "".join(f'    "{item}",\n' for item in items) + "]"
+def _comment_list(items: tuple[str, ...]) -> str:
+    """A long list as wrapped comment lines (the line before carries the '# ...:' lead)."""
+    lines, line = [], ""
+    for item in items:
+        if line and len(line) + len(item) > 80:
+            lines.append(line.rstrip())
+            line = "#   "
+        line += item + " "
+    lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def dump_default_config() -> str:
     """The commented default kanban.toml that `kanban init` writes; it loads as Config()."""
-    return _DEFAULT_TOML.replace("@ALLOW@", _toml_list(DEFAULT_ENV_ALLOW)).replace(
-        "@DENY@", _toml_list(DEFAULT_ENV_DENY)
+    return _DEFAULT_TOML.replace("@ALLOW@", _comment_list(DEFAULT_ENV_ALLOW)).replace(
+        "@DENY@", _comment_list(DEFAULT_ENV_DENY)
     )

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from kanban.budget import Spend
+
 DB_NAME = "history.sqlite"
 
 _SCHEMA = """
@@ -36,7 +38,10 @@ CREATE TABLE IF NOT EXISTS runs (
     cancelled INTEGER NOT NULL DEFAULT 0,
     outcome TEXT,
     cost_usd REAL,
-    tokens INTEGER
+    tokens INTEGER,
+    model TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_live ON runs (ended);
 CREATE TABLE IF NOT EXISTS events (
@@ -77,6 +82,18 @@ class Run(NamedTuple):
     outcome: str | None
     cost_usd: float | None
     tokens: int | None
+    model: str | None = None  # the model it was started with, or the one its log names
+    input_tokens: int | None = None  # of tokens: prompt tokens, cached ones included
+    output_tokens: int | None = None
+
+
+# Columns added after the first release, with their types: History() adds the missing
+# ones to an existing database (SQLite appends them, so reads name the columns).
+_ADDED_RUN_COLUMNS = (("model", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"))
+_RUN_COLUMNS = ", ".join(Run._fields)
+# The fields of a Spend, summed over runs.
+_SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
+               " COALESCE(SUM(cost_usd IS NULL AND tokens > 0), 0), COUNT(cost_usd)")
 
 
 class History:
@@ -88,6 +105,18 @@ class History:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        def missing() -> list[tuple[str, str]]:
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+            return [(name, kind) for name, kind in _ADDED_RUN_COLUMNS if name not in have]
+
+        if not missing():
+            return
+        with self.transaction():  # another process may be migrating the same file
+            for name, kind in missing():
+                self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -116,11 +145,11 @@ class History:
         return int(row[0]) + 1
 
     def start_run(self, *, task: str, role: str, attempt: int, run_dir: str, log: str, timeout: float,
-                  head_before: str | None) -> int:
+                  head_before: str | None, model: str | None = None) -> int:
         cur = self.db.execute(
-            "INSERT INTO runs (task, role, attempt, run_dir, log, timeout, started, head_before)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (task, role, attempt, run_dir, log, timeout, time.time(), head_before),
+            "INSERT INTO runs (task, role, attempt, run_dir, log, timeout, started, head_before, model)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task, role, attempt, run_dir, log, timeout, time.time(), head_before, model or None),
         )
         return int(cur.lastrowid)
 
@@ -128,23 +157,49 @@ class History:
         self.db.execute("UPDATE runs SET pid=?, pid_start=? WHERE id=?", (pid, pid_start, run_id))
 
     def finish_run(self, run_id: int, *, outcome: str, result: dict[str, Any] | None,
-                   cost_usd: float | None = None, tokens: int | None = None) -> None:
+                   cost_usd: float | None = None, tokens: int | None = None,
+                   input_tokens: int | None = None, output_tokens: int | None = None,
+                   model: str | None = None) -> None:
+        """`model`, when given, replaces the one recorded at the start (the log names the real one)."""
         result = result or {}
         self.db.execute(
             "UPDATE runs SET ended=?, exit_code=?, signal=?, timed_out=?, stalled=?, cancelled=?, outcome=?,"
-            " cost_usd=?, tokens=? WHERE id=? AND ended IS NULL",
+            " cost_usd=?, tokens=?, input_tokens=?, output_tokens=?, model=COALESCE(?, model)"
+            " WHERE id=? AND ended IS NULL",
             (time.time(), result.get("exit_code"), result.get("signal"), int(bool(result.get("timed_out"))),
              int(bool(result.get("stalled"))), int(bool(result.get("cancelled"))), outcome, cost_usd, tokens,
-             run_id),
+             input_tokens, output_tokens, model or None, run_id),
         )
 
     def live_runs(self) -> list[Run]:
-        return [Run(*row) for row in self.db.execute("SELECT * FROM runs WHERE ended IS NULL ORDER BY id")]
+        return [Run(*row) for row in self.db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE ended IS NULL ORDER BY id")]
 
     def runs(self, task: str | None = None) -> list[Run]:
         if task is None:
-            return [Run(*row) for row in self.db.execute("SELECT * FROM runs ORDER BY id")]
-        return [Run(*row) for row in self.db.execute("SELECT * FROM runs WHERE task=? ORDER BY id", (task,))]
+            return [Run(*row) for row in self.db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id")]
+        return [Run(*row) for row in self.db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE task=? ORDER BY id", (task,))]
+
+    # -- spend (kanban.budget) ---------------------------------------------------
+
+    def spend(self, *, task: str | None = None, since: float | None = None) -> Spend:
+        """Dollars and tokens of the finished runs, of one task and/or started at or after `since`."""
+        where, args = ["ended IS NOT NULL"], list[Any]()
+        if task is not None:
+            where.append("task=?")
+            args.append(task)
+        if since is not None:
+            where.append("started>=?")
+            args.append(since)
+        row = self.db.execute(
+            f"SELECT {_SPEND_SUMS} FROM runs WHERE " + " AND ".join(where), args).fetchone()
+        return Spend(float(row[0]), *(int(n) for n in row[1:]))
+
+    def spend_by_task(self) -> dict[str, Spend]:
+        """Spend of the finished runs, per task, in one query."""
+        rows = self.db.execute(f"SELECT task, {_SPEND_SUMS} FROM runs WHERE ended IS NOT NULL GROUP BY task")
+        return {task: Spend(float(cost), *(int(n) for n in rest)) for task, cost, *rest in rows}
 
     # -- events and strikes ------------------------------------------------------
 
@@ -169,6 +224,12 @@ class History:
             stage = kind.split(":", 1)[1]
             counts[stage] = counts.get(stage, 0) + 1
         return counts
+
+    def entered(self, task: str, column: str) -> float:
+        """When the task last came into COLUMN from another one (0.0: never recorded)."""
+        row = self.db.execute("SELECT MAX(time) FROM events WHERE task=? AND target=? AND"
+                              " (source IS NULL OR source<>target)", (task, column)).fetchone()
+        return float(row[0] or 0.0)
 
     def last_event(self, task: str) -> str | None:
         row = self.db.execute("SELECT kind FROM events WHERE task=? AND kind NOT LIKE 'strike:%'"

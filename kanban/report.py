@@ -21,6 +21,8 @@ def build_report(root: Path) -> str:
     out += _totals(runs, events)
     out += _per_role(runs)
     out += _per_task(runs, events)
+    out += _cost_per_role(runs)
+    out += _runs(runs)
     out += _failures(root, runs)
     out += _merges(events)
     return "\n".join(out).rstrip() + "\n"
@@ -32,15 +34,76 @@ def _totals(runs, events) -> list[str]:
     escalated = {e[1] for e in events if e[2] == "escalated"}
     busy = sum(r.ended - r.started for r in finished)
     span = (max(r.ended for r in finished) - min(r.started for r in finished)) if finished else 0.0
-    cost = sum(r.cost_usd or 0 for r in runs)
+    priced = [r for r in runs if r.cost_usd is not None]
+    unpriced = [r for r in runs if r.cost_usd is None and r.tokens]
     lines = ["## Totals", "",
              f"- tasks: {len({r.task for r in runs})} worked on, {len(merged)} merged, {len(escalated)} escalated",
              f"- agent runs: {len(runs)} ({sum(1 for r in finished if r.outcome == 'ok')} succeeded, "
              f"{sum(1 for r in finished if r.outcome != 'ok')} failed, {len(runs) - len(finished)} running)",
              f"- timeouts: {sum(r.timed_out for r in runs)}, stalls: {sum(r.stalled for r in runs)}",
              f"- agent time: {_dur(busy)} over a span of {_dur(span)}"]
-    if cost:
-        lines.append(f"- reported cost: ${cost:.2f}")
+    if priced or unpriced:
+        lines.append(f"- cost: {_usd(sum(r.cost_usd for r in priced))} over {_tokens_in_out(runs)}")
+    if unpriced:
+        lines.append(f"- unpriced runs (tokens but no price for their model): {len(unpriced)};"
+                     " add the model under [pricing] in kanban.toml")
+    return lines + [""]
+
+
+def _usd(amount: float) -> str:
+    from kanban.budget import usd
+
+    return usd(amount)
+
+
+def _count(n: int | None) -> str:
+    from kanban.budget import tokens
+
+    return tokens(n) if n else "0"
+
+
+def _tokens_in_out(runs) -> str:
+    total = sum(r.tokens or 0 for r in runs)
+    split = [r for r in runs if r.input_tokens is not None or r.output_tokens is not None]
+    text = f"{_count(total)} tokens"
+    if split:
+        text += (f" ({_count(sum(r.input_tokens or 0 for r in split))} in,"
+                 f" {_count(sum(r.output_tokens or 0 for r in split))} out)")
+    return text
+
+
+def _cost_of(runs) -> str:
+    """The dollars of some runs; "-" when none is priced, a "+" when some are not."""
+    priced = [r.cost_usd for r in runs if r.cost_usd is not None]
+    if not priced:
+        return "unpriced" if any(r.tokens for r in runs) else "-"
+    return _usd(sum(priced)) + ("+" if any(r.cost_usd is None and r.tokens for r in runs) else "")
+
+
+def _cost_per_role(runs) -> list[str]:
+    lines = ["## Cost per role", "", "| role | runs | cost | tokens | in | out |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for role in ("task", "reviewer", "tester"):
+        rs = [r for r in runs if r.role == role]
+        if rs:
+            lines.append(f"| {role} | {len(rs)} | {_cost_of(rs)} | {_count(sum(r.tokens or 0 for r in rs))} "
+                         f"| {_count(sum(r.input_tokens or 0 for r in rs))} "
+                         f"| {_count(sum(r.output_tokens or 0 for r in rs))} |")
+    lines += ["", "A cost ending in + leaves out runs whose model has no price.", ""]
+    return lines
+
+
+def _runs(runs) -> list[str]:
+    lines = ["## Runs", "", "| task | role | attempt | model | outcome | time | tokens (in/out) | cost |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(runs, key=lambda r: (_task_key(r.task), r.id)):
+        split = (f" ({_count(r.input_tokens)}/{_count(r.output_tokens)})"
+                 if r.input_tokens is not None or r.output_tokens is not None else "")
+        tokens = f"{_count(r.tokens)}{split}" if r.tokens is not None else "-"
+        cost = _usd(r.cost_usd) if r.cost_usd is not None else ("unpriced" if r.tokens else "-")
+        time_ = _dur(r.ended - r.started) if r.ended else "running"
+        lines.append(f"| {r.task} | {r.role} | {r.attempt} | {r.model or '-'} | {r.outcome or 'running'} "
+                     f"| {time_} | {tokens} | {cost} |")
     return lines + [""]
 
 
@@ -68,13 +131,14 @@ def _per_task(runs, events) -> list[str]:
             outcome[e[1]] = e[2]
         elif e[2] == "reset":
             outcome.pop(e[1], None)
-    lines = ["## Tasks", "", "| task | attempts (task/review/test) | agent time | timeouts | outcome |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["## Tasks", "", "| task | attempts (task/review/test) | agent time | timeouts | cost | tokens | outcome |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for task in sorted(by_task, key=_task_key):
         rs = by_task[task]
         attempts = "/".join(str(sum(1 for r in rs if r.role == role)) for role in ("task", "reviewer", "tester"))
         total = sum((r.ended or time.time()) - r.started for r in rs)
         lines.append(f"| {task} | {attempts} | {_dur(total)} | {sum(r.timed_out for r in rs)} "
+                     f"| {_cost_of(rs)} | {_count(sum(r.tokens or 0 for r in rs))} "
                      f"| {outcome.get(task, 'in progress')} |")
     return lines + [""]
 

@@ -634,3 +634,27 @@ def test_parse_duration_never_crashes(value):
         assert err.hint == DURATION_HINT
     else:
         assert 0 < seconds <= 30 * 24 * 3600
+
+
+def test_env_extend_adds_to_the_default_lists(tmp_path):
+    config = load(tmp_path, '[env]\nextend_allow = ["MY_SERVICE_URL"]\nextend_deny = ["OPENAI_ORGANIZATION"]\n')
+    assert config.env.allow == EnvConfig().allow + ("MY_SERVICE_URL",)
+    assert config.env.deny == EnvConfig().deny + ("OPENAI_ORGANIZATION",)
+    environ = {"MY_SERVICE_URL": "u", "PATH": "/bin", "OPENAI_ORGANIZATION": "o", "LITELLM_LOG": "x"}
+    # OPENAI_ORGANIZATION is allowed literally, and a literal allow wins over a deny glob
+    assert set(config.env.filter(environ)) == {"MY_SERVICE_URL", "PATH", "OPENAI_ORGANIZATION", "LITELLM_LOG"}
+
+
+def test_the_default_allowlist_passes_proxies_and_the_clis_tuning():
+    environ = {name: "x" for name in (
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "API_TIMEOUT_MS",
+        "ANTHROPIC_MODEL", "ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_CUSTOM_HEADERS", "OPENAI_ORGANIZATION",
+        "LITELLM_NUM_RETRIES", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY")}
+    passed = EnvConfig().filter(environ)
+    assert set(environ) - set(passed) == {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_init_suggests_extend_allow_and_its_file_loads_as_the_defaults(tmp_path):
+    text = dump_default_config()
+    assert "extend_allow = []" in text and "\nallow =" not in text
+    assert load(tmp_path, text) == dataclasses.replace(Config(), source=str(tmp_path / "kanban.toml"))

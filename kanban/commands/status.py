@@ -18,8 +18,11 @@ SHOWN_PER_COLUMN = 20
 
 
 def status(root: Path, *, as_json: bool, show_all: bool) -> int:
+    from kanban.config import load_config
+
     board = load_board(root)
-    summary = summarize(board, agents=_running_agents(root))
+    config = load_config(root)  # a bad kanban.toml is exit 2 here as everywhere
+    summary = summarize(board, agents=_running_agents(root), costs=_costs(root, config))
     if as_json:
         emit_json(summary)
     else:
@@ -27,9 +30,17 @@ def status(root: Path, *, as_json: bool, show_all: bool) -> int:
     return 0
 
 
-def summarize(board: Board, agents: list[dict[str, Any]]) -> dict[str, Any]:
-    """The board as plain data: the --json output, and what the human view draws."""
+def summarize(board: Board, agents: list[dict[str, Any]], costs: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The board as plain data: the --json output, and what the human view draws.
+
+    `costs` is _costs(): spend per task and in total, the running agents' so far,
+    and the budget notice; without it every cost is null.
+    """
     from kanban.scheduler import blocked_reasons_all
+
+    costs = costs or _costs(None, None)
+    agents = [{**a, **_figures(costs["live"].get((a["task"], a["role"], a["attempt"])))} for a in agents]
 
     tasks = board.tasks()
     where = {e.task_id: (f, e) for f, e in board.located() if e.task_id}
@@ -40,6 +51,7 @@ def summarize(board: Board, agents: list[dict[str, Any]]) -> dict[str, Any]:
         rows = []
         for t in in_column:
             row = _task_row(where[t.id], t)
+            row.update(_figures(costs["tasks"].get(t.id)))
             if column is Column.TODO:
                 row["blocked_by"] = blocked[t.id]
             rows.append(row)
@@ -55,7 +67,54 @@ def summarize(board: Board, agents: list[dict[str, Any]]) -> dict[str, Any]:
                                        key=lambda t: (t.priority, t.order))],
         "escalated": [t.id for t in tasks if t.escalated],
         "done": len(board.done_ids),
+        "cost": costs["total"],
+        "budget": costs["budget"],
     }
+
+
+def _figures(spend) -> dict[str, Any]:
+    """cost_usd and tokens of a Spend, null when not known."""
+    if spend is None:
+        return {"cost_usd": None, "tokens": None}
+    return {"cost_usd": round(spend.cost_usd, 6) if spend.priced else None,
+            "tokens": spend.tokens if spend.tokens else None}
+
+
+def _costs(root: Path | None, config) -> dict[str, Any]:
+    """Spend from the history (without creating one): per task (finished runs plus the running
+    agent so far), per running agent, in total and today (UTC), and the budget notice."""
+    from kanban.budget import Spend
+
+    empty = {"usd": 0.0, "tokens": 0, "today_usd": 0.0, "today_tokens": 0, "unpriced_runs": 0}
+    out: dict[str, Any] = {"tasks": {}, "live": {}, "total": empty, "budget": None}
+    if root is None or config is None:
+        return out
+    from kanban.history import DB_NAME
+
+    if not (root / ".kanban" / DB_NAME).exists():
+        return out
+    from kanban.budget import budget_notice, live_costs, utc_midnight
+    from kanban.history import History
+
+    with History(root) as history:
+        tasks = history.spend_by_task()
+        total, today = history.spend(), history.spend(since=utc_midnight())
+        live = live_costs(history, config)
+        notice = budget_notice(history)
+    midnight = utc_midnight()
+    for run, cost in live:
+        spend = Spend.of(cost.get("cost_usd"), cost.get("tokens"))
+        out["live"][(run.task, run.role, run.attempt)] = spend
+        tasks[run.task] = tasks.get(run.task, Spend()) + spend
+        total += spend
+        if run.started >= midnight:
+            today += spend
+    out["tasks"] = tasks
+    out["total"] = {"usd": round(total.cost_usd, 6), "tokens": total.tokens,
+                    "today_usd": round(today.cost_usd, 6), "today_tokens": today.tokens,
+                    "unpriced_runs": total.unpriced}
+    out["budget"] = notice
+    return out
 
 
 def _task_row(located, t: Task) -> dict[str, Any]:
@@ -138,17 +197,39 @@ def _render_table(summary: dict[str, Any], *, show_all: bool) -> None:
 
 
 def _render_footer(summary: dict[str, Any]) -> None:
+    from kanban.budget import tokens, usd
+
     if summary["agents"]:
         say("Agents running:")
         for a in summary["agents"]:
+            so_far = _money(a)
             say(f"  {a['task']}  {a['role']:<8} attempt {a['attempt']}  "
-                f"{_duration(a['elapsed'])} of {_duration(a['timeout'])}  pid {a['pid']}")
+                f"{_duration(a['elapsed'])} of {_duration(a['timeout'])}  pid {a['pid']}"
+                + (f"  {so_far} so far" if so_far else ""))
     if summary["queue"]:
         say("Ready to merge: " + ", ".join(summary["queue"]))
     if summary["escalated"]:
         say("Escalated (needs a person): " + ", ".join(summary["escalated"]), style="red")
     if summary["done"]:
         say(f"Done: {summary['done']} in CHANGELOG.md")
+    cost = summary.get("cost") or {}
+    if cost.get("usd") or cost.get("tokens"):
+        line = f"Cost: {usd(cost['usd'])} ({tokens(cost['tokens'])} tokens), {usd(cost['today_usd'])} today (UTC)"
+        if cost.get("unpriced_runs"):
+            line += f"; {cost['unpriced_runs']} run(s) unpriced, see [pricing] in kanban.toml"
+        say(line)
+    if summary.get("budget"):
+        notice = summary["budget"]
+        say(notice[:1].upper() + notice[1:] + "; raise [budget] in kanban.toml to go on", style="yellow")
+
+
+def _money(row: dict[str, Any]) -> str:
+    """$0.42, or 12k tokens when unpriced, or "" when nothing is known."""
+    from kanban.budget import tokens, usd
+
+    if row.get("cost_usd"):
+        return usd(row["cost_usd"])
+    return f"{tokens(row['tokens'])} tokens" if row.get("tokens") else ""
 
 
 def _task_text(row: dict[str, Any]):
@@ -162,6 +243,8 @@ def _task_text(row: dict[str, Any]):
     text.append(row["title"])
     if row.get("status"):
         text.append(f" ({row['status']})", style="green")
+    if _money(row):
+        text.append(f" {_money(row)}", style="magenta")
     if row.get("blocked_by"):
         text.append(f" - {'; '.join(row['blocked_by'])}", style="dim")
     text.append("\n")
