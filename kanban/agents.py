@@ -16,6 +16,11 @@ from kanban.prompts import render_role
 from kanban.targets import covering_tests
 
 SETUP_TIMEOUT = 900.0
+# The agent's report lives inside its worktree (aider cannot write outside its repository), in a
+# directory that ignores itself: git never sees it, and the person's git config is not touched.
+REPORT_DIR = ".kanban-run"
+REPORT_NAME = "report.md"
+REPORT_READ_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,64 @@ def _prepare(root: Path, config: Config, path: Path) -> None:
                               code=1)
 
 
+def report_file(worktree: Path) -> Path:
+    return worktree / REPORT_DIR / REPORT_NAME
+
+
+def prepare_report(worktree: Path) -> Path:
+    """An empty report file for the next agent, in a directory git ignores."""
+    folder = worktree / REPORT_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        folder.unlink()  # the last agent's doing: never write through it
+    folder.mkdir(exist_ok=True)
+    for name, text in ((".gitignore", "*\n"), (REPORT_NAME, "")):
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.is_symlink() or path.exists():
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+    return folder / REPORT_NAME
+
+
+def collect_report(worktree: Path, run_dir: Path) -> str:
+    """Move what the agent wrote to its run directory (for logs and the history); return it.
+
+    Read without following links, without blocking, and capped: the agent may have put a
+    FIFO, a link to /dev/zero or to a secret in its place.
+    """
+    from kanban.untrusted import read_capped
+    from kanban.supervisor import write_text_atomic
+
+    source = report_file(worktree)
+    text = read_capped(source, REPORT_READ_LIMIT)
+    if not (run_dir / REPORT_NAME).exists():  # already collected by an earlier, interrupted reap
+        write_text_atomic(run_dir / REPORT_NAME, text)
+    else:
+        text = read_capped(run_dir / REPORT_NAME, REPORT_READ_LIMIT) or text
+    try:
+        if source.is_symlink() or source.is_file():
+            source.unlink()
+    except OSError:
+        pass
+    return text
+
+
+def test_env(config: Config, task_id: str, worktree: Path, port: int) -> dict[str, str]:
+    """The test command's environment: the agents' filtered one, never kanban's whole environment."""
+    env = config.env.filter(os.environ)
+    env.update({"KANBAN_TASK_ID": task_id, "KANBAN_ROLE": "test", "KANBAN_WORKTREE": str(worktree),
+                "KANBAN_PORT": str(port), "KANBAN_MAIN_BRANCH": config.main_branch, "GIT_TERMINAL_PROMPT": "0"})
+    return env
+
+
 def agent_env(config: Config, launch: Launch, worktree: Path, prompt_file: Path, report_file: Path,
               extra: dict[str, str]) -> dict[str, str]:
     env = config.env.filter(os.environ)
-    env.update(extra)
+    for name, value in extra.items():  # the preset's defaults; what the person set wins
+        env.setdefault(name, value)
     env.update({
         "KANBAN_TASK_ID": launch.task_id,
         "KANBAN_ROLE": launch.role,
@@ -151,7 +210,23 @@ def prompt_values(root: Path, config: Config, launch: Launch, worktree: Path, re
         "tests": _bullets(tests) or "No test files matched the changed files by name; find and run the relevant "
                                      "tests yourself.",
         "conflicts": merge_text,
+        "test_command": test_command_text(config),
+        "verdict": verdict_example(launch.role),
     }
+
+
+def test_command_text(config: Config) -> str:
+    if config.test.command:
+        return (f"The project's test command is `{config.test.shown()}` ({{tests}} stands for the test files "
+                "covering the changed files). kanban runs it itself in this worktree after review; its exit "
+                "status decides whether the change can be merged.")
+    return "No test command is configured: find the project's tests and run the ones that cover your change."
+
+
+def verdict_example(role: str) -> str:
+    from kanban.verdict import example
+
+    return example(role)
 
 
 def _bullets(items: list[str]) -> str:

@@ -8,6 +8,7 @@ steered by `demo:` lines in the task's description:
     demo: hang-first         the first task attempt hangs (with a grandchild) until killed
     demo: reject-first       the first review rejects
     demo: test-fail-first    the first test run fails
+    demo: no-verdict         reviewers and testers write a report without a verdict line
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ def reviewer_role(task_id: str, attempt: int, d: dict[str, str]) -> int:
     main = os.environ.get("KANBAN_MAIN_BRANCH", "main")
     say(git("diff", "--stat", f"{main}...HEAD").strip() or "(empty diff)")
     work(float(d.get("sleep") or random.uniform(0.2, 0.6)) / 2)
+    if "no-verdict" in d:
+        report("Looked at the change.")  # and forgot the verdict line, as a real model may
+        return 0
     if "reject-first" in d and attempt == 1:
-        report("Rejected: the change needs a test for the empty case (the demo's planned rejection).")
-        return 1
-    report("Approved: the change does what the task asks.")
+        report("Rejected: the change needs a test for the empty case (the demo's planned rejection).\n\n"
+               "verdict: reject")
+        return 0  # like the real CLIs, the verdict is what it writes, not its exit status
+    report("Approved: the change does what the task asks.\n\nverdict: approve")
     return 0
 
 
@@ -95,9 +100,10 @@ def tester_role(task_id: str, attempt: int, d: dict[str, str]) -> int:
     say("running the targeted tests...")
     work(float(d.get("sleep") or random.uniform(0.2, 0.6)) / 2)
     if "test-fail-first" in d and attempt == 1:
-        report("FAILED tests/test_demo.py::test_empty - AssertionError (the demo's planned test failure)")
-        return 1
-    report("All targeted tests passed.")
+        report("FAILED tests/test_demo.py::test_empty - AssertionError (the demo's planned test failure)\n\n"
+               "verdict: fail")
+        return 0
+    report("All targeted tests passed.\n\nverdict: pass")
     say("all tests passed")
     return 0
 

@@ -25,11 +25,13 @@ from kanban.history import History, Run
 from kanban.machine import Action, Event, InvalidTransition, TaskState, transition
 from kanban.model import COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
 from kanban.procs import process_start_time
-from kanban.presets import build_argv, missing_credentials, parse_cost
+from kanban.presets import build_argv, missing_credentials
 from kanban.prompts import render_role
 from kanban.runner import LocalRunner, Runner
 from kanban.scheduler import Start, plan
 from kanban.store import update
+from kanban.untrusted import clean, read_capped
+from kanban.verdict import WORDS, read_verdict
 
 LOG_TAIL_LINES = 15
 REPORT_LIMIT = 4000
@@ -37,6 +39,7 @@ REPORT_LIMIT = 4000
 OK_EVENT = {Role.TASK: Event.TASK_OK, Role.REVIEWER: Event.REVIEW_OK, Role.TESTER: Event.TEST_OK}
 FAIL_EVENT = {Role.TASK: Event.TASK_FAILED, Role.REVIEWER: Event.REVIEW_REJECTED, Role.TESTER: Event.TEST_FAILED}
 ROLE_NAMES = {Role.TASK: "task agent", Role.REVIEWER: "reviewer", Role.TESTER: "tester"}
+TEST_RUN = "test"  # the history's role for a run of `[test] command`: kanban's own, not an agent
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Engine:
         self.history = history
         self.runner = runner or LocalRunner()
         self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
+        self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
 
     def repair_once(self, scope: str) -> list[str]:
         """The repairs that are safe for SCOPE ("tick" or "merge"), the first time only; never raises."""
@@ -147,7 +151,8 @@ class Engine:
             update(self.root, lambda board: board.assign_ids())
 
     def _plan(self, board: Board) -> list[Start]:
-        running = {r.task: Role(r.role) for r in self.history.live_runs()}
+        # A test command run holds its task (and a pool slot) like the tester it stands for.
+        running = {r.task: Role.TESTER if r.role == TEST_RUN else Role(r.role) for r in self.history.live_runs()}
         return plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
 
     # -- reaping -------------------------------------------------------------------
@@ -171,45 +176,108 @@ class Engine:
                 report.problems.append(f"{run.task}: {exc}")
 
     def _finish(self, run: Run, result: dict | None) -> str:
+        if run.role == TEST_RUN:
+            return self._finish_test(run, result)
         role = Role(run.role)
-        ok, why = self._judge(run, role, result)
-        log_text = _read_tail(Path(run.log), 64 * 1024)
-        cost = parse_cost(self.config.agent_for(role.value).preset, log_text) if log_text else {}
+        worktree = agents.worktree_path(self.root, self.config, run.task)
+        report_text = clean(agents.collect_report(worktree, Path(run.run_dir)), max_bytes=REPORT_LIMIT).strip()
+        ok, why = self._judge(run, role, result, report_text)
+        log_text = read_capped(Path(run.log), 1 << 20, tail=True)  # cost lines are spread over it
+        agent = self.config.agent_for(role.value)
+        cost: dict = {}
+        if log_text and not agent.command:
+            from kanban.pricing import run_cost
+
+            cost = run_cost(agent.preset, run.model, log_text, self.config.pricing)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
         self.history.finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
-                                tokens=cost.get("tokens"))
+                                tokens=cost.get("tokens"), input_tokens=cost.get("input_tokens"),
+                                output_tokens=cost.get("output_tokens"), model=cost.get("model"))
         name = f"{ROLE_NAMES[role]} attempt {run.attempt}"
-        report_text = _read_tail(Path(run.run_dir) / "report.md", REPORT_LIMIT).strip()
+        if role is Role.TESTER and self.config.test.command and outcome != "cancelled":
+            return self._after_tester(run, name, ok, why, report_text)
         if ok:
             note = f"{_stamp()} {name} succeeded" + (f":\n{report_text}" if report_text else "")
             return self.apply(run.task, OK_EVENT[role], note)
         note = f"{_stamp()} {name} failed: {why}"
         if report_text:
             note += f"\nReport:\n{report_text}"
-        tail = _last_lines(log_text, LOG_TAIL_LINES)
+        tail = _last_lines(clean(log_text, max_bytes=8000), LOG_TAIL_LINES)
         if tail:
             note += f"\nLast lines of {Path(run.log).relative_to(self.root)}:\n{tail}"
         if outcome == "cancelled":
             return self.escalate(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.")
         return self.apply(run.task, FAIL_EVENT[role], note)
 
-    def _judge(self, run: Run, role: Role, result: dict | None) -> tuple[bool, str]:
-        if result is None:
-            return False, "its supervisor and the agent vanished without a result"
-        if result.get("error") and result.get("exit_code") is None:
-            return False, str(result["error"])
-        if result.get("timed_out"):
-            return False, f"timed out after {_human(run.timeout)}"
-        if result.get("stalled"):
-            return False, "stalled: its log stopped growing"
-        if result.get("cancelled"):
-            return False, "stopped by a person"
-        code = result.get("exit_code")
-        if code != 0:
-            return False, f"exit status {code}" if code is not None else f"killed by signal {result.get('signal')}"
+    def _after_tester(self, run: Run, name: str, ok: bool, why: str, report_text: str) -> str:
+        """With `[test] command`, the tester only fixes: the command runs again and decides."""
+        worktree = agents.worktree_path(self.root, self.config, run.task)
+        if worktree.exists() and (git.merge_in_progress(worktree) or git.unmerged_files(worktree)):
+            note = f"{_stamp()} {name} left the merge of {self.config.main_branch} unfinished"
+            return self.apply(run.task, Event.TEST_FAILED, note + (f"\nReport:\n{report_text}" if report_text else ""))
+        said = "finished" if ok or why.startswith("no verdict") else f"ended ({why})"
+        note = f"{_stamp()} {name} {said}; the test command runs again"
+        if report_text:
+            note += f":\n{report_text}"
+        self._note(run.task, note)
+        self.history.event(run.task, "tester_done", detail=why or None)
+        return f"{run.task}: {ROLE_NAMES[Role.TESTER]} attempt {run.attempt} done; testing again"
+
+    def _finish_test(self, run: Run, result: dict | None) -> str:
+        ok, why = self._judge_process(run, result)
+        outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
+        self.history.finish_run(run.id, outcome=outcome, result=result)
+        took = f" in {_human(float(result['duration']))}" if result and result.get("duration") is not None else ""
+        shown = " ".join((read_capped(Path(run.run_dir) / "argv.txt", 2000) or self.config.test.shown()).split())
+        if ok:
+            return self.apply(run.task, Event.TEST_OK, f"{_stamp()} tests passed: `{clean(shown)}`{took}")
+        note = f"{_stamp()} tests failed ({why}){took}: `{clean(shown)}`"
+        tail = _last_lines(clean(read_capped(Path(run.log), 64 * 1024, tail=True), max_bytes=8000), 40)
+        if tail:
+            note += f"\nLast lines of {Path(run.log).relative_to(self.root)}:\n{tail}"
+        if outcome == "cancelled":
+            return self.escalate(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.")
+        tester_tried = any(r.role == Role.TESTER.value for r in self._testing_visit_runs(run.task))
+        return self.apply(run.task, Event.TEST_FAILED if tester_tried else Event.TESTS_FAILED_FIRST, note)
+
+    def _testing_visit_runs(self, task_id: str) -> list[Run]:
+        """The finished test and tester runs since the task last came into TESTING."""
+        since = self.history.entered(task_id, Column.TESTING.value)
+        return [r for r in self.history.runs(task_id)
+                if r.role in (TEST_RUN, Role.TESTER.value) and r.ended is not None and r.started >= since]
+
+    def _judge_process(self, run: Run, result: dict | None) -> tuple[bool, str]:
+        """How the process ended: timeouts, stalls, crashes and exit status."""
+        why = _ended_badly(run, result)
+        if why:
+            return False, why
+        code = result.get("exit_code") if result else None
+        return code == 0, "" if code == 0 else f"exit status {code}"
+
+    def _judge(self, run: Run, role: Role, result: dict | None, report: str) -> tuple[bool, str]:
+        """An agent's run: how it ended, then its written verdict, then its commits.
+
+        A written verdict wins over the exit status; without one, a preset's reviewer or
+        tester has failed (its CLI exits 0 whatever the model concluded), while a custom
+        command's exit status answers.
+        """
+        bad = _ended_badly(run, result)
+        if bad:
+            return False, bad  # timed out, stalled, crashed, stopped: no verdict counts
+        ok, why = self._judge_process(run, result)
         worktree = agents.worktree_path(self.root, self.config, run.task)
         if not worktree.exists():
             return False, "its worktree is gone"
+        verdict = read_verdict(report, role.value)
+        words = " or ".join(f"'verdict: {w}'" for w in WORDS[role.value])
+        if verdict is not None and verdict.ok is None:
+            return False, f"its report's verdict {verdict.word!r} is not one of {words}"
+        if verdict is not None:
+            ok, why = verdict.ok, "" if verdict.ok else f"its report says 'verdict: {verdict.word}'"
+        elif role is not Role.TASK and not self.config.agent_for(role.value).command:
+            return False, f"no verdict: its report has no {words} line"
+        if not ok:
+            return False, why
         if role is Role.TASK and git.head(worktree) == run.head_before:
             return False, "exited 0 without a commit"
         if role is Role.TESTER and (git.merge_in_progress(worktree) or git.unmerged_files(worktree)):
@@ -272,6 +340,13 @@ class Engine:
             for task_id, sha in task_ids.items():
                 self.history.event(task_id, Event.MERGED.value, Column.TESTING.value, Column.DONE.value, sha)
 
+    def _note(self, task_id: str, note: str) -> None:
+        def change(board: Board) -> None:
+            if board.find(task_id):
+                board.touch(task_id).add_note(note)
+
+        update(self.root, change)
+
     def escalate(self, task_id: str, note: str) -> str:
         def change(board: Board) -> None:
             if board.find(task_id):
@@ -296,6 +371,8 @@ class Engine:
 
     def _fill(self, report: TickReport) -> None:
         for start in self._plan(self._load()):
+            if self._over_budget(start, report):
+                continue
             try:
                 report.started.append(self._start(start))
             except KanbanError as exc:
@@ -313,6 +390,8 @@ class Engine:
         role = start.role.value
         worktree = agents.ensure_worktree(self.root, self.config, start.task_id)
         conflicts = git.merge_main_into(worktree, self.config.main_branch) if start.role is Role.TESTER else []
+        if start.role is Role.TESTER and not conflicts and self._tests_next(start.task_id):
+            return self._start_tests(start.task_id, worktree)
         attempt = self.history.next_attempt(start.task_id, role)
         launch = agents.Launch(
             task_id=start.task_id, role=role, attempt=attempt, title=entry.title,
@@ -322,7 +401,8 @@ class Engine:
         rdir = agents.run_dir(self.root, start.task_id, role, attempt)
         # May exist, unrecorded, from an attempt that failed to start; the runner refuses a used one.
         rdir.mkdir(parents=True, exist_ok=True)
-        prompt_file, report_file, log = rdir / "prompt.md", rdir / "report.md", rdir / "agent.log"
+        prompt_file, log = rdir / "prompt.md", rdir / "agent.log"
+        report_file = agents.prepare_report(worktree)
         values = agents.prompt_values(self.root, self.config, launch, worktree, report_file, conflicts)
         prompt = render_role(self.root, role, values)
         prompt_file.write_text(prompt, encoding="utf-8")
@@ -333,21 +413,98 @@ class Engine:
         reason = missing_credentials(agent, env)
         if reason:
             raise KanbanError(reason)
+        from kanban.config import model_for
+
+        model = model_for(agent, attempt)  # a ladder: the retry gets the next, stronger model
         argv = build_argv(agent, {"prompt_file": str(prompt_file), "prompt": prompt, "task_id": start.task_id,
-                                  "role": role, "worktree": str(worktree), "model": agent.model or ""})
-        run_id = self.history.start_run(task=start.task_id, role=role, attempt=attempt, run_dir=str(rdir),
-                                        log=str(log), timeout=agent.timeout, head_before=git.head(worktree))
+                                  "role": role, "worktree": str(worktree), "report_file": str(report_file),
+                                  "run_dir": str(rdir), "model": model or ""})
+        head = git.head(worktree)
+        what = f"{ROLE_NAMES[start.role]} attempt {attempt}" + (f" ({model})" if model and agent.models else "")
+        return self._submit(start.task_id, role, attempt, rdir, argv, worktree, env, log, agent.timeout,
+                            agent.stall, agent.kill_grace, head, what, model=model)
+
+    def _over_budget(self, start: Start, report: TickReport) -> bool:
+        """At a [budget] limit no new agent starts: a task in flight is escalated with a note
+        naming the budget, a TODO task stays where it is. Running agents finish as usual."""
+        from kanban.budget import budget_reason, record_budget
+
+        if start.role is Role.TESTER and self._tests_next(start.task_id):
+            return False  # the test command spends no tokens
+        reason = budget_reason(self.history, self.config, start.task_id, self.run_started_at)
+        if not reason:
+            return False
+        if record_budget(self.history, start.task_id, reason):
+            report.problems.append(f"{start.task_id}: {reason}")
+        if not start.pick:
+            report.reaped.append(self.escalate(start.task_id, f"{_stamp()} not started: {reason}; raise [budget] "
+                                                              "in kanban.toml, then run 'kanban retry'"))
+        return True
+
+    def _tests_next(self, task_id: str) -> bool:
+        """With `[test] command`: run it now, unless it failed last and the tester has not fixed since."""
+        if not self.config.test.command:
+            return False
+        runs = self._testing_visit_runs(task_id)
+        return not runs or runs[-1].role != TEST_RUN or runs[-1].outcome == "ok"
+
+    def _start_tests(self, task_id: str, worktree: Path) -> str:
+        """`[test] command` in the task's worktree, supervised like an agent; no agent is spent."""
+        changed = git.changed_files(worktree, self.config.main_branch)
+        tests = agents.covering_tests(changed, git.tracked_files(worktree))
+        argv = self.config.test.argv(tests)
+        attempt = self.history.next_attempt(task_id, TEST_RUN)
+        rdir = agents.run_dir(self.root, task_id, TEST_RUN, attempt)
+        rdir.mkdir(parents=True, exist_ok=True)
+        (rdir / "argv.txt").write_text(" ".join(argv) + "\n", encoding="utf-8")
+        env = agents.test_env(self.config, task_id, worktree, self.history.port_for(task_id, self.config.port_base))
+        test = self.config.test
+        return self._submit(task_id, TEST_RUN, attempt, rdir, argv, worktree, env, rdir / "test.log",
+                            test.timeout, test.stall, self.config.agent.kill_grace, git.head(worktree),
+                            f"tests ({len(tests)} covering file{'s' if len(tests) != 1 else ''})"
+                            if tests else "tests (fallback: no covering test found)")
+
+    def _submit(self, task_id: str, role: str, attempt: int, rdir: Path, argv: list[str], worktree: Path,
+                env: dict[str, str], log: Path, timeout: float, stall: float | None, grace: float,
+                head: str | None, what: str, model: str | None = None) -> str:
+        run_id = self.history.start_run(task=task_id, role=role, attempt=attempt, run_dir=str(rdir),
+                                        log=str(log), timeout=timeout, head_before=head, model=model)
         try:
             # Not waiting for the agent to be up keeps the engine free for the next handover;
             # the pid is recorded when the run is next polled, a failed start comes back as a result.
-            handle = self.runner.submit(rdir, argv, str(worktree), env, str(log), agent.timeout,
-                                        agent.stall, agent.kill_grace, wait=False)
+            handle = self.runner.submit(rdir, argv, str(worktree), env, str(log), timeout, stall, grace,
+                                        wait=False, idle_lines=_idle_lines(self.config, role))
         except KanbanError:
             self.history.finish_run(run_id, outcome="failed", result={"exit_code": None})
             raise
-        self.history.event(start.task_id, "spawned", detail=f"{role} attempt {attempt}, "
-                                                            f"supervisor pid {handle.supervisor_pid}")
-        return f"{start.task_id}: {ROLE_NAMES[start.role]} attempt {attempt} started"
+        self.history.event(task_id, "spawned", detail=f"{role} attempt {attempt}, "
+                                                      f"supervisor pid {handle.supervisor_pid}")
+        return f"{task_id}: {what} started"
+
+
+def _idle_lines(config: Config, role: str) -> tuple[str, ...]:
+    """Log lines of the role's CLI that are retries or reconnects, not progress, for the stall watchdog."""
+    if role == TEST_RUN:
+        return ()
+    from kanban.presets import preset_for
+
+    preset = preset_for(config.agent_for(role))
+    return tuple(getattr(preset, "idle_lines", ())) if preset else ()
+
+
+def _ended_badly(run: Run, result: dict | None) -> str | None:
+    """Why a run ended without a usable exit status, or None when it exited by itself."""
+    if result is None:
+        return "its supervisor and the process vanished without a result"
+    if result.get("timed_out"):
+        return f"timed out after {_human(run.timeout)}"
+    if result.get("stalled"):
+        return "stalled: its log stopped growing"
+    if result.get("cancelled"):
+        return "stopped by a person"
+    if result.get("exit_code") is None:
+        return str(result.get("error") or f"killed by signal {result.get('signal')}")
+    return None
 
 
 def _set_flags(entry: Entry, *, retry: bool, escalated: bool, ready: bool) -> None:

@@ -21,7 +21,8 @@ class Event(str, Enum):
     REVIEW_OK = "review_ok"
     REVIEW_REJECTED = "review_rejected"
     TEST_OK = "test_ok"
-    TEST_FAILED = "test_failed"
+    TEST_FAILED = "test_failed"  # the tests still fail after the tester worked on them
+    TESTS_FAILED_FIRST = "tests_failed_first"  # `[test] command` failed before any tester fixed
     MERGED = "merged"
     MERGE_CONFLICT = "merge_conflict"
     VERIFY_FAILED = "verify_failed"
@@ -125,6 +126,10 @@ ROWS: tuple[Row, ...] = (
     Row(_C.REVIEW, _E.REVIEW_REJECTED, _C.REVIEW, _A.ESCALATE,
         stage=REVIEW_STAGE, struck=True, to_escalated=True),
     Row(_C.TESTING, _E.TEST_OK, _C.TESTING, _A.ENQUEUE_MERGE, ready=False, to_ready=True),
+    # The test command failed and no tester has tried yet: the tester fixes, markers stay.
+    Row(_C.TESTING, _E.TESTS_FAILED_FIRST, _C.TESTING, _A.SPAWN_TESTER, retry=False, ready=False),
+    Row(_C.TESTING, _E.TESTS_FAILED_FIRST, _C.TESTING, _A.SPAWN_TESTER, retry=True, ready=False,
+        to_retry=True),
     Row(_C.TESTING, _E.TEST_FAILED, _C.TESTING, _A.SPAWN_TESTER, retry=False, ready=False, to_retry=True),
     Row(_C.TESTING, _E.TEST_FAILED, _C.REVIEW, _A.SPAWN_REVIEWER, retry=True, ready=False,
         stage=TESTING_STAGE, struck=False, to_retry=True, strike=TESTING_STAGE),

@@ -26,7 +26,7 @@ from types import MappingProxyType
 
 from kanban.errors import KanbanError
 
-PLACEHOLDERS = ("prompt_file", "prompt", "task_id", "role", "worktree", "model")
+PLACEHOLDERS = ("prompt_file", "prompt", "task_id", "role", "worktree", "model", "report_file", "run_dir")
 KNOWN = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
 BRACES_HINT = "write {{ and }} for a literal brace"
 
@@ -50,6 +50,9 @@ class Preset:
     credential_check: str | None = None
     cost_parser: str | None = None  # name of a function log_text -> dict in this module
     hint: str = ""  # how to give it credentials, for missing_credentials
+    # Python regexes matching whole log lines that are not progress (retries, connection
+    # errors), for the stall watchdog.
+    idle_lines: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, Preset] = {}
@@ -75,22 +78,51 @@ def _register(preset: Preset) -> Preset:
 #   --model {model}                a model alias ("sonnet", "opus") or a full model name.
 #   DISABLE_AUTOUPDATER=1          concurrent agents must not update the installation under each
 #                                  other.
+#   CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
+#                                  no telemetry, error reporting or update checks: the API (or
+#                                  ANTHROPIC_BASE_URL) is the only host it talks to.
+#   CLAUDE_CODE_MAX_RETRIES=5      retries of a failed API request (default 10, read by the CLI,
+#                                  not the SDK), sleeping 0.5, 1, 2, 4, 8 s (+ up to 25% jitter;
+#                                  the sleeps double up to 32 s) between them.
+#   API_TIMEOUT_MS=20000           how long each attempt waits for the response *headers* (default
+#                                  300 s per attempt in claude-code 2.1.197, not the SDK's 600 s).
+#                                  Measured: it does not cut a slow stream (a 19 s answer streamed
+#                                  word by word passed with API_TIMEOUT_MS=5000), nor a stream
+#                                  that went silent after its headers (that is the stream idle
+#                                  watchdog's, at least 300 s, CLAUDE_STREAM_IDLE_TIMEOUT_MS can
+#                                  only raise it). It does cap a non-streaming request (claude's
+#                                  fallback after a broken stream) at 20 s; the person's own
+#                                  API_TIMEOUT_MS wins (allow it in [env]).
 # Measured without credentials: exits 1 within about 1 s, printing a result line with
-# "is_error": true, "result": "Not logged in · Please run /login". With a key but no reachable
-# API it retries 10 times (an api_retry line each) and exits 1 after about 3 minutes;
-# CLAUDE_CODE_MAX_RETRIES and API_TIMEOUT_MS shorten that.
+# "is_error": true, "result": "Not logged in · Please run /login". As root without IS_SANDBOX=1
+# it exits 1 at once ("--dangerously-skip-permissions cannot be used with root/sudo
+# privileges"); IS_SANDBOX=true or =yes do not count.
+# Measured with a key against a scripted server on 127.0.0.1 (tests/test_cli_real.py), time to
+# exit 1 with a result line "is_error": true, before -> after these defaults:
+#   server down (refused):  173 s (10 api_retry lines)             -> 19 s (5 api_retry lines);
+#   HTTP 529 overloaded:    172 s                                  -> 19 s;
+#   hung (never answers):   300 s per attempt x 11 (about 55 min)  -> 139 s (6 x 20 s + sleeps).
+# A stream that stops after its headers still takes claude's own watchdog (5 min an attempt):
+# the supervisor's stall watchdog ends it sooner, as api_retry lines are idle_lines.
 CLAUDE = _register(Preset(
     name="claude",
     argv=("claude", "-p", "--output-format", "stream-json", "--verbose",
           "--dangerously-skip-permissions"),
     model_args=("--model", "{model}"),
     tail=("--", "{prompt}"),
-    env=MappingProxyType({"DISABLE_AUTOUPDATER": "1"}),
+    env=MappingProxyType({"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                          "CLAUDE_CODE_MAX_RETRIES": "5", "API_TIMEOUT_MS": "20000"}),
     required_env=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
                   "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"),
     credential_check="_claude_login",
     cost_parser="parse_claude_cost",
     hint="set ANTHROPIC_API_KEY, or run 'claude' once and log in",
+    # stream-json lines that are not progress: a retry of a failed request, and the "requesting"
+    # status it may print before an attempt. claude writes these keys first, in this order.
+    idle_lines=(
+        r'^\{"type":"system","subtype":"api_retry",.*\}$',
+        r'^\{"type":"system","subtype":"status","status":"requesting"[,}].*$',
+    ),
 ))  # fmt: skip
 
 # codex: checked against `codex exec --help` of codex-cli 0.169.0.
@@ -112,22 +144,56 @@ CLAUDE = _register(Preset(
 # Measured without credentials and no network: it never exits by itself ("Reconnecting...
 # waiting for network" lines, then silence); with a bad key and a reachable API it exits 1
 # after about 14 s of retries (5 over WebSocket, 5 over HTTPS) with a turn.failed line.
+#   -c features.unbounded_connection_retries=false
+#                                  (codex-cli 0.171.0) a request that cannot connect counts
+#                                  against the retry limit instead of "Reconnecting... waiting for
+#                                  network" forever. -c, not --disable: a codex that does not know
+#                                  the feature ignores it with a warning, where --disable exits 2.
+#                                  A later -c in extra_args wins (measured), to turn it back on.
+# The built-in "openai" provider's other knobs cannot be set: model_providers.openai.* is
+# refused ("reserved built-in provider IDs"), and a provider of our own would override the
+# person's model_provider. So, fixed in 0.171.0: 4 request retries, 5 stream retries, 15 s per
+# WebSocket connect, 300 s stream idle timeout, and no timeout at all on an HTTP request that
+# never gets its response headers (stream_idle_timeout_ms of a custom provider does not cover
+# it either: measured 300 s with 10000). It tries a WebSocket first (GET /v1/responses,
+# Upgrade), then falls back to HTTPS POST with an item.completed "Falling back from WebSockets"
+# line; the WebSocket transport cannot be disabled for the built-in provider (the
+# responses_websockets features are "removed"), a custom provider has supports_websockets.
+# Measured against a scripted server on 127.0.0.1 (-c openai_base_url=http://127.0.0.1:PORT/v1),
+# time to exit, before -> after this flag:
+#   server down (refused):  never (waiting for network; killed at 900 s) -> 31 s, exit 1;
+#   HTTP 500:               31 s, exit 1 (5 WebSocket + 5 HTTPS reconnects, 37 requests) -> same;
+#   hung (never answers):   never: 6 WebSocket connects of 15 s, then one POST that waits
+#                           forever -> same; only the stall watchdog ends it (idle_lines).
 CODEX = _register(Preset(
     name="codex",
     argv=("codex", "exec", "--json", "--dangerously-bypass-approvals-and-sandbox",
-          "--ephemeral", "--color", "never"),
+          "--ephemeral", "--color", "never", "-c", "features.unbounded_connection_retries=false"),
     model_args=("--model", "{model}"),
     tail=("--", "{prompt}"),
     required_env=("CODEX_API_KEY",),
     credential_check="_codex_login",
     cost_parser="parse_codex_cost",
     hint="set CODEX_API_KEY (codex exec ignores OPENAI_API_KEY), or run 'codex login'",
+    # Lines that are not progress: exec --json reconnect events ({"type":"error","message":
+    # "Reconnecting... 2/5 (...)"} and "Reconnecting... waiting for network (...)"), the
+    # WebSocket-to-HTTPS fallback warning item, and codex's own stderr log lines about
+    # WebSocket connects, stream retries and reconnects.
+    idle_lines=(
+        r'^\{"type":"error","message":"Reconnecting\.\.\..*\}$',
+        r'^\{"type":"item\.(?:started|updated|completed)","item":\{"id":"[^"]*","type":"error",'
+        r'"message":"Falling back from WebSockets to HTTPS transport\..*\}$',
+        r"^\S+Z\s+(?:ERROR|WARN)\s+codex_api::endpoint::responses_websocket: .*$",
+        r"^\S+Z\s+(?:ERROR|WARN|INFO)\s+codex_\w+(?:::\w+)*: .*(?i:reconnect|retrying|retry "
+        r"the turn|waiting to retry|stream disconnected).*$",
+    ),
 ))  # fmt: skip
 
-# aider: checked against `aider --help` of aider-chat 0.86.2.
+# aider: checked against `aider --help` and the source of aider-chat 0.86.2 (litellm 1.81.10).
 #   --message-file {prompt_file}   send the prompt from the file, process the reply, exit.
 #   --yes-always                   yes to every confirmation (it still says no to running shell
-#                                  commands, which need an explicit yes).
+#                                  commands, which need an explicit yes). It also adds to the chat
+#                                  every tracked file the prompt or a reply names: see --aiderignore.
 #   --no-check-update              no update check, and so no pip self-upgrade under --yes-always.
 #   --no-analytics                 no analytics, and no question about them.
 #   --no-show-release-notes        no release-notes question on a new version.
@@ -144,32 +210,158 @@ CODEX = _register(Preset(
 #   --chat-history-file, --input-history-file /dev/null
 #                                  no .aider.chat.history.md / .aider.input.history in the
 #                                  worktree; the log already has the whole conversation.
+#   --file {report_file}           the report in the chat, so the model may edit it; and
+#   --add-gitignore-files          without this aider drops a --file that git ignores ("Skipping
+#                                  ... that matches gitignore spec"), and refuses edits to it. It
+#                                  lets in only the files named by --file: other ignored files stay
+#                                  uneditable. aider then runs `git add` and `git commit -- <files>`
+#                                  on every file it edited: git refuses the ignored report, and a
+#                                  commit naming it fails whole, the real edit with it. The git
+#                                  wrapper of prepare_aider_run (GIT_PYTHON_GIT_EXECUTABLE) drops
+#                                  .kanban-run/ paths from those two commands; measured: the edit
+#                                  is committed, the report never is.
+#   --aiderignore {run_dir}/aiderignore
+#                                  the board files (and the worktree's own .aiderignore) are
+#                                  invisible to aider: not added to the chat when the prompt or a
+#                                  reply names them, not in the repo map. The file replaces the
+#                                  default .aiderignore, which prepare_aider_run copies into it.
+#   --model-settings-file {run_dir}/aider.model.settings.yml
+#                                  "aider/extra_params" max_retries: 0 for every model: no retries
+#                                  inside the OpenAI client (2 by default), only aider's own loop.
+#                                  It replaces an "aider/extra_params" entry of the person's own
+#                                  settings files, and a model-settings-file set in .aider.conf.yml.
+#   --timeout 30                   seconds for connecting and for each read, so, when streaming,
+#                                  the longest silence allowed (a model thinking without
+#                                  streaming anything counts); default 600.
 #   --model {model}                a litellm model name, e.g. "sonnet", "gpt-4o",
 #                                  "openai/<name>" for an OpenAI-compatible OPENAI_API_BASE.
 #   BROWSER=true                   anything that wants to open a web page opens nothing.
+#   COLUMNS=10000                  aider's console wraps its messages at 80 columns when not on a
+#                                  terminal; unwrapped, each error or token line is one log line.
 # aider commits its own edits (auto-commits). It exits 0 even when it fails (no key, server
-# down, HTTP errors): success must be judged from git. It still writes the repo-map cache
-# .aider.tags.cache.v4/ into the worktree, untracked.
-# Measured: with neither key nor model it offers an OpenRouter login and waits up to 5 minutes
-# for a browser (missing_credentials stops that before launch); with a model but no key it exits
-# 0 after its startup (5-45 s here); with a key and the server down it retries for about 2 minutes
-# and exits 0; a hung server waits 600 s per request unless --timeout is given.
+# down, HTTP errors): success must be judged from git and the report's verdict. It still writes
+# the repo-map cache .aider.tags.cache.v4/ into the worktree, untracked.
+# Retries: aider retries a failed request (connection refused, 5xx, 429, timeout) 8 times,
+# sleeping 0.25, 0.5, ... 32 s: 9 tries and 64 s of sleep, fixed in its code (RETRY_TIMEOUT).
+# Measured (2 cores, scripted server on 127.0.0.1): start-up to its first request 8-30 s
+# (30 s with two aiders starting at once); then, before -> after these flags:
+#   server down (refused):  ~75-90 s in all -> ~74 s in all (9 tries, exits 0);
+#   HTTP 503:               27 requests, ~90 s -> 9 requests, ~65 s after start-up;
+#   hung (never answers):   600 s x 3 per try x 9 tries (hours) -> 9 x 30 + 64 = ~334 s after
+#                           start-up. About two minutes would need --timeout 5, which fails
+#                           slow real models (silent reasoning, a local model loading) and pays
+#                           for up to 9 abandoned requests; the stall watchdog (idle_lines) ends
+#                           a hang sooner. A person changes it with extra_args ["--timeout", "N"].
+# With neither key nor model it offers an OpenRouter login and waits up to 5 minutes for a
+# browser (missing_credentials stops that before launch); with a model but no key it exits 0
+# after its start-up.
+AIDER_BOARD_FILES = ("TODO.md", "IN_PROGRESS.md", "REVIEW.md", "TESTING.md", "CHANGELOG.md")
 AIDER = _register(Preset(
     name="aider",
     argv=("aider", "--message-file", "{prompt_file}", "--yes-always", "--no-check-update",
           "--no-analytics", "--no-show-release-notes", "--no-show-model-warnings",
           "--no-gitignore", "--no-fancy-input", "--no-pretty", "--no-dirty-commits",
           "--no-detect-urls", "--disable-playwright", "--no-suggest-shell-commands",
-          "--chat-history-file", os.devnull, "--input-history-file", os.devnull),
+          "--chat-history-file", os.devnull, "--input-history-file", os.devnull,
+          "--file", "{report_file}", "--add-gitignore-files",
+          "--aiderignore", "{run_dir}/aiderignore",
+          "--model-settings-file", "{run_dir}/aider.model.settings.yml",
+          "--timeout", "30"),
     model_args=("--model", "{model}"),
-    env=MappingProxyType({"BROWSER": "true"}),
+    env=MappingProxyType({"BROWSER": "true", "COLUMNS": "10000"}),
     required_env=("*_API_KEY", "AIDER_API_KEY", "OLLAMA_API_BASE", "VERTEXAI_PROJECT",
                   "AWS_BEARER_TOKEN_BEDROCK"),
     credential_check="_aider_configured",
     cost_parser="parse_aider_cost",
     hint="set the API key of the model's provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY) "
          "and allow it in [env]",
+    # What aider prints while it retries (base_coder.send_message, Model.simple_send_with_retries):
+    # "litellm.<Error>: ..." (str of the exception), then its description, then "Retrying in
+    # 0.2 seconds...". Progress lines (the reply, "Applied edit to", "Commit", "Tokens:") differ.
+    idle_lines=(
+        r"Retrying in \d+(?:\.\d+)? seconds\.\.\.",
+        r"litellm\.\w+: .*",
+        r"The API provider(?:'s servers are down or overloaded| timed out without returning a "
+        r"response\. They may be down or overloaded| has rate limited you\. Try again later or "
+        r"check your quotas| has refused the request due to a safety policy about the content)\.",
+        r"OpenRouter or the upstream API provider is down, overloaded or rate limiting your "
+        r"requests\.",
+    ),
 ))  # fmt: skip
+
+# The git aider runs (GIT_PYTHON_GIT_EXECUTABLE): git itself, except that paths in .kanban-run/
+# are dropped from `git add` and from the paths after "--" of `git commit`; a commit left with
+# none of its paths fails as git would for "nothing to commit" (aider: "Unable to commit").
+AIDER_GIT = r"""#!/bin/sh
+# Written by kanban for aider: see AIDER_GIT in kanban/presets.py.
+case "$1" in
+add | commit) ;;
+*) exec git "$@" ;;
+esac
+command=$1
+shift
+paths=no message=no kept=no dropped=no
+for arg do
+  shift
+  if [ "$message" = yes ]; then
+    message=no
+  elif [ "$command" = add ] || [ "$paths" = yes ]; then
+    case "$arg" in
+    .kanban-run/* | */.kanban-run/*) dropped=yes; continue ;;
+    esac
+    kept=yes
+  elif [ "$arg" = -- ]; then
+    paths=yes
+  elif [ "$arg" = -m ]; then
+    message=yes
+  fi
+  set -- "$@" "$arg"
+done
+if [ "$dropped" = yes ] && [ "$kept" = no ]; then
+  [ "$command" = add ] && exit 0
+  echo "nothing to commit: only kanban's report changed" >&2
+  exit 1
+fi
+exec git "$command" "$@"
+"""
+
+AIDER_MODEL_SETTINGS = """\
+# Written by kanban: no retries inside litellm's OpenAI client; aider's own retries remain.
+- name: aider/extra_params
+  extra_params:
+    max_retries: 0
+"""
+
+
+def prepare_aider_run(run_dir: Path, worktree: Path) -> dict[str, str]:
+    """Write the files the aider preset names under {run_dir}; return the environment it needs.
+
+    aiderignore: the worktree's own .aiderignore, then the board files (root-anchored);
+    aider.model.settings.yml: AIDER_MODEL_SETTINGS; aider-git: AIDER_GIT, executable.
+    The returned {"GIT_PYTHON_GIT_EXECUTABLE": <run_dir>/aider-git} must reach aider.
+    """
+    own = worktree / ".aiderignore"
+    try:
+        text = own.read_text(encoding="utf-8", errors="replace") if (
+            own.is_file() and not own.is_symlink()) else ""
+    except OSError:
+        text = ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "# kanban's board files\n" + "".join(f"/{name}\n" for name in AIDER_BOARD_FILES)
+    files = {"aiderignore": (text, 0o644), "aider.model.settings.yml": (AIDER_MODEL_SETTINGS, 0o644),
+             "aider-git": (AIDER_GIT, 0o755)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, (content, mode) in files.items():
+        path = run_dir / name
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with open(fd, "w", encoding="utf-8") as out:
+            out.write(content)
+        os.chmod(path, mode)  # whatever the umask
+    return {"GIT_PYTHON_GIT_EXECUTABLE": str(run_dir / "aider-git")}
+
 
 # demo: the built-in scripted agent (kanban.demo_agent): no network, no credentials.
 DEMO = _register(Preset(
@@ -252,25 +444,26 @@ def build_argv(agent, placeholders: Mapping[str, object]) -> list[str]:
     """The argv an agent config runs, with its placeholders filled in.
 
     A custom `command` replaces the preset; `extra_args` follow it. For a preset:
-    its argv, then its model_args when agent.model is set, then extra_args, then
-    its tail (the prompt, after "--"). Never a shell: each element stays one
-    argument, and a value is inserted as it is, not parsed again.
+    its argv, then its model_args when a model is set, then extra_args, then
+    its tail (the prompt, after "--"). The model is placeholders["model"] when
+    given and non-empty (a rung of the model ladder, config.model_for), else
+    agent.model. Never a shell: each element stays one argument, and a value is
+    inserted as it is, not parsed again.
     """
+    model = _text(placeholders.get("model") or "") or agent.model or ""
     preset = preset_for(agent)
     if preset is None:
         parts = [(list(agent.command), "agent command")]
     else:
         parts = [(list(preset.argv), f"preset {preset.name}")]
-        if agent.model:
+        if model:
             parts.append((list(preset.model_args), f"preset {preset.name}"))
     parts.append((list(agent.extra_args), "extra_args"))
     if preset is not None:
         parts.append((list(preset.tail), f"preset {preset.name}"))
 
     values = {name: _text(value) for name, value in placeholders.items()}
-    if agent.model:  # the config's model is what the preset's model_args name
-        values["model"] = agent.model
-    values.setdefault("model", "")
+    values["model"] = model  # what the preset's model_args name
     argv: list[str] = []
     for args, where in parts:
         for arg in args:
@@ -346,7 +539,8 @@ def _claude_login(agent, env: Mapping[str, str]) -> bool:
 
 
 def _codex_login(agent, env: Mapping[str, str]) -> bool:
-    if _has_option(agent.extra_args, ("--oss", "-c", "--config", "-p", "--profile")):
+    # -c/--config and -p/--profile tune codex (model, provider URL, timeouts): they are no key.
+    if _has_option(agent.extra_args, ("--oss",)):
         return True
     home = _home(env)
     codex_home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else (
@@ -422,44 +616,101 @@ def _number(value) -> float | None:
     return float(value)
 
 
+def _tokens(value) -> int:
+    number = _number(value)
+    return int(number) if number is not None and number > 0 and number < 1e15 else 0
+
+
+def _cost(cost_usd=None, input_tokens=None, output_tokens=None, cached=0, written=0,
+          model=None) -> dict:
+    """One shape for every parser: input_tokens counts all prompt tokens, the cached
+    (cache reads) and cache-written ones included; tokens is input + output."""
+    known = input_tokens is not None or output_tokens is not None
+    return {
+        "cost_usd": cost_usd,
+        "tokens": (input_tokens or 0) + (output_tokens or 0) if known else None,
+        "input_tokens": input_tokens if known else None,
+        "output_tokens": output_tokens if known else None,
+        "cached_input_tokens": cached if known else None,
+        "cache_write_tokens": written if known else None,
+        "model": model,
+    }
+
+
+def _claude_model(name) -> str | None:
+    return re.sub(r"\[[^\]]*\]$", "", name) if isinstance(name, str) and name.strip() else None
+
+
 def parse_claude_cost(text: str) -> dict:
-    """From the last {"type": "result"} line of claude -p --output-format (stream-)json."""
+    """From the last {"type": "result"} line of claude -p --output-format (stream-)json.
+
+    Without one (the agent was killed, or is still running), an estimate from the
+    usage of its assistant messages so far: no dollar figure, and their output
+    counts can lag behind (the table prices them).
+    """
     result = None
+    messages: dict[str, dict] = {}  # message id -> its latest usage and model
     for obj in _json_lines(text):
         if obj.get("type") == "result":
             result = obj
+        elif obj.get("type") == "assistant" and isinstance(obj.get("message"), dict):
+            message = obj["message"]
+            if isinstance(message.get("usage"), dict):
+                messages[str(message.get("id") or len(messages))] = message
     if result is None:
-        return {"cost_usd": None, "tokens": None}
-    tokens = None
+        if not messages:
+            return _cost()
+        usages = [m["usage"] for m in messages.values()]
+        models = [m.get("model") for m in messages.values() if isinstance(m.get("model"), str)]
+        cached = sum(_tokens(u.get("cache_read_input_tokens")) for u in usages)
+        written = sum(_tokens(u.get("cache_creation_input_tokens")) for u in usages)
+        return _cost(None, sum(_tokens(u.get("input_tokens")) for u in usages) + cached + written,
+                     sum(_tokens(u.get("output_tokens")) for u in usages), cached, written,
+                     _claude_model(max(models, key=models.count)) if models else None)
+    cost = _number(result.get("total_cost_usd"))
     model_usage = result.get("modelUsage")
     if isinstance(model_usage, dict) and model_usage:  # every model, including helper calls
-        keys = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheCreationInputTokens")
-        tokens = sum(int(_number(u.get(k)) or 0) for u in model_usage.values()
-                     if isinstance(u, dict) for k in keys)
-    elif isinstance(result.get("usage"), dict):
+        per_model = {name: u for name, u in model_usage.items() if isinstance(u, dict)}
+        cached = sum(_tokens(u.get("cacheReadInputTokens")) for u in per_model.values())
+        written = sum(_tokens(u.get("cacheCreationInputTokens")) for u in per_model.values())
+        inputs = sum(_tokens(u.get("inputTokens")) for u in per_model.values()) + cached + written
+        main = max(per_model, key=lambda n: _tokens(per_model[n].get("outputTokens")), default=None)
+        return _cost(cost, inputs, sum(_tokens(u.get("outputTokens")) for u in per_model.values()),
+                     cached, written, _claude_model(main))
+    if isinstance(result.get("usage"), dict):
         usage = result["usage"]
-        keys = ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                "cache_creation_input_tokens")
-        tokens = sum(int(_number(usage.get(k)) or 0) for k in keys)
-    return {"cost_usd": _number(result.get("total_cost_usd")), "tokens": tokens}
+        cached = _tokens(usage.get("cache_read_input_tokens"))
+        written = _tokens(usage.get("cache_creation_input_tokens"))
+        return _cost(cost, _tokens(usage.get("input_tokens")) + cached + written,
+                     _tokens(usage.get("output_tokens")), cached, written)
+    return {**_cost(), "cost_usd": cost}
 
 
 def parse_codex_cost(text: str) -> dict:
-    """Token usage summed over codex exec --json "turn.completed" events; codex prints no cost."""
-    tokens = None
+    """Token usage summed over codex exec --json "turn.completed" events; codex prints no cost.
+
+    Its input_tokens include cached_input_tokens (and cache writes); output_tokens
+    include the reasoning tokens.
+    """
+    inputs = outputs = cached = written = None
+    model = None
     for obj in _json_lines(text):
+        if isinstance(obj.get("model"), str) and obj["model"].strip():
+            model = obj["model"]
         if obj.get("type") == "turn.completed" and isinstance(obj.get("usage"), dict):
             usage = obj["usage"]
-            # cached_input_tokens is part of input_tokens, reasoning part of output.
-            tokens = (tokens or 0) + int(_number(usage.get("input_tokens")) or 0) + int(
-                _number(usage.get("output_tokens")) or 0)
-    return {"cost_usd": None, "tokens": tokens}
+            inputs = (inputs or 0) + _tokens(usage.get("input_tokens"))
+            outputs = (outputs or 0) + _tokens(usage.get("output_tokens"))
+            cached = (cached or 0) + _tokens(usage.get("cached_input_tokens"))
+            written = (written or 0) + _tokens(usage.get("cache_write_input_tokens"))
+    return _cost(None, inputs, outputs, cached or 0, written or 0, model)
 
 
 _AIDER_TOKENS = re.compile(
-    r"^Tokens: ([\d.]+[kM]?) sent,(?: [\d.]+[kM]? cache write,)?(?: [\d.]+[kM]? cache hit,)?"
+    r"^Tokens: ([\d.]+[kM]?) sent,(?: ([\d.]+[kM]?) cache write,)?(?: ([\d.]+[kM]?) cache hit,)?"
     r" ([\d.]+[kM]?) received\.", re.M)
 _AIDER_COST = re.compile(r"Cost: \$([\d.]+) message, \$([\d.]+) session\.")
+_AIDER_MODEL = re.compile(r"^(?:Main model|Model): (\S+)", re.M)
 
 
 def _count(text: str) -> int:
@@ -471,24 +722,42 @@ def parse_aider_cost(text: str) -> dict:
     """From aider's lines "Tokens: 2.1k sent, 300 received. Cost: $0.01 message, $0.02 session."
 
     Tokens are summed over the lines (each reports one exchange, rounded as aider
-    prints it); the cost is the last session total. No cost line when aider
-    does not know the model's prices.
+    prints it); "sent" is every prompt token, the "cache write" and "cache hit"
+    ones among them. The cost is the last session total; there is no cost line
+    when aider does not know the model's prices. The model is the one aider
+    names at its start ("Model: openai/gpt-4o-mini with whole edit format").
     """
-    tokens = None
-    for sent, received in _AIDER_TOKENS.findall(text):
-        tokens = (tokens or 0) + _count(sent) + _count(received)
+    inputs = outputs = None
+    cached = written = 0
+    for sent, write, hit, received in _AIDER_TOKENS.findall(text):
+        inputs = (inputs or 0) + _count(sent)
+        outputs = (outputs or 0) + _count(received)
+        written += _count(write) if write else 0
+        cached += _count(hit) if hit else 0
     costs = _AIDER_COST.findall(text)
-    return {"cost_usd": float(costs[-1][1]) if costs else None, "tokens": tokens}
+    models = _AIDER_MODEL.findall(text)
+    return _cost(float(costs[-1][1]) if costs else None, inputs, outputs, cached, written,
+                 models[-1] if models else None)
+
+
+_UNKNOWN = {"cost_usd": None, "tokens": None, "input_tokens": None, "output_tokens": None,
+            "cached_input_tokens": None, "cache_write_tokens": None, "model": None}
 
 
 def parse_cost(preset_name: str, log_text: str) -> dict:
-    """{"cost_usd": float | None, "tokens": int | None} from an agent's log, as far as known."""
+    """What an agent's log says about its cost, as far as known (None: unknown).
+
+    {"cost_usd", "tokens", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cache_write_tokens", "model"}: tokens = input_tokens + output_tokens, and
+    input_tokens includes the cached and cache-written prompt tokens. cost_usd is
+    the CLI's own figure; kanban.pricing.price_run prices the others.
+    """
     preset = PRESETS.get(preset_name)
     parser: Callable[[str], dict] | None = (
         globals()[preset.cost_parser] if preset and preset.cost_parser else None)
     if parser is None or not log_text:
-        return {"cost_usd": None, "tokens": None}
+        return dict(_UNKNOWN)
     try:
         return parser(log_text)
-    except (ValueError, TypeError, OverflowError):  # a mangled log never breaks the run
-        return {"cost_usd": None, "tokens": None}
+    except (ValueError, TypeError, OverflowError, AttributeError):  # a mangled log never breaks the run
+        return dict(_UNKNOWN)

@@ -17,7 +17,7 @@ ROLE_TEMPLATES = {"task": "task.md", "reviewer": "reviewer.md", "tester": "teste
 PLACEHOLDERS = (
     "task_id", "title", "body", "priority", "depends", "files", "track", "role", "attempt",
     "branch", "main_branch", "worktree", "report_file", "feedback", "notes",
-    "changed_files", "tests", "conflicts",
+    "changed_files", "tests", "conflicts", "test_command", "verdict",
 )
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 

@@ -80,6 +80,8 @@ class Runner(Protocol):
         timeout: float,
         stall: float | None = None,
         grace: float = 5.0,
+        wait: bool = True,
+        idle_lines: Sequence[str] = (),
     ) -> RunHandle: ...
 
     def poll(self, run_dir: Path) -> RunState: ...
@@ -112,6 +114,7 @@ class LocalRunner:
         stall: float | None = None,
         grace: float = 5.0,
         wait: bool = True,
+        idle_lines: Sequence[str] = (),
     ) -> RunHandle:
         """Start ARGV under a detached supervisor; return once the agent runs.
 
@@ -131,6 +134,8 @@ class LocalRunner:
             "timeout": float(timeout),
             "stall": None if stall is None else float(stall),
             "grace": float(grace),
+            # Regexes of log lines that are not progress (a CLI's retry and reconnect lines).
+            "idle_lines": list(idle_lines),
         }
         write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
         child = _spawn_supervisor(run_dir)

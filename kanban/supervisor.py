@@ -38,6 +38,7 @@ SUPERVISOR_LOG = "supervisor.log"
 
 POLL = 0.05  # seconds between checks; runs are judged with ~1 s timeouts in tests
 REAP_LIMIT = 2.0  # how long to wait for SIGKILLed members to vanish
+IDLE_READ_LIMIT = 1 << 20  # more new log than this at once is progress, unread
 
 
 def write_json_atomic(path: Path, data: dict, mode: int = 0o644) -> None:
@@ -183,8 +184,36 @@ class Supervisor:
         except FileNotFoundError:
             size = 0
         if size != self.log_size:
-            self.log_size, self.last_growth = size, now
+            if self.log_size < 0 or size < self.log_size or self.progress(self.log_size, size):
+                self.last_growth = now
+            self.log_size = size
         return self.last_growth
+
+    def progress(self, start: int, end: int) -> bool:
+        """Whether the log's new bytes hold a line that is not a retry or reconnect line."""
+        patterns = self.idle_patterns()
+        if not patterns or end - start > IDLE_READ_LIMIT:
+            return True
+        try:
+            with open(self.spec["log"], "rb") as log:
+                log.seek(start)
+                new = log.read(end - start).decode("utf-8", errors="replace")
+        except OSError:
+            return True
+        lines = [line.strip() for line in new.splitlines() if line.strip()]
+        return not lines or any(not any(p.search(line) for p in patterns) for line in lines)
+
+    def idle_patterns(self) -> list:
+        if not hasattr(self, "_idle"):
+            import re
+
+            self._idle = []
+            for text in self.spec.get("idle_lines") or ():
+                try:
+                    self._idle.append(re.compile(text))
+                except re.error:
+                    pass  # a bad pattern must not stop the watchdog
+        return self._idle
 
     def grace(self) -> float:
         return 0.0 if cancel_mode(self.run_dir) == "kill" else float(self.spec.get("grace", 5))

@@ -51,6 +51,9 @@ EXPECTED = [
      to(RV, A.SPAWN_REVIEWER, retry=True, strike="testing")),
     ("test failed twice, again", state(TS, retry=True, testing=1), E.TEST_FAILED,
      to(TS, A.ESCALATE, escalated=True)),
+    ("tests failed before a tester", state(TS), E.TESTS_FAILED_FIRST, to(TS, A.SPAWN_TESTER)),
+    ("tests failed before a tester, retry", state(TS, retry=True), E.TESTS_FAILED_FIRST,
+     to(TS, A.SPAWN_TESTER, retry=True)),
     ("merged", state(TS, ready=True), E.MERGED, to(C.DONE, A.FINISH)),
     ("conflict", state(TS, ready=True), E.MERGE_CONFLICT, to(TS, A.SPAWN_TESTER, retry=True, strike="merge")),
     ("conflict again", state(TS, ready=True, merge=1), E.MERGE_CONFLICT, to(TS, A.ESCALATE, escalated=True)),
@@ -141,7 +144,19 @@ def test_describe_rows_has_one_line_per_row():
 # --- no task loops forever -------------------------------------------------------
 
 FAILURES = (E.TASK_FAILED, E.REVIEW_REJECTED, E.TEST_FAILED, E.MERGE_CONFLICT, E.VERIFY_FAILED)
-WALKING = [e for e in Event if e is not E.RETRY_REQUESTED]  # only a person may restart a task
+# Only a person may restart a task. TESTS_FAILED_FIRST is a self-loop in the table: the engine
+# sends it only before the tester's first run in a TESTING visit, so it happens at most once per
+# visit (the engine test of the test stage pins that); after the tester it is TEST_FAILED.
+WALKING = [e for e in Event if e not in (E.RETRY_REQUESTED, E.TESTS_FAILED_FIRST)]
+
+
+def test_tests_failing_before_any_tester_keep_the_markers_and_spawn_the_tester():
+    for retry in (False, True):
+        t = transition(state(C.TESTING, retry=retry), E.TESTS_FAILED_FIRST)
+        assert (t.column, t.retry, t.escalated, t.ready, t.action, t.strike) == (
+            C.TESTING, retry, False, False, A.SPAWN_TESTER, None)
+    with pytest.raises(InvalidTransition):
+        transition(state(C.TESTING, ready=True), E.TESTS_FAILED_FIRST)
 
 
 def apply(s: TaskState, event: Event) -> TaskState:

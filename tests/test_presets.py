@@ -80,10 +80,14 @@ def test_model_args_then_extra_args_then_the_prompt(preset, expected):
     assert build_argv(agent, {**PH, "model": "opus"}) == expected
 
 
-def test_the_configured_model_wins_over_the_placeholder_value():
+def test_the_placeholder_model_wins_over_the_configured_one():
+    # the engine passes the model ladder's rung as {model}; empty means the config's
     agent = AgentConfig(preset="codex", model="gpt-5")
     assert build_argv(agent, PH)[-4:] == ["--model", "gpt-5", "--", "Do the task."]
-    assert "--model" not in build_argv(AgentConfig(preset="codex"), {**PH, "model": "gpt-5"})
+    assert build_argv(agent, {**PH, "model": "o3"})[-4:] == ["--model", "o3", "--", "Do the task."]
+    assert build_argv(AgentConfig(preset="codex"), {**PH, "model": "gpt-5"})[-4:] == [
+        "--model", "gpt-5", "--", "Do the task."]
+    assert "--model" not in build_argv(AgentConfig(preset="codex"), PH)
 
 
 def test_extra_args_take_placeholders():
@@ -450,47 +454,54 @@ The API provider is not able to authenticate you. Check your API key.
 """
 
 
+def _old(cost: dict) -> dict:
+    """The two figures parse_cost gave before it split input and output."""
+    return {"cost_usd": cost["cost_usd"], "tokens": cost["tokens"]}
+
+
 def test_claude_cost_from_the_result_line():
-    assert parse_cost("claude", CLAUDE_OK) == {"cost_usd": 0.0113, "tokens": 4742}
+    assert _old(parse_cost("claude", CLAUDE_OK)) == {"cost_usd": 0.0113, "tokens": 4742}
 
 
 def test_claude_cost_of_a_failed_run():
-    assert parse_cost("claude", CLAUDE_NOT_LOGGED_IN) == {"cost_usd": 0.0, "tokens": 0}
+    assert _old(parse_cost("claude", CLAUDE_NOT_LOGGED_IN)) == {"cost_usd": 0.0, "tokens": 0}
 
 
 def test_claude_cost_falls_back_to_usage_without_model_usage():
     line = json.dumps({"type": "result", "total_cost_usd": 1.5, "usage": {
         "input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100}})
-    assert parse_cost("claude", "noise\n" + line) == {"cost_usd": 1.5, "tokens": 115}
+    assert _old(parse_cost("claude", "noise\n" + line)) == {"cost_usd": 1.5, "tokens": 115}
 
 
-def test_claude_cost_unknown_when_killed_before_the_result():
+def test_claude_cost_estimated_when_killed_before_the_result():
+    # no dollar figure; the tokens of its assistant messages so far (kanban.pricing prices them)
     text = "\n".join(CLAUDE_OK.splitlines()[:2])
-    assert parse_cost("claude", text) == {"cost_usd": None, "tokens": None}
+    assert _old(parse_cost("claude", text)) == {"cost_usd": None, "tokens": 1500 + 200 + 3000 + 1}
+    assert _old(parse_cost("claude", CLAUDE_INIT)) == {"cost_usd": None, "tokens": None}
 
 
 def test_claude_cost_from_a_log_tail_cut_mid_line_with_stderr_mixed_in():
     tail = CLAUDE_OK[len(CLAUDE_INIT) // 2:]  # the log is read from its last 64 KiB
     text = tail.replace("\n", "\nsome stderr line {not json}\n", 1)
-    assert parse_cost("claude", text) == {"cost_usd": 0.0113, "tokens": 4742}
+    assert _old(parse_cost("claude", text)) == {"cost_usd": 0.0113, "tokens": 4742}
 
 
 def test_codex_tokens_and_no_cost():
-    assert parse_cost("codex", CODEX_OK) == {"cost_usd": None, "tokens": 2953}
-    assert parse_cost("codex", CODEX_401) == {"cost_usd": None, "tokens": None}
+    assert _old(parse_cost("codex", CODEX_OK)) == {"cost_usd": None, "tokens": 2953}
+    assert _old(parse_cost("codex", CODEX_401)) == {"cost_usd": None, "tokens": None}
     two_turns = CODEX_OK + CODEX_OK.splitlines()[-1] + "\n"
     assert parse_cost("codex", two_turns)["tokens"] == 2 * 2953
 
 
 def test_aider_cost_and_tokens():
-    assert parse_cost("aider", AIDER_OK) == {"cost_usd": 0.00014, "tokens": 868}
-    assert parse_cost("aider", AIDER_CACHED) == {"cost_usd": 0.11, "tokens": 12500 + 2400}
-    assert parse_cost("aider", AIDER_NO_KEY) == {"cost_usd": None, "tokens": None}
+    assert _old(parse_cost("aider", AIDER_OK)) == {"cost_usd": 0.00014, "tokens": 868}
+    assert _old(parse_cost("aider", AIDER_CACHED)) == {"cost_usd": 0.11, "tokens": 12500 + 2400}
+    assert _old(parse_cost("aider", AIDER_NO_KEY)) == {"cost_usd": None, "tokens": None}
 
 
 def test_aider_tokens_without_prices():
     text = "Tokens: 1.5k sent, 20 received.\nTokens: 950 sent, 1.0M received.\n"
-    assert parse_cost("aider", text) == {"cost_usd": None, "tokens": 1520 + 950 + 1_000_000}
+    assert _old(parse_cost("aider", text)) == {"cost_usd": None, "tokens": 1520 + 950 + 1_000_000}
 
 
 @pytest.mark.parametrize("preset", ["demo", "nonexistent", "claude", "codex", "aider"])
@@ -498,7 +509,8 @@ def test_aider_tokens_without_prices():
                                   '{"type":"turn.completed","usage":"x"}', "[1, 2]"])
 def test_cost_never_raises(preset, text):
     cost = parse_cost(preset, text)
-    assert set(cost) == {"cost_usd", "tokens"}
+    assert set(cost) == {"cost_usd", "tokens", "input_tokens", "output_tokens", "cached_input_tokens",
+                         "cache_write_tokens", "model"}
     assert cost["tokens"] is None or isinstance(cost["tokens"], int)
 
 

@@ -185,6 +185,20 @@ def test_stall_watchdog(tmp_path, marker, runner):
     assert chatty_result["exit_code"] == 0 and not chatty_result["stalled"]
 
 
+def test_retry_lines_are_not_progress_for_the_stall_watchdog(tmp_path, marker, runner):
+    # A CLI that only says it is reconnecting is stalled, however much it prints.
+    body = ("import json, time\nprint('started', flush=True)\nfor i in range(30):\n"
+            "    print(json.dumps({'type': 'system', 'subtype': 'api_retry', 'attempt': i}), flush=True)\n"
+            "    time.sleep(0.1)\n")
+    idle = [r'"subtype": "api_retry"']
+    retrying = submit(runner, tmp_path, py(tmp_path, body, marker, "retry.py"), "retrying", timeout=5.0,
+                      stall=0.6, idle_lines=idle)
+    plain = submit(runner, tmp_path, py(tmp_path, body, marker, "retry2.py"), "plain", timeout=5.0, stall=0.6)
+    result = wait_result(runner, retrying.run_dir)
+    assert result["stalled"] and result["duration"] < 2.0
+    assert not wait_result(runner, plain.run_dir)["stalled"]  # without the patterns, output is progress
+
+
 def test_cancel(tmp_path, marker, runner):
     handle = submit(runner, tmp_path, py(tmp_path, SLEEP, marker))
     runner.cancel(handle.run_dir)

@@ -81,7 +81,7 @@ def run_checks(root: Path, config, board) -> list[Check]:
         lambda: _stale(root, config, board),
     ]
     results += [step() for step in steps]
-    results += _agent_clis(config)
+    results += _agent_clis(root, config)
     results += _services(root, config)
     return results
 
@@ -165,18 +165,21 @@ def _stale(root: Path, config, board) -> Check:
     return Check("stale worktrees", True, "every kanban worktree and branch belongs to a task")
 
 
-def _agent_clis(config) -> list[Check]:
+def _agent_clis(root: Path, config) -> list[Check]:
+    from kanban import startable
     from kanban.presets import executable_for
 
-    seen, checks = set(), []
+    problems = startable.problems(root, config)
+    checks = [Check(f"agent {p.program}", False, f"{', '.join(p.roles)}: {p.message}") for p in problems]
+    broken = {role for p in problems for role in p.roles}
+    seen = set()
     for role in ("task", "reviewer", "tester"):
         exe = executable_for(config.agent_for(role))
-        if exe is None or exe in seen:
+        if role in broken or exe is None or exe in seen:
             continue
         seen.add(exe)
-        path = shutil.which(exe)
-        checks.append(Check(f"agent {exe}", path is not None,
-                            path or f"{exe} is not on PATH; install it or change [agent] preset"))
+        found = startable.find_program(exe, startable.role_env(root, config, role))
+        checks.append(Check(f"agent {exe}", True, f"{found}, credentials found"))
     return checks
 
 

@@ -15,7 +15,8 @@ WAKE_INTERVAL = 0.5  # also the longest wait before noticing a hand edit
 
 
 def run(root: Path, *, no_merge: bool, live: bool | None = None) -> int:
-    engine = open_engine(root)
+    engine = open_engine(root, agents=True)
+    engine.run_started_at = time.time()  # what [budget] run counts from
     live = sys.stdout.isatty() if live is None else live
     view = LiveView(engine) if live else None
     try:
@@ -57,27 +58,37 @@ def _loop(engine, view, *, no_merge: bool) -> int:
         if view:
             view.refresh()
         live_runs = engine.history.live_runs()
-        if not live_runs and not report.busy and not report.started and not merged:
+        # A pass that moved anything (a result reaped, a start that failed into a retry) may have
+        # left work for the next one: stop only after a pass that found nothing to do.
+        if not live_runs and not report.busy and not report.changed and not merged:
             break
         engine.runner.wait_any([Path(r.run_dir) for r in live_runs], timeout=WAKE_INTERVAL)
     if view:
         view.stop()
-    _summary(engine, time.monotonic() - started_at)
-    return 0
+    return _summary(engine, time.monotonic() - started_at, no_merge=no_merge)
 
 
-def _summary(engine, elapsed: float) -> None:
+def _summary(engine, elapsed: float, *, no_merge: bool) -> int:
+    """Say what is left, and return the exit status: 0 when every task on the board is done
+    (merged; with --no-merge, ready to merge or waiting in TODO for those merges), 1 when any
+    task is escalated or left undone (blocked queue, budget reached)."""
     from kanban.store import load_board
 
     tasks = load_board(engine.root).tasks()
     counts = {c: sum(1 for t in tasks if t.column.value == c) for c in ("TODO", "IN_PROGRESS", "REVIEW", "TESTING")}
     escalated = [t.id for t in tasks if t.escalated]
     ready = [t.id for t in tasks if t.ready]
+    # With --no-merge a TODO task waits for merges the person deferred: not a failure.
+    left = [t.id for t in tasks if not t.escalated and not (no_merge and (t.ready or t.column.value == "TODO"))]
     say(f"nothing left to do after {elapsed:.1f}s: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if ready:
-        say("ready to merge: " + ", ".join(ready))
+        say(("ready to merge: " if no_merge else "ready but not merged: ") + ", ".join(ready))
     if escalated:
         say("escalated, waiting for a person: " + ", ".join(escalated))
+    stuck = [t for t in left if t not in ready]
+    if stuck:
+        say("not done (blocked by a dependency, a file lease or the merge queue): " + ", ".join(stuck))
+    return 1 if escalated or left else 0
 
 
 class LiveView:

@@ -7,8 +7,11 @@ from pathlib import Path
 from kanban.output import emit_json, say, warn
 
 
-def open_engine(root: Path):
-    """Config, history and engine for a repository, after the checks every pass needs."""
+def open_engine(root: Path, *, agents: bool = False):
+    """Config, history and engine for a repository, after the checks every pass needs.
+
+    AGENTS: the pass may start agents, so each role's CLI and credentials must be there
+    (exit 2 before anything moves otherwise)."""
     from kanban import git
     from kanban.config import load_config
     from kanban.engine import Engine
@@ -34,11 +37,15 @@ def open_engine(root: Path):
     from kanban.agents import check_worktree_dir
 
     check_worktree_dir(root, config)
+    if agents:
+        from kanban import startable
+
+        startable.check(root, config)
     return Engine(root, config, History(root))
 
 
 def tick(root: Path, *, dry_run: bool, as_json: bool) -> int:
-    engine = open_engine(root)
+    engine = open_engine(root, agents=not dry_run)
     try:
         report = engine.tick(dry_run=dry_run)
     finally:
