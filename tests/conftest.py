@@ -60,3 +60,20 @@ def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root except .git, for checking that nothing changed."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and ".git" not in p.relative_to(root).parts}
+
+
+@pytest.fixture
+def kit(repo, tmp_path):
+    """make(tasks, **options) -> agents_kit.Project; at teardown every process a run started is killed."""
+    from agents_kit import make_project
+
+    made = []
+
+    def make(tasks: str, **options):
+        project = make_project(repo, tmp_path / "kit", tasks, **options)
+        made.append(project)
+        return project
+
+    yield make
+    for project in made:
+        project.kill_everything()

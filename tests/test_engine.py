@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agents_kit import Project, live_pids, make_project, max_overlap, task_md
+from agents_kit import Project, live_pids, max_overlap, task_md
 from conftest import git, run_cli
 
 from kanban import procs
@@ -27,21 +27,6 @@ ESCALATED = frozenset({"ESCALATED"})
 READY = ("TESTING", frozenset(), "ready to merge")
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def kit(repo, tmp_path):
-    """make(tasks, **options) -> Project; at teardown every process a run started is killed."""
-    made: list[Project] = []
-
-    def make(tasks: str, **options) -> Project:
-        project = make_project(repo, tmp_path / "kit", tasks, **options)
-        made.append(project)
-        return project
-
-    yield make
-    for project in made:
-        project.kill_everything()
 
 
 def wait_for(condition, timeout: float = 15.0, what: str = "the condition") -> None:

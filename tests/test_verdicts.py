@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from agents_kit import Project, make_project, task_md
+from agents_kit import Project, task_md
 from conftest import git, run_cli, snapshot
 
 from kanban.commands.run import run as run_loop
@@ -26,20 +26,6 @@ ESCALATED = frozenset({"ESCALATED"})
 READY = ("TESTING", frozenset(), "ready to merge")
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def kit(repo, tmp_path):
-    made: list[Project] = []
-
-    def make(tasks: str, **options) -> Project:
-        project = make_project(repo, tmp_path / "kit", tasks, **options)
-        made.append(project)
-        return project
-
-    yield make
-    for project in made:
-        project.kill_everything()
 
 
 # --- the format ------------------------------------------------------------------------
