@@ -407,9 +407,10 @@ class Engine:
         prompt = render_role(self.root, role, values)
         prompt_file.write_text(prompt, encoding="utf-8")
         agent = self.config.agent_for(role)
-        from kanban.presets import preset_env
+        from kanban.presets import prepare_run, preset_env
 
         env = agents.agent_env(self.config, launch, worktree, prompt_file, report_file, preset_env(agent))
+        env.update(prepare_run(agent, rdir, worktree))  # e.g. aider's ignore file and git wrapper
         reason = missing_credentials(agent, env)
         if reason:
             raise KanbanError(reason)

@@ -53,6 +53,9 @@ class Preset:
     # Python regexes matching whole log lines that are not progress (retries, connection
     # errors), for the stall watchdog.
     idle_lines: tuple[str, ...] = ()
+    # Name of a function (run_dir, worktree) -> env in this module that writes the files the
+    # preset's argv names under {run_dir}; the env it returns overrides the agent's.
+    prepare: str | None = None
 
 
 PRESETS: dict[str, Preset] = {}
@@ -110,7 +113,8 @@ CLAUDE = _register(Preset(
           "--dangerously-skip-permissions"),
     model_args=("--model", "{model}"),
     tail=("--", "{prompt}"),
-    env=MappingProxyType({"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    env=MappingProxyType({"DISABLE_AUTOUPDATER": "1",
+                          "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
                           "CLAUDE_CODE_MAX_RETRIES": "5", "API_TIMEOUT_MS": "20000"}),
     required_env=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
                   "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"),
@@ -243,15 +247,16 @@ CODEX = _register(Preset(
 # the repo-map cache .aider.tags.cache.v4/ into the worktree, untracked.
 # Retries: aider retries a failed request (connection refused, 5xx, 429, timeout) 8 times,
 # sleeping 0.25, 0.5, ... 32 s: 9 tries and 64 s of sleep, fixed in its code (RETRY_TIMEOUT).
-# Measured (2 cores, scripted server on 127.0.0.1): start-up to its first request 8-30 s
-# (30 s with two aiders starting at once); then, before -> after these flags:
-#   server down (refused):  ~75-90 s in all -> ~74 s in all (9 tries, exits 0);
-#   HTTP 503:               27 requests, ~90 s -> 9 requests, ~65 s after start-up;
-#   hung (never answers):   600 s x 3 per try x 9 tries (hours) -> 9 x 30 + 64 = ~334 s after
-#                           start-up. About two minutes would need --timeout 5, which fails
-#                           slow real models (silent reasoning, a local model loading) and pays
-#                           for up to 9 abandoned requests; the stall watchdog (idle_lines) ends
-#                           a hang sooner. A person changes it with extra_args ["--timeout", "N"].
+# Measured (2 cores, scripted server on 127.0.0.1): start-up to the first request 7 s alone,
+# 15-30 s with two or three aiders starting at once; then, before -> after these flags:
+#   server down (refused):  ~90 s in all (27 connection attempts) -> ~74 s in all;
+#   HTTP 503:               27 requests, ~90 s in all -> 9 requests, 65 s after start-up;
+#   hung (never answers):   3 x 600 s per try, 9 tries (hours) -> 9 x 30 s + 64 s = 336 s after
+#                           start-up (352 s in all). About two minutes would need --timeout 5
+#                           (measured: 110 s after start-up), which fails slow real models
+#                           (silent reasoning, a local model loading) and pays for up to 9
+#                           abandoned requests; the stall watchdog (idle_lines) ends a hang
+#                           sooner. A person changes it with extra_args ["--timeout", "N"].
 # With neither key nor model it offers an OpenRouter login and waits up to 5 minutes for a
 # browser (missing_credentials stops that before launch); with a model but no key it exits 0
 # after its start-up.
@@ -273,6 +278,7 @@ AIDER = _register(Preset(
                   "AWS_BEARER_TOKEN_BEDROCK"),
     credential_check="_aider_configured",
     cost_parser="parse_aider_cost",
+    prepare="prepare_aider_run",
     hint="set the API key of the model's provider (e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY) "
          "and allow it in [env]",
     # What aider prints while it retries (base_coder.send_message, Model.simple_send_with_retries):
@@ -390,6 +396,14 @@ def preset_for(agent) -> Preset | None:
             f"unknown agent preset {agent.preset!r}",
             hint="use one of " + ", ".join(PRESETS) + ", or give a command",
         ) from None
+
+
+def prepare_run(agent, run_dir: Path, worktree: Path) -> dict[str, str]:
+    """Write what the agent's preset needs in its run directory; the environment it must get."""
+    preset = preset_for(agent)
+    if preset is None or preset.prepare is None:
+        return {}
+    return globals()[preset.prepare](run_dir, worktree)
 
 
 def preset_env(agent) -> dict[str, str]:

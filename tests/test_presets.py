@@ -30,7 +30,8 @@ from kanban.presets import (
 )  # fmt: skip
 
 PH = {"prompt_file": "/runs/T-1/prompt.md", "prompt": "Do the task.", "task_id": "T-1",
-      "role": "task", "worktree": "/repo/.worktrees/T-1", "model": ""}  # fmt: skip
+      "role": "task", "worktree": "/repo/.worktrees/T-1", "model": "",
+      "report_file": "/repo/.worktrees/T-1/.kanban-run/report.md", "run_dir": "/runs/T-1"}  # fmt: skip
 
 AIDER_FLAGS = [
     "--yes-always", "--no-check-update", "--no-analytics", "--no-show-release-notes",
@@ -38,6 +39,9 @@ AIDER_FLAGS = [
     "--no-dirty-commits", "--no-detect-urls", "--disable-playwright",
     "--no-suggest-shell-commands", "--chat-history-file", os.devnull,
     "--input-history-file", os.devnull,
+    "--file", "/repo/.worktrees/T-1/.kanban-run/report.md", "--add-gitignore-files",
+    "--aiderignore", "/runs/T-1/aiderignore", "--model-settings-file", "/runs/T-1/aider.model.settings.yml",
+    "--timeout", "30",
 ]  # fmt: skip
 CLAUDE_HEAD = ["claude", "-p", "--output-format", "stream-json", "--verbose",
                "--dangerously-skip-permissions"]  # fmt: skip
@@ -203,12 +207,12 @@ def test_executables_and_env():
                                   "demo": None}  # fmt: skip
     assert executable_for(AgentConfig(preset="aider")) == "aider"
     assert executable_for(AgentConfig(preset="demo")) is None
-    assert preset_env(AgentConfig(preset="aider")) == {"BROWSER": "true"}
-    assert preset_env(AgentConfig(preset="claude")) == {"DISABLE_AUTOUPDATER": "1"}
+    assert preset_env(AgentConfig(preset="aider")) == {"BROWSER": "true", "COLUMNS": "10000"}
+    assert preset_env(AgentConfig(preset="claude"))["DISABLE_AUTOUPDATER"] == "1"
     assert preset_env(AgentConfig(preset="demo")) == {}
     env = preset_env(AgentConfig(preset="aider"))
     env["X"] = "1"  # a copy: the preset itself stays as it was
-    assert dict(PRESETS["aider"].env) == {"BROWSER": "true"}
+    assert dict(PRESETS["aider"].env) == {"BROWSER": "true", "COLUMNS": "10000"}
 
 
 def test_presets_are_argv_never_a_shell():
