@@ -62,6 +62,9 @@ class AgentConfig:
     model: str | None = None  # the only model, or the first of the ladder
     extra_args: tuple[str, ...] = ()
     kill_grace: float = 5.0
+    # Stopped when its log has shown only its CLI's retry/reconnect lines for this long
+    # (a dead, failing or hung model API), instead of at the stall or the timeout.
+    retry_limit: float = 90.0
     models: tuple[str, ...] = ()  # a ladder of two or more (model = [...]): see model_for
 
 
@@ -332,7 +335,7 @@ TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
 BUDGET_KEYS = ("task", "run", "day")
 PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
 MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
-AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace")
+AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit")
 WORKTREE_KEYS = ("copy", "setup")
 MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout")
 ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny")
@@ -585,7 +588,7 @@ class _Loader:
             fields["command"] = None  # a role that names a preset drops an inherited command
         if "command" in table:
             fields["command"] = self.argv(table["command"], path + ("command",))
-        for key in ("timeout", "stall", "kill_grace"):
+        for key in ("timeout", "stall", "kill_grace", "retry_limit"):
             if key in table:
                 fields[key] = self.duration(table[key], path + (key,))
         if "model" in table:
@@ -847,6 +850,7 @@ extra_args = []               # more arguments for the preset's command line
 timeout = "15m"               # stopped after running this long
 stall = "5m"                  # stopped when its log has not grown for this long
 kill_grace = "5s"             # from SIGTERM to SIGKILL when an agent is stopped
+retry_limit = "90s"           # stopped when its CLI has only retried or reconnected for this long
 
 # Each role takes the [agent] settings, overridden by its own table.
 # A role that sets `preset` drops a `command` inherited from [agent].

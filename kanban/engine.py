@@ -474,13 +474,18 @@ class Engine:
             # Not waiting for the agent to be up keeps the engine free for the next handover;
             # the pid is recorded when the run is next polled, a failed start comes back as a result.
             handle = self.runner.submit(rdir, argv, str(worktree), env, str(log), timeout, stall, grace,
-                                        wait=False, idle_lines=_idle_lines(self.config, role))
+                                        wait=False, idle_lines=_idle_lines(self.config, role),
+                                        retry_limit=_retry_limit(self.config, role))
         except KanbanError:
             self.history.finish_run(run_id, outcome="failed", result={"exit_code": None})
             raise
         self.history.event(task_id, "spawned", detail=f"{role} attempt {attempt}, "
                                                       f"supervisor pid {handle.supervisor_pid}")
         return f"{task_id}: {what} started"
+
+
+def _retry_limit(config: Config, role: str) -> float | None:
+    return None if role == TEST_RUN else config.agent_for(role).retry_limit
 
 
 def _idle_lines(config: Config, role: str) -> tuple[str, ...]:
@@ -499,6 +504,8 @@ def _ended_badly(run: Run, result: dict | None) -> str | None:
         return "its supervisor and the process vanished without a result"
     if result.get("timed_out"):
         return f"timed out after {_human(run.timeout)}"
+    if result.get("retrying"):
+        return "gave up: its CLI did nothing but retry or reconnect to the model API for too long"
     if result.get("stalled"):
         return "stalled: its log stopped growing"
     if result.get("cancelled"):

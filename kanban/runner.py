@@ -82,6 +82,7 @@ class Runner(Protocol):
         grace: float = 5.0,
         wait: bool = True,
         idle_lines: Sequence[str] = (),
+        retry_limit: float | None = None,
     ) -> RunHandle: ...
 
     def poll(self, run_dir: Path) -> RunState: ...
@@ -115,6 +116,7 @@ class LocalRunner:
         grace: float = 5.0,
         wait: bool = True,
         idle_lines: Sequence[str] = (),
+        retry_limit: float | None = None,
     ) -> RunHandle:
         """Start ARGV under a detached supervisor; return once the agent runs.
 
@@ -136,6 +138,8 @@ class LocalRunner:
             "grace": float(grace),
             # Regexes of log lines that are not progress (a CLI's retry and reconnect lines).
             "idle_lines": list(idle_lines),
+            # Stopped after this long with nothing but those lines (None: never for that).
+            "retry_limit": None if retry_limit is None or not idle_lines else float(retry_limit),
         }
         write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
         child = _spawn_supervisor(run_dir)

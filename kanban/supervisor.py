@@ -86,6 +86,7 @@ class Supervisor:
         self.started = self.t0 = None
         self.log_size = -1
         self.last_growth = 0.0
+        self.retrying_since: float | None = None  # the log has shown only retry lines since then
 
     def install_signals(self) -> None:
         # Handlers, not SIG_IGN: an ignored signal would be inherited by the agent
@@ -174,8 +175,12 @@ class Supervisor:
         if now - self.t0 >= float(self.spec["timeout"]):
             return "timeout"
         stall = self.spec.get("stall")
-        if stall is not None and now - self.last_growth_time(now) >= float(stall):
+        last_growth = self.last_growth_time(now)
+        if stall is not None and now - last_growth >= float(stall):
             return "stall"
+        limit = self.spec.get("retry_limit")
+        if limit is not None and self.retrying_since is not None and now - self.retrying_since >= float(limit):
+            return "retrying"
         return None
 
     def last_growth_time(self, now: float) -> float:
@@ -185,7 +190,9 @@ class Supervisor:
             size = 0
         if size != self.log_size:
             if self.log_size < 0 or size < self.log_size or self.progress(self.log_size, size):
-                self.last_growth = now
+                self.last_growth, self.retrying_since = now, None
+            elif self.retrying_since is None:
+                self.retrying_since = now
             self.log_size = size
         return self.last_growth
 
@@ -250,7 +257,8 @@ class Supervisor:
             "exit_code": returncode if returncode is not None and returncode >= 0 else None,
             "signal": -returncode if returncode is not None and returncode < 0 else None,
             "timed_out": self.reason == "timeout",
-            "stalled": self.reason == "stall",
+            "stalled": self.reason in ("stall", "retrying"),
+            "retrying": self.reason == "retrying",
             "cancelled": self.reason == "cancel",
             "started": self.started or now_iso(),
             "ended": now_iso(),

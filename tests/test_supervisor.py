@@ -199,6 +199,17 @@ def test_retry_lines_are_not_progress_for_the_stall_watchdog(tmp_path, marker, r
     assert not wait_result(runner, plain.run_dir)["stalled"]  # without the patterns, output is progress
 
 
+
+def test_an_agent_that_only_retries_is_stopped_at_its_retry_limit(tmp_path, marker, runner):
+    body = ("import time\nprint('working', flush=True)\ntime.sleep(0.3)\nprint('real progress', flush=True)\n"
+            "for i in range(100):\n    print('Retrying in 0.1 seconds...', flush=True)\n    time.sleep(0.1)\n")
+    run = submit(runner, tmp_path, py(tmp_path, body, marker, "retry3.py"), "limited", timeout=8.0, stall=30.0,
+                 idle_lines=[r"^Retrying in"], retry_limit=1.0)
+    result = wait_result(runner, run.run_dir, timeout=8.0)
+    assert result["retrying"] and result["stalled"] and not result["timed_out"]
+    assert 1.0 <= result["duration"] < 3.0
+
+
 def test_cancel(tmp_path, marker, runner):
     handle = submit(runner, tmp_path, py(tmp_path, SLEEP, marker))
     runner.cancel(handle.run_dir)
