@@ -192,7 +192,8 @@ class Engine:
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
         self.history.finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
                                 tokens=cost.get("tokens"), input_tokens=cost.get("input_tokens"),
-                                output_tokens=cost.get("output_tokens"), model=cost.get("model"))
+                                output_tokens=cost.get("output_tokens"), model=cost.get("model"),
+                                reason=why or None)
         name = f"{ROLE_NAMES[role]} attempt {run.attempt}"
         if role is Role.TESTER and self.config.test.command and outcome != "cancelled":
             return self._after_tester(run, name, ok, why, report_text)
@@ -226,7 +227,7 @@ class Engine:
     def _finish_test(self, run: Run, result: dict | None) -> str:
         ok, why = self._judge_process(run, result)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
-        self.history.finish_run(run.id, outcome=outcome, result=result)
+        self.history.finish_run(run.id, outcome=outcome, result=result, reason=why or None)
         took = f" in {_human(float(result['duration']))}" if result and result.get("duration") is not None else ""
         shown = " ".join((read_capped(Path(run.run_dir) / "argv.txt", 2000) or self.config.test.shown()).split())
         if ok:

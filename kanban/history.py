@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
     tokens INTEGER,
     model TEXT,
     input_tokens INTEGER,
-    output_tokens INTEGER
+    output_tokens INTEGER,
+    reason TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_live ON runs (ended);
 CREATE TABLE IF NOT EXISTS events (
@@ -85,11 +86,13 @@ class Run(NamedTuple):
     model: str | None = None  # the model it was started with, or the one its log names
     input_tokens: int | None = None  # of tokens: prompt tokens, cached ones included
     output_tokens: int | None = None
+    reason: str | None = None  # why kanban judged it failed: "no verdict: ...", "timed out after 15m"
 
 
 # Columns added after the first release, with their types: History() adds the missing
 # ones to an existing database (SQLite appends them, so reads name the columns).
-_ADDED_RUN_COLUMNS = (("model", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"))
+_ADDED_RUN_COLUMNS = (("model", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"),
+                      ("reason", "TEXT"))
 _RUN_COLUMNS = ", ".join(Run._fields)
 # The fields of a Spend, summed over runs.
 _SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
@@ -159,16 +162,16 @@ class History:
     def finish_run(self, run_id: int, *, outcome: str, result: dict[str, Any] | None,
                    cost_usd: float | None = None, tokens: int | None = None,
                    input_tokens: int | None = None, output_tokens: int | None = None,
-                   model: str | None = None) -> None:
+                   model: str | None = None, reason: str | None = None) -> None:
         """`model`, when given, replaces the one recorded at the start (the log names the real one)."""
         result = result or {}
         self.db.execute(
             "UPDATE runs SET ended=?, exit_code=?, signal=?, timed_out=?, stalled=?, cancelled=?, outcome=?,"
-            " cost_usd=?, tokens=?, input_tokens=?, output_tokens=?, model=COALESCE(?, model)"
+            " cost_usd=?, tokens=?, input_tokens=?, output_tokens=?, model=COALESCE(?, model), reason=?"
             " WHERE id=? AND ended IS NULL",
             (time.time(), result.get("exit_code"), result.get("signal"), int(bool(result.get("timed_out"))),
              int(bool(result.get("stalled"))), int(bool(result.get("cancelled"))), outcome, cost_usd, tokens,
-             input_tokens, output_tokens, model or None, run_id),
+             input_tokens, output_tokens, model or None, reason or None, run_id),
         )
 
     def live_runs(self) -> list[Run]:

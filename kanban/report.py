@@ -149,8 +149,8 @@ def _failures(root: Path, runs) -> list[str]:
         return ["## Failures", "", "None.", ""]
     lines = ["## Failures", ""]
     for r in failed:
-        why = ("timed out" if r.timed_out else "stalled" if r.stalled else "stopped" if r.cancelled
-               else f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}")
+        why = r.reason or ("timed out" if r.timed_out else "stalled" if r.stalled else "stopped" if r.cancelled
+                           else f"exit {r.exit_code}" if r.exit_code is not None else f"signal {r.signal}")
         lines += [f"### {r.task} {r.role} attempt {r.attempt}: {why}", "", "```text"]
         lines += _tail(Path(r.log)) or ["(empty log)"]
         lines += ["```", ""]

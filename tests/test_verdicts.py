@@ -100,6 +100,10 @@ def test_a_preset_reviewer_without_a_verdict_has_failed(kit):
     p.drive(lambda: p.where("TASK-1") == ("IN_PROGRESS", RETRY, None), what="no verdict counted as a failure")
     text = p.entry_text("TASK-1")
     assert "no verdict: its report has no 'verdict: approve' or 'verdict: reject' line" in text
+    review = [r for r in p.runs("TASK-1") if r.role == "reviewer"][0]
+    assert review.reason.startswith("no verdict") and review.exit_code == 0
+    report = run_cli(p.root, "report", check_code=0).stdout
+    assert "TASK-1 reviewer attempt 1: no verdict" in report  # not "exit 0"
 
 
 def test_the_report_lives_in_the_worktree_ignored_by_git_and_is_never_committed(kit, repo):
