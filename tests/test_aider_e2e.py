@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from clis import TOOL_DIRS, find_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,34 +49,21 @@ from kanban.verdict import read_verdict  # noqa: E402
 
 MODEL = "openai/gpt-4o-mini"  # "openai/" + any name: litellm's OpenAI-compatible route
 CODE = "hello from the scripted model\n"
-FALLBACK_DIR = "/root/.cache/kanban-ci/aider/bin"
 
 
 def marker(name: str) -> str:
     return "MARKER-" + name.replace(".", "-") + "-q7f3a"
 
 
-def aider_dirs() -> list[str]:
-    tools = [d for d in os.environ.get("KANBAN_AGENT_TOOLS", "").split(os.pathsep) if d]
-    return tools + [FALLBACK_DIR]
-
-
 def find_aider() -> str | None:
-    found = shutil.which("aider")
-    if found:
-        return found
-    for folder in aider_dirs():
-        path = Path(folder) / "aider"
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path)
-    return None
+    return find_cli("aider")
 
 
 @pytest.fixture
 def aider_cli() -> str:
     path = find_aider()
     if path is None:
-        pytest.skip("aider is not installed (looked on PATH and in " + ", ".join(aider_dirs())
+        pytest.skip("aider is not installed (looked on PATH and in " + ", ".join(TOOL_DIRS)
                     + "); pip install aider-chat to run this test")  # fmt: skip
     return path
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clis import require_cli
 
 from kanban import presets
 from kanban.config import AgentConfig
@@ -46,7 +46,7 @@ AIDER_FLAGS = [
 CLAUDE_HEAD = ["claude", "-p", "--output-format", "stream-json", "--verbose",
                "--dangerously-skip-permissions"]  # fmt: skip
 CODEX_HEAD = ["codex", "exec", "--json", "--dangerously-bypass-approvals-and-sandbox",
-              "--ephemeral", "--color", "never"]  # fmt: skip
+              "--ephemeral", "--color", "never", "-c", "features.unbounded_connection_retries=false"]  # fmt: skip
 
 
 # --- argv ------------------------------------------------------------------------
@@ -519,28 +519,6 @@ def test_cost_never_raises(preset, text):
 
 
 # --- the real CLIs, without credentials ------------------------------------------------
-
-TOOL_DIRS = [d for d in os.environ.get("KANBAN_AGENT_TOOLS", "").split(os.pathsep) if d] + [
-    "/work/tools/node_modules/.bin", "/work/tools/aider-venv/bin"]
-
-
-def find_cli(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in TOOL_DIRS:
-        path = Path(folder) / name
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path)
-    return None
-
-
-def require_cli(name: str) -> str:
-    path = find_cli(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (looked on PATH and in {', '.join(TOOL_DIRS)})")
-    return path
-
 
 class FakeAPI:
     """A local HTTP server that rejects every request with 401, as a real API would."""
