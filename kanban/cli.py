@@ -139,15 +139,15 @@ def report(
 @app.command()
 def logs(
     task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),
-    role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer or tester."),
+    role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer, tester, or test (the [test] command)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Every run of the task, not just the latest."),
 ) -> None:
-    """Print the log of a task's latest agent run."""
+    """Print the log of a task's latest run (an agent, or the [test] command)."""
     from kanban.commands.control import logs as run
 
-    if role is not None and role not in ("task", "reviewer", "tester"):
-        raise KanbanError(f"--role must be task, reviewer or tester, got {role!r}")
+    if role is not None and role not in ("task", "reviewer", "tester", "test"):
+        raise KanbanError(f"--role must be task, reviewer, tester or test, got {role!r}")
     raise typer.Exit(run(_root(), task_id, role=role, follow=follow, all_runs=all_runs))
 
 
