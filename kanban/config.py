@@ -7,6 +7,7 @@ KanbanError naming the file, the line, the full dotted key and a hint.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 import fnmatch
 import math
 import re
@@ -144,7 +145,7 @@ class EnvConfig:
             return False
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow)
 
-    def filter(self, environ: dict[str, str]) -> dict[str, str]:
+    def filter(self, environ: Mapping[str, str]) -> dict[str, str]:
         return {name: value for name, value in environ.items() if self.permits(name)}
 
 

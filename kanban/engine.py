@@ -274,7 +274,7 @@ class Engine:
         if verdict is not None and verdict.ok is None:
             return False, f"its report's verdict {verdict.word!r} is not one of {words}"
         if verdict is not None:
-            ok, why = verdict.ok, "" if verdict.ok else f"its report says 'verdict: {verdict.word}'"
+            ok, why = bool(verdict.ok), "" if verdict.ok else f"its report says 'verdict: {verdict.word}'"
         elif role is not Role.TASK and not self.config.agent_for(role.value).command:
             return False, f"no verdict: its report has no {words} line"
         if not ok:
@@ -474,7 +474,7 @@ class Engine:
         try:
             # Not waiting for the agent to be up keeps the engine free for the next handover;
             # the pid is recorded when the run is next polled, a failed start comes back as a result.
-            handle = self.runner.submit(rdir, argv, str(worktree), env, str(log), timeout, stall, grace,
+            handle = self.runner.submit(rdir, argv, worktree, env, log, timeout, stall, grace,
                                         wait=False, idle_lines=_idle_lines(self.config, role),
                                         retry_limit=_retry_limit(self.config, role))
         except KanbanError:

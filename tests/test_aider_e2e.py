@@ -146,6 +146,7 @@ def test_board_files_are_kanbans():
     assert AIDER_BOARD_FILES == tuple(COLUMN_FILES.values())
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(300)
 def test_task_agent_commits_its_edit_and_writes_the_report(tmp_path, repo, aider_cli):
     """Streaming; one reply edits hello.txt and the report (by its absolute path) and names
@@ -198,6 +199,7 @@ def test_task_agent_commits_its_edit_and_writes_the_report(tmp_path, repo, aider
     assert cost["cost_usd"] is not None and cost["cost_usd"] > 0, log  # litellm knows its prices
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(300)
 def test_reviewer_writes_only_the_report_and_nothing_is_committed(tmp_path, repo, aider_cli):
     """Not streaming; the reply edits only the report (by its path in the repo)."""
@@ -310,6 +312,7 @@ SLEEPS = 0.25 + 0.5 + 1 + 2 + 4 + 8 + 16 + 32  # 63.75 s between them
 START_UP = 60.0  # allowance for aider's start-up on a busy 2-core machine (8-30 s measured)
 
 
+@pytest.mark.cli
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", ["down", "error5xx", "hang"])

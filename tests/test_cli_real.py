@@ -291,6 +291,7 @@ def _wait(predicate, timeout: float = 5.0) -> bool:
 # --- the happy path ---------------------------------------------------------------------------
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(90)
 def test_preset_commits_the_scripted_edit_and_writes_the_report(setup, monkeypatch):
     before = git(setup.worktree, "rev-parse", "HEAD").strip()
@@ -329,6 +330,7 @@ def test_preset_commits_the_scripted_edit_and_writes_the_report(setup, monkeypat
     assert result.leftovers == []
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(90)
 def test_scripted_reviewer_rejects_then_approves(setup, monkeypatch):
     """Two reviewer runs against one server: the first conversation rejects, the next approves,
@@ -399,6 +401,7 @@ def check_retries_are_idle(setup: Setup, result: Result) -> None:
     assert [ln for ln in middle if not idle(setup.name, ln)] == [], result.log
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(60)
 def test_server_down_fails_fast(setup, monkeypatch):
     with SERVERS[setup.name]([say("unused")], mode="down") as server:
@@ -407,6 +410,7 @@ def test_server_down_fails_fast(setup, monkeypatch):
     check_retries_are_idle(setup, result)
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(60)
 def test_server_errors_fail_fast(setup, monkeypatch):
     with SERVERS[setup.name]([say("unused")], mode="error5xx") as server:
@@ -417,6 +421,7 @@ def test_server_errors_fail_fast(setup, monkeypatch):
     check_retries_are_idle(setup, result)
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(60)
 def test_server_that_hangs(setup, monkeypatch):
     """claude gives up by itself (API_TIMEOUT_MS per attempt). codex never does: a POST
@@ -447,6 +452,7 @@ SLOW_BOUNDS = {("claude", "down"): 60, ("claude", "error5xx"): 60, ("claude", "h
                ("codex", "down"): 75, ("codex", "error5xx"): 75}
 
 
+@pytest.mark.cli
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["down", "error5xx", "hang"])

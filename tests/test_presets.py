@@ -603,6 +603,7 @@ def prompt_values(tmp_path: Path, worktree: Path) -> dict[str, str]:
     return {**PH, "prompt": prompt, "prompt_file": str(prompt_file), "worktree": str(worktree)}
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(120)
 def test_claude_without_credentials_fails_fast(tmp_path, scratch_repo, fake_api):
     cli = require_cli("claude")
@@ -622,6 +623,7 @@ def test_claude_without_credentials_fails_fast(tmp_path, scratch_repo, fake_api)
     assert parse_cost("claude", proc.stdout)["cost_usd"] == 0.0
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(120)
 def test_codex_with_a_rejected_key_fails(tmp_path, scratch_repo, fake_api):
     cli = require_cli("codex")
@@ -643,6 +645,7 @@ def test_codex_with_a_rejected_key_fails(tmp_path, scratch_repo, fake_api):
     assert not any("authorization" in h for h in sent)
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(300)
 def test_aider_without_a_key_makes_no_commit(tmp_path, scratch_repo, fake_api):
     cli = require_cli("aider")
@@ -663,6 +666,7 @@ def test_aider_without_a_key_makes_no_commit(tmp_path, scratch_repo, fake_api):
     assert status == ""  # nothing tracked touched: no .gitignore edit
 
 
+@pytest.mark.cli
 @pytest.mark.timeout(300)
 def test_aider_with_a_rejected_key_makes_no_commit(tmp_path, scratch_repo, fake_api):
     cli = require_cli("aider")
