@@ -411,7 +411,7 @@ class Engine:
         from kanban.presets import prepare_run, preset_env
 
         env = agents.agent_env(self.config, launch, worktree, prompt_file, report_file, preset_env(agent))
-        env.update(prepare_run(agent, rdir, worktree))  # e.g. aider's ignore file and git wrapper
+        env.update(prepare_run(agent, rdir, worktree, env))  # e.g. aider's ignore file and git wrapper
         reason = missing_credentials(agent, env)
         if reason:
             raise KanbanError(reason)

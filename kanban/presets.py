@@ -273,7 +273,7 @@ AIDER = _register(Preset(
           "--model-settings-file", "{run_dir}/aider.model.settings.yml",
           "--timeout", "30"),
     model_args=("--model", "{model}"),
-    env=MappingProxyType({"BROWSER": "true", "COLUMNS": "10000"}),
+    env=MappingProxyType({"BROWSER": "true", "COLUMNS": "10000", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}),
     required_env=("*_API_KEY", "AIDER_API_KEY", "OLLAMA_API_BASE", "VERTEXAI_PROJECT",
                   "AWS_BEARER_TOKEN_BEDROCK"),
     credential_check="_aider_configured",
@@ -339,7 +339,7 @@ AIDER_MODEL_SETTINGS = """\
 """
 
 
-def prepare_aider_run(run_dir: Path, worktree: Path) -> dict[str, str]:
+def prepare_aider_run(run_dir: Path, worktree: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Write the files the aider preset names under {run_dir}; return the environment it needs.
 
     aiderignore: the worktree's own .aiderignore, then the board files (root-anchored);
@@ -366,7 +366,25 @@ def prepare_aider_run(run_dir: Path, worktree: Path) -> dict[str, str]:
         with open(fd, "w", encoding="utf-8") as out:
             out.write(content)
         os.chmod(path, mode)  # whatever the umask
-    return {"GIT_PYTHON_GIT_EXECUTABLE": str(run_dir / "aider-git")}
+    return {"GIT_PYTHON_GIT_EXECUTABLE": str(run_dir / "aider-git"), **_git_identity(env or {})}
+
+
+def _git_identity(env: Mapping[str, str]) -> dict[str, str]:
+    """user.name/user.email as command-scope git config, from the GIT_AUTHOR_* the agent gets.
+
+    aider reads `git config --get user.name` and, finding none (an identity given only by
+    environment, as in CI), writes "Your Name" into the repository's shared .git/config, where
+    the person's own later commits would pick it up. Given here, it finds one and writes nothing.
+    """
+    pairs = [(key, env.get(var) or env.get(var.replace("AUTHOR", "COMMITTER")))
+             for key, var in (("user.name", "GIT_AUTHOR_NAME"), ("user.email", "GIT_AUTHOR_EMAIL"))]
+    pairs = [(key, value) for key, value in pairs if value]
+    if not pairs or env.get("GIT_CONFIG_COUNT"):  # the person's own command-scope config stays
+        return {}
+    out = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        out[f"GIT_CONFIG_KEY_{i}"], out[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    return out
 
 
 # demo: the built-in scripted agent (kanban.demo_agent): no network, no credentials.
@@ -398,12 +416,12 @@ def preset_for(agent) -> Preset | None:
         ) from None
 
 
-def prepare_run(agent, run_dir: Path, worktree: Path) -> dict[str, str]:
+def prepare_run(agent, run_dir: Path, worktree: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Write what the agent's preset needs in its run directory; the environment it must get."""
     preset = preset_for(agent)
     if preset is None or preset.prepare is None:
         return {}
-    return globals()[preset.prepare](run_dir, worktree)
+    return globals()[preset.prepare](run_dir, worktree, env or {})
 
 
 def preset_env(agent) -> dict[str, str]:

@@ -244,6 +244,23 @@ def test_prepare_aider_run_files(tmp_path):
         assert AIDER.argv[AIDER.argv.index(arg) + 1].startswith("{run_dir}/")
 
 
+def test_an_identity_given_by_environment_is_git_config_for_aider(tmp_path, repo):
+    # aider asks `git config --get user.name` and writes "Your Name" into the shared .git/config
+    # when it finds none; the identity kanban passes (GIT_AUTHOR_*) must answer that question.
+    run_dir = tmp_path / "run"
+    given = {"GIT_AUTHOR_NAME": "Ada Agent", "GIT_AUTHOR_EMAIL": "ada@example.com"}
+    env = prepare_aider_run(run_dir, repo, given)
+    assert env["GIT_CONFIG_COUNT"] == "2"
+    full = {**os.environ, **env}
+    for key, value in (("user.name", "Ada Agent"), ("user.email", "ada@example.com")):
+        found = subprocess.run(["git", "config", "--get", key], cwd=repo, env=full, capture_output=True, text=True)
+        assert found.stdout.strip() == value
+    local = subprocess.run(["git", "config", "--local", "--list"], cwd=repo, capture_output=True, text=True)
+    assert "user.name" not in local.stdout  # nothing was written
+    # the person's own command-scope config is left alone
+    assert "GIT_CONFIG_COUNT" not in prepare_aider_run(run_dir, repo, {**given, "GIT_CONFIG_COUNT": "1"})
+
+
 def test_git_wrapper_keeps_the_report_out_of_add_and_commit(tmp_path, repo):
     run_dir = tmp_path / "run"
     wrapper = prepare_aider_run(run_dir, repo)["GIT_PYTHON_GIT_EXECUTABLE"]
