@@ -207,12 +207,12 @@ def test_executables_and_env():
                                   "demo": None}  # fmt: skip
     assert executable_for(AgentConfig(preset="aider")) == "aider"
     assert executable_for(AgentConfig(preset="demo")) is None
-    assert preset_env(AgentConfig(preset="aider")) == {"BROWSER": "true", "COLUMNS": "10000"}
+    assert preset_env(AgentConfig(preset="aider")) == {"BROWSER": "true", "COLUMNS": "10000", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     assert preset_env(AgentConfig(preset="claude"))["DISABLE_AUTOUPDATER"] == "1"
     assert preset_env(AgentConfig(preset="demo")) == {}
     env = preset_env(AgentConfig(preset="aider"))
     env["X"] = "1"  # a copy: the preset itself stays as it was
-    assert dict(PRESETS["aider"].env) == {"BROWSER": "true", "COLUMNS": "10000"}
+    assert dict(PRESETS["aider"].env) == {"BROWSER": "true", "COLUMNS": "10000", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 def test_presets_are_argv_never_a_shell():
