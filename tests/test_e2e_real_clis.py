@@ -496,3 +496,33 @@ def test_a_dead_model_api_fails_each_attempt_fast_retries_once_then_escalates(
     assert git(p.root, "rev-list", "--count", "main..kanban/TASK-1").strip() == "0"
     assert watch.saw(cli.name), watch.seen  # the scan below does see the CLI's processes
     assert cli.leftovers() == [], why
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_a_budget_of_a_few_cents_stops_new_starts_with_a_note_and_a_status_line(repo, cli, projects, capsys):
+    # claude prices its own turns; codex reports tokens, priced by kanban's table for the model set.
+    model = Model({
+        ("TASK-1", "task agent", 1): edit("alpha.txt", ALPHA_1, "Created alpha.txt.\n"),
+        ("TASK-1", "reviewer", 1): review("Fine.\n\nverdict: approve\n"),
+    })
+    limit = "$0.01"  # one scripted turn costs more (claude about $0.02, codex about $0.015)
+    with SERVERS[cli.name](model) as server:
+        roles = "" if cli.name == "claude" else 'model = "gpt-5"\n'
+        p = projects(repo, task_md("TASK-1", "Add alpha.txt", files="alpha.txt", body="Create alpha.txt."),
+                     preset=cli.name, extra_args=cli.extra_args(server.base_url),
+                     roles_toml=roles + f'\n[budget]\ntask = "{limit}"\n')
+        cli.give_key(server)
+        code, out, _ = run_kanban(p.root, capsys)
+    runs = p.runs("TASK-1")
+    assert code == 1, out + describe_runs(p.root, runs)
+    assert [r.role for r in runs] == ["task"], describe_runs(p.root, runs)
+    assert runs[0].cost_usd and runs[0].cost_usd > 0, runs[0]
+    assert p.where("TASK-1") == ("REVIEW", ESCALATED, None)
+    note = p.entry_text("TASK-1")
+    assert "budget" in note and limit in note, note
+    status = run_cli(p.root, "status", check_code=0).stdout
+    assert "budget" in status.lower(), status
+    assert not model.unexpected, model.unexpected
