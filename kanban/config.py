@@ -65,7 +65,7 @@ class AgentConfig:
     kill_grace: float = 5.0
     # Stopped when its log has shown only its CLI's retry/reconnect lines for this long
     # (a dead, failing or hung model API), instead of at the stall or the timeout.
-    retry_limit: float = 90.0
+    retry_limit: float = 60.0
     models: tuple[str, ...] = ()  # a ladder of two or more (model = [...]): see model_for
 
 
@@ -851,7 +851,7 @@ extra_args = []               # more arguments for the preset's command line
 timeout = "15m"               # stopped after running this long
 stall = "5m"                  # stopped when its log has not grown for this long
 kill_grace = "5s"             # from SIGTERM to SIGKILL when an agent is stopped
-retry_limit = "90s"           # stopped when its CLI has only retried or reconnected for this long
+retry_limit = "60s"           # stopped when its CLI has only retried or reconnected for this long
 
 # Each role takes the [agent] settings, overridden by its own table.
 # A role that sets `preset` drops a `command` inherited from [agent].

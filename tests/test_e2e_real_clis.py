@@ -498,6 +498,23 @@ def test_a_dead_model_api_fails_each_attempt_fast_retries_once_then_escalates(
     assert cli.leftovers() == [], why
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_with_the_defaults_a_hung_api_fails_each_attempt_within_two_minutes(repo, cli, projects, capsys):
+    """No knob of the person's, kanban's defaults (stall 5m, retry_limit 60s, timeout 15m)."""
+    with SERVERS[cli.name]([say("unused")], mode="hang") as server:
+        p = projects(repo, DEAD_TASK, preset=cli.name, extra_args=cli.extra_args(server.base_url),
+                     retry_limit="60s", timeout="15m", stall="5m")
+        cli.give_key(server)
+        code, out, took = run_kanban(p.root, capsys)
+    runs = p.runs("TASK-1")
+    durations = [round(r.ended - r.started, 1) for r in runs if r.ended]
+    print(cli.name, "attempts took", durations, "s; run", round(took, 1), "s")
+    assert code == 1 and [(r.role, r.attempt) for r in runs] == [("task", 1), ("task", 2)], (out, runs)
+    assert all(d < 120 for d in durations) and len(durations) == 2, durations
+    assert cli.leftovers() == []
+
+
 # --- budgets -----------------------------------------------------------------------------------------
 
 
