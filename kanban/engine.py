@@ -25,7 +25,7 @@ from kanban.history import History, Run
 from kanban.machine import Action, Event, InvalidTransition, TaskState, transition
 from kanban.model import COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
 from kanban.procs import process_start_time
-from kanban.presets import build_argv, missing_credentials
+from kanban.presets import build_argv, cli_error, missing_credentials
 from kanban.prompts import render_role
 from kanban.runner import LocalRunner, Runner
 from kanban.scheduler import Start, plan
@@ -200,7 +200,8 @@ class Engine:
         if ok:
             note = f"{_stamp()} {name} succeeded" + (f":\n{report_text}" if report_text else "")
             return self.apply(run.task, OK_EVENT[role], note)
-        note = f"{_stamp()} {name} failed: {why}"
+        said = cli_error(agent.preset, log_text) if not agent.command else None
+        note = f"{_stamp()} {name} failed: {why}" + (f" ({agent.preset} said: {clean(said)})" if said else "")
         if report_text:
             note += f"\nReport:\n{report_text}"
         tail = _last_lines(clean(log_text, max_bytes=8000), LOG_TAIL_LINES)

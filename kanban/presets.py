@@ -793,3 +793,25 @@ def parse_cost(preset_name: str, log_text: str) -> dict:
         return parser(log_text)
     except (ValueError, TypeError, OverflowError, AttributeError):  # a mangled log never breaks the run
         return dict(_UNKNOWN)
+
+
+# --- what went wrong, in the CLI's own words -------------------------------------------------------
+
+
+def cli_error(preset_name: str, log_text: str) -> str | None:
+    """The error a CLI reported in its structured output, for the failure note, or None.
+
+    claude: the last {"type": "result", "is_error": true} line's "result"; codex: the last
+    "turn.failed" or "error" event's message. One line, at most 300 characters.
+    """
+    message = None
+    for obj in _json_lines(log_text):
+        if preset_name == "claude" and obj.get("type") == "result" and obj.get("is_error"):
+            message = obj.get("result") or obj.get("subtype")
+        elif preset_name == "codex" and obj.get("type") == "turn.failed":
+            error = obj.get("error")
+            message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message.strip():
+        return None
+    line = " ".join(message.split())
+    return line if len(line) <= 300 else line[:299] + "…"

@@ -487,6 +487,7 @@ def test_a_dead_model_api_fails_each_attempt_fast_retries_once_then_escalates(
             assert '"is_error":true' in log, log
             # CLAUDE_CODE_MAX_RETRIES=1 from the person's environment, not the preset's 5
             assert log.count('"subtype":"api_retry"') == 1, log
+            assert "(claude said: " in p.entry_text("TASK-1"), p.entry_text("TASK-1")  # its own words
         elif mode == "down":  # codex retries for ~31 s: the supervisor's retry_limit stops it
             assert r.stalled and (r.reason or "").startswith("gave up"), why
             assert "Reconnecting..." in log, log

@@ -681,3 +681,16 @@ def test_aider_with_a_rejected_key_makes_no_commit(tmp_path, scratch_repo, fake_
     assert fake_api.requests and all(p.endswith("/chat/completions")
                                      for _, p, _ in fake_api.requests)  # fmt: skip
     assert elapsed < 200
+
+
+def test_cli_error_in_the_clis_own_words():
+    from kanban.presets import cli_error
+
+    claude = ('{"type":"system","subtype":"api_retry","attempt":1}\n'
+              '{"type":"result","subtype":"success","is_error":true,"result":"API Error: Connection error."}\n')
+    assert cli_error("claude", claude) == "API Error: Connection error."
+    codex = '{"type":"turn.failed","error":{"message":"stream disconnected before completion"}}\n'
+    assert cli_error("codex", codex) == "stream disconnected before completion"
+    assert cli_error("claude", '{"type":"result","is_error":false,"result":"done"}') is None
+    assert cli_error("aider", claude) is None
+    assert len(cli_error("claude", '{"type":"result","is_error":true,"result":"' + "x" * 999 + '"}')) == 300
