@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from e2e_kit import BOARD_FILES, ESCALATED, carrying, run_kanban
 from clis import require_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,14 +39,11 @@ from agents_kit import Project, task_md
 from conftest import git, run_cli, snapshot
 from openai_chat_server import ScriptedOpenAI, is_commit_message_request, request_text
 
-from kanban.commands.run import run as run_loop
 
 pytestmark = pytest.mark.cli  # real agent CLIs: run with -m cli (.ci/run does)
 
 MODEL = "openai/gpt-4o-mini"  # "openai/" + a name: litellm's OpenAI-compatible route
 MARKER_VAR = "KANBAN_E2E_AIDER_MARKER"  # allowed through [env] extend_allow: every agent carries it
-BOARD_FILES = ("TODO.md", "IN_PROGRESS.md", "REVIEW.md", "TESTING.md", "CHANGELOG.md")
-ESCALATED = frozenset({"ESCALATED"})
 COMMIT_MESSAGE = "feat: scripted change"
 
 # The test command: the tests of beta.txt need fixed.txt (only TASK-2 adds beta.txt, and only
@@ -126,23 +124,6 @@ class AiderEnv:
             time.sleep(0.2)
 
 
-def carrying(entry: str) -> list[str]:
-    needle = entry.encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
-            continue
-        if needle in environ and state not in (b"Z", b"X"):
-            found.append(f"{proc.name}: {cmdline[:300]}")
-    return found
-
-
 @pytest.fixture
 def aider_env(monkeypatch, aider_cli) -> AiderEnv:
     return AiderEnv(monkeypatch, aider_cli)
@@ -195,13 +176,6 @@ def make_aider_project(repo: Path, kit: Path, tasks: str, *, test_command: list[
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "kanban project")
     return Project(repo, kit, f"never-in-a-cmdline-{uuid.uuid4().hex}")
-
-
-def run_kanban(root: Path, capsys) -> tuple[int, str, float]:
-    began = time.monotonic()
-    code = run_loop(root, no_merge=False, live=False)
-    out = capsys.readouterr()
-    return code, out.out + out.err, time.monotonic() - began
 
 
 def agent_log(root: Path, task: str, role: str, attempt: int) -> str:

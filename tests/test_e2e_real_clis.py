@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from e2e_kit import BOARD_FILES, ESCALATED, carrying, run_kanban
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -58,14 +59,11 @@ from model_servers import (
     write_file,
 )
 
-from kanban.commands.run import run as run_loop
 
 pytestmark = pytest.mark.cli  # real agent CLIs: run with -m cli (.ci/run does)
 
 SERVERS = {"claude": ScriptedAnthropic, "codex": ScriptedResponses}
 MARKER_VAR = "KANBAN_E2E_CLI_MARKER"  # allowed through [env] extend_allow: every agent carries it
-BOARD_FILES = ("TODO.md", "IN_PROGRESS.md", "REVIEW.md", "TESTING.md", "CHANGELOG.md")
-ESCALATED = frozenset({"ESCALATED"})
 # Variables that would give a CLI a key, another endpoint or another home: none from outside.
 FOREIGN = ("ANTHROPIC_", "CLAUDE_", "CODEX_", "OPENAI_", "IS_SANDBOX", "API_TIMEOUT_MS")
 # What a person sets to make claude give up on a dead API sooner (the preset's 5 retries and
@@ -122,23 +120,6 @@ class CliEnv:
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
-
-
-def carrying(entry: str) -> list[str]:
-    needle = entry.encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
-            continue
-        if needle in environ and state not in (b"Z", b"X"):
-            found.append(f"{proc.name}: {cmdline[:300]}")
-    return found
 
 
 class Watch(threading.Thread):
@@ -218,13 +199,6 @@ def make_cli_project(repo: Path, kit: Path, tasks: str, *, preset: str, extra_ar
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "kanban project")
     return Project(repo, kit, f"never-in-a-cmdline-{uuid.uuid4().hex}")
-
-
-def run_kanban(root: Path, capsys) -> tuple[int, str, float]:
-    began = time.monotonic()
-    code = run_loop(root, no_merge=False, live=False)
-    out = capsys.readouterr()
-    return code, out.out + out.err, time.monotonic() - began
 
 
 def run_path(root: Path, task: str, role: str, attempt: int) -> Path:
