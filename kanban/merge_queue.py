@@ -35,6 +35,7 @@ from kanban.ids import branch_name
 from kanban.machine import Event
 from kanban.model import COLUMN_FILES, Column
 from kanban.store import board_lock, board_path, read_bytes
+from kanban.untrusted import clean, read_capped
 
 BOARD_FILES = tuple(COLUMN_FILES.values())
 OUTPUT_TAIL = 40
@@ -274,7 +275,7 @@ class MergeQueue:
         log = self.root / ".kanban" / "verify.log"
         with log.open("wb") as out:
             try:
-                proc = subprocess.Popen(argv, cwd=path, stdin=subprocess.DEVNULL, stdout=out,
+                proc = subprocess.Popen(argv, cwd=path, stdin=subprocess.DEVNULL, stdout=out, env=self._verify_env(),
                                         stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 ok, code = False, f"could not start: {exc.strerror}"
@@ -287,11 +288,18 @@ class MergeQueue:
                     _kill_group(proc)
                     ok, code = False, f"timed out after {self.config.merge.verify_timeout:.0f}s"
         elapsed = time.monotonic() - started
-        output = log.read_text(encoding="utf-8", errors="replace")
+        # The branch's code wrote this: bounded and cleaned before it reaches REVIEW.md and a prompt.
+        output = clean(read_capped(log, 64 * 1024, tail=True), max_bytes=8000)
         tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL:])
         detail = f"{'pass' if ok else 'fail'} {commit[:10]} in {elapsed:.2f}s ({code})"
         self.engine.history.event("-", "verify", detail=detail)
         return ok, f"`{' '.join(argv)}` failed on the merged tree ({code}):\n{tail}"
+
+    def _verify_env(self) -> dict[str, str]:
+        """The agents' filtered environment: a branch's test that prints os.environ shows no secret."""
+        env = self.config.env.filter(os.environ)
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        return env
 
     def _verify_worktree(self, commit: str) -> Path:
         path = self.root / ".kanban" / "verify"

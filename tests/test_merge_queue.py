@@ -908,3 +908,27 @@ def test_stale_index_lock_in_the_verify_worktree_does_not_stop_the_queue(tmp_pat
     out = p.queue(code=0)
     assert out["merged"] == ["TASK-2"] and out["failed"] == []
     assert not lock.exists()
+
+
+# -- what a branch's verification prints is untrusted -----------------------------------------------------
+
+HOSTILE_VERIFY_HOOK = '''\
+if BAD:
+    sys.stdout.write("\\x1b]52;c;Y2xpcGJvYXJk\\x07\\x1b[2J\\x00NUL here\\n")
+    sys.stdout.write("x" * (20 * 1024 * 1024) + "\\n")  # one 20 MB line
+    sys.stdout.write("env: " + json.dumps(dict(os.environ)) + "\\n")
+    sys.stdout.flush()
+'''
+
+
+def test_verify_output_is_bounded_cleaned_and_holds_no_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOY_SECRET", "s3cr3t-value-4711")
+    p = make_project(tmp_path, hook=HOSTILE_VERIFY_HOOK)
+    p.add_task(1, "Break things", {"BAD": "broken\n"})
+    p.queue(code=1)
+    review = (p.root / "REVIEW.md").read_bytes()
+    assert len(review) < 16 * 1024  # not 20 MiB
+    assert b"\x00" not in review and b"\x1b" not in review and b"\x07" not in review
+    assert b"s3cr3t-value-4711" not in review  # verification got the filtered environment
+    assert b"BAD marker present" in review
+    run_cli(p.root, "status", check_code=0)  # the board still loads
