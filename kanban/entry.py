@@ -268,6 +268,10 @@ class Entry:
         return end
 
 
+NOTE_MAX_BYTES = 16 * 1024  # one note; its lines at most NOTE_MAX_LINE characters
+NOTE_MAX_LINE = 1000
+
+
 def _note_item(note: str, nl: str) -> list[str]:
     """A list item for a note, safe to splice into a board file.
 
@@ -276,7 +280,11 @@ def _note_item(note: str, nl: str) -> list[str]:
     rest of the file (a code fence, an HTML block) or start a heading is
     defused, so the file's entries stay where they are.
     """
-    raw = [ln.rstrip() for ln in note.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    from kanban.untrusted import clean
+
+    # No control byte (a NUL makes the file unloadable), no terminal escape, bounded size.
+    note = clean(note, max_bytes=NOTE_MAX_BYTES, max_line=NOTE_MAX_LINE)
+    raw = [ln.rstrip() for ln in note.split("\n")]
     while raw and not raw[-1]:
         raw.pop()
     if not raw:

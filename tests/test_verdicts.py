@@ -368,3 +368,25 @@ def test_a_budget_stops_new_starts_with_a_note_and_a_status_line(kit, tmp_path, 
     assert "budget" in p.entry_text("TASK-1") and "$0.05" in p.entry_text("TASK-1")
     status = run_cli(p.root, "status", check_code=0).stdout
     assert "budget" in status.lower() and "$0.06" in status
+
+
+def test_a_report_with_nul_bytes_escapes_and_a_huge_line_leaves_a_loadable_board(kit):
+    hostile = "verdict: reject\nok\x00\x1b]0;pwned\x07\x1b[2J" + "y" * 100_000
+    p = kit(task_md("TASK-1"), rules=[{"role": "reviewer", "steps": [["report", hostile]]}])
+    p.drive(lambda: p.where("TASK-1") == ("IN_PROGRESS", RETRY, None), what="a rejection")
+    text = (p.root / "IN_PROGRESS.md").read_bytes()
+    assert b"\x00" not in text and b"\x1b" not in text and b"\x07" not in text
+    assert len(text) < 20_000
+    run_cli(p.root, "preflight")  # loads
+    run_cli(p.root, "status", check_code=0)
+
+
+def test_every_note_is_cleaned_where_it_is_written():
+    # Whatever the source (an agent's report, a verify log, a file name from a branch), a note
+    # never carries a control byte or an escape into a board file, and its size is bounded.
+    from kanban.entry import NOTE_MAX_BYTES, _note_item
+
+    lines = _note_item("merge conflict in evil\x00name\x1b[31m.txt\x07\n" + "z" * 50_000, "\n")
+    text = "".join(lines)
+    assert "\x00" not in text and "\x1b" not in text and "\x07" not in text
+    assert "evilname.txt" in text and len(text.encode()) < NOTE_MAX_BYTES + 200
