@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kanban import agents, git
+from kanban.aftercheck import AfterCheck
 from kanban.board import Board, to_task
 from kanban.config import Config
 from kanban.entry import Entry
@@ -88,6 +89,13 @@ class Engine:
         self.runner = runner or LocalRunner()
         self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
         self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
+        self._aftercheck: AfterCheck | None = None
+
+    @property
+    def aftercheck(self) -> AfterCheck:
+        if self._aftercheck is None:
+            self._aftercheck = AfterCheck(self.root, self.config.main_branch, self.history)
+        return self._aftercheck
 
     def repair_once(self, scope: str) -> list[str]:
         """The repairs that are safe for SCOPE ("tick" or "merge"), the first time only; never raises."""
@@ -116,6 +124,8 @@ class Engine:
                 return report
             report.repaired = self.repair_once("tick")
             self._assign_new_ids()
+            if not self.history.live_runs():
+                self.aftercheck.accept_current()
             self._reap(report)
             self._notice_person_resets()
             self._fill(report)
@@ -171,9 +181,24 @@ class Engine:
             if state.running:
                 continue
             try:
+                found = self.aftercheck.after_run(run.task)
                 report.reaped.append(self._finish(run, state.result))
+                if found:
+                    report.problems.append(f"{run.task}: {found.splitlines()[0]}")
+                    report.reaped.append(self.escalate(run.task, f"{_stamp()} after its {run.role} run: {found}"))
             except KanbanError as exc:
                 report.problems.append(f"{run.task}: {exc}")
+                report.reaped.append(self._unjudgeable(run, state.result, exc))
+
+    def _unjudgeable(self, run: Run, result: dict | None, exc: KanbanError) -> str:
+        """A finished run that could not be judged (its worktree broken by the agent): held for a
+        person, never left live, or every later pass would trip over it again."""
+        if any(r.id == run.id for r in self.history.live_runs()):
+            self.history.finish_run(run.id, outcome="failed", result=result, reason=clean(str(exc)))
+        try:
+            return self.escalate(run.task, f"{_stamp()} its {run.role} run could not be judged: {exc}")
+        except KanbanError as again:
+            return f"{run.task}: could not be escalated: {again}"
 
     def _finish(self, run: Run, result: dict | None) -> str:
         if run.role == TEST_RUN:

@@ -27,6 +27,10 @@ GIT_ENV = {
     "GIT_OPTIONAL_LOCKS": "0",
     "LC_ALL": "C",
 }
+# Code an agent may have written into the shared .git never runs in kanban's own git: no hooks
+# (core.hooksPath=/dev/null also hides .git/hooks), no fsmonitor daemon. Aliases cannot shadow
+# the built-in commands kanban runs; filters and the rest are put back after each run (gitguard).
+SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 MIN_VERSION = (2, 38)  # merge-tree --write-tree
 _TRANSIENT = re.compile(r"index\.lock|cannot lock ref|Unable to create .*\.lock|File exists", re.I)
 
@@ -50,10 +54,11 @@ def _is_transient(exc: BaseException) -> bool:
 )
 def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
     """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given."""
+    _check_dot_git(cwd)
     g = gitpython.Git(str(cwd))
     try:
         out = g.execute(
-            ["git", *args],
+            ["git", *SAFE_CONFIG, *args],
             env={**GIT_ENV, **(env or {})},
             istream=None,
             stdout_as_string=True,
@@ -72,12 +77,37 @@ def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | N
 
 def run_status(cwd: Path | str, *args: str) -> tuple[int, str, str]:
     """Run git and return (status, stdout, stderr) without raising on a non-zero status."""
+    _check_dot_git(cwd)
     g = gitpython.Git(str(cwd))
     status, out, err = g.execute(
-        ["git", *args], env=GIT_ENV, with_extended_output=True, with_exceptions=False,
+        ["git", *SAFE_CONFIG, *args], env=GIT_ENV, with_extended_output=True, with_exceptions=False,
         strip_newline_in_stdout=False,
     )
     return status, out, err
+
+
+def _small_file(path: Path) -> str:
+    """A small file an agent can write (its worktree's `.git`, HEAD): never blocks, never
+    follows a link, never reads more than a pointer needs; '' when it is not a regular file."""
+    from kanban.untrusted import read_capped
+
+    return read_capped(path, 4096)
+
+
+def _check_dot_git(cwd: Path | str) -> None:
+    """Refuse a `.git` that is a FIFO, socket or device (or leads to one): git would block
+    on it or read it without end. An agent owns its worktree, `.git` file included."""
+    import stat
+
+    path = os.path.join(cwd, ".git")
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            mode = os.stat(path).st_mode
+    except OSError:
+        return  # none here (or a dangling link): git looks further up, as usual
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise GitError(f"{path} is not a file or directory git can use", stderr="not a regular .git")
 
 
 def version() -> tuple[int, ...]:
@@ -220,10 +250,7 @@ def add_worktree(root: Path, path: Path, branch: str, base: str) -> None:
 
 def worktree_gitdir(path: Path) -> Path | None:
     """The private git directory of a linked worktree, read from its `.git` file."""
-    try:
-        text = (path / ".git").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    text = _small_file(path / ".git")
     if not text.startswith("gitdir: "):
         return None
     gitdir = Path(text[len("gitdir: "):].strip())
@@ -239,12 +266,12 @@ def worktree_branch(path: Path) -> str | None:
     if admin is None:
         return None
     try:
-        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        back = Path(_small_file(admin / "gitdir").strip())
         if back.resolve() != (path / ".git").resolve():
             return None
-        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+    except (OSError, ValueError):
         return None
+    head = _small_file(admin / "HEAD").strip()
     return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
 
 
@@ -296,18 +323,18 @@ _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 def _head_from_files(path: Path) -> str | None:
     try:
-        pointer = (path / ".git").read_text(encoding="utf-8").strip()
+        pointer = _small_file(path / ".git").strip()
         admin = Path(pointer.removeprefix("gitdir: ")) if pointer.startswith("gitdir: ") else None
         if admin is None:
             return None
         admin = admin if admin.is_absolute() else (path / admin).resolve()
-        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        head = _small_file(admin / "HEAD").strip()
         if _SHA.fullmatch(head):
             return head
         if not head.startswith("ref: refs/heads/"):
             return None
-        common = (admin / (admin / "commondir").read_text(encoding="utf-8").strip()).resolve()
-        sha = (common / head.removeprefix("ref: ")).read_text(encoding="utf-8").strip()
+        common = (admin / _small_file(admin / "commondir").strip()).resolve()
+        sha = _small_file(common / head.removeprefix("ref: ")).strip()
     except (OSError, UnicodeDecodeError):
         return None  # packed refs, symlinks, odd layouts: ask git
     return sha if _SHA.fullmatch(sha) else None

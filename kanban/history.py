@@ -217,6 +217,11 @@ class History:
         return list(self.db.execute(
             "SELECT time, task, kind, source, target, detail FROM events WHERE task=? ORDER BY id", (task,)))
 
+    def landed(self, commit: str) -> bool:
+        """Whether the merge queue verified COMMIT and moved main to it (its "landing" record)."""
+        return self.db.execute("SELECT 1 FROM events WHERE kind='landing' AND detail=? LIMIT 1",
+                               (commit,)).fetchone() is not None
+
     def strikes(self, task: str) -> dict[str, int]:
         """Send-backs per stage since the task was last reset by a person."""
         last_reset = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events WHERE task=? AND kind='reset'",

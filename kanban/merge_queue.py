@@ -62,6 +62,9 @@ class MainBlocked(KanbanError):
     """The person's checkout of main has uncommitted work in the files a merge brings in."""
 
 
+LANDING = "landing"  # history event: the queue verified this commit and moves main to it
+
+
 @dataclass
 class QueueReport:
     merged: list[str] = field(default_factory=list)
@@ -189,6 +192,7 @@ class MergeQueue:
         if not ok:
             self._verify_failed(c, output)
             return
+        self._record_landing([c], commit)
         self._advance(base, commit)
         self._finish(c)
 
@@ -243,6 +247,7 @@ class MergeQueue:
             self._merge_group(rest)
 
     def _land(self, base: str, chain: list[tuple[Candidate, str]]) -> None:
+        self._record_landing([c for c, _ in chain], chain[-1][1])
         self._advance(base, chain[-1][1])
         self._finish_all([c for c, _ in chain])
 
@@ -447,13 +452,44 @@ class MergeQueue:
     def _send_back(self, task_id: str, event: Event, note: str) -> str:
         return self.engine.apply(task_id, event, note)
 
+    def _record_landing(self, tasks: list[Candidate], commit: str) -> None:
+        """The queue's own record, written before main moves: these tasks land in COMMIT, verified.
+
+        Only this record makes a task merged; a branch found in main without it got
+        there some other way (an agent's `git update-ref`), unverified.
+        """
+        for c in tasks:
+            self.engine.history.event(c.task_id, LANDING, detail=commit)
+
+    def _landed(self, c: Candidate, main_sha: str) -> bool:
+        commits = [d for _, _, kind, _, _, d in self.engine.history.events(c.task_id) if kind == LANDING and d]
+        return any(git.is_ancestor(self.root, c.sha, s) and git.is_ancestor(self.root, s, main_sha)
+                   for s in reversed(commits))
+
     def _finish_already_merged(self, candidates: list[Candidate]) -> list[Candidate]:
-        """A crash after main moved leaves ready tasks whose branch is in main: finish, never merge twice."""
+        """A crash after main moved leaves ready tasks whose branch is in main: finish, never merge twice.
+
+        Only tasks the queue itself landed count; one that reached main unverified is held for a person.
+        """
         main_sha = git.rev_parse(self.root, self.main)
-        merged = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
+        in_main = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
+        merged = [c for c in in_main if self._landed(c, main_sha)]
         if merged:
             self._finish_all(merged)
-        return [c for c in candidates if c not in merged]
+        for c in in_main:
+            if c not in merged:
+                self._unverified_in_main(c, main_sha)
+        return [c for c in candidates if c not in in_main]
+
+    def _unverified_in_main(self, c: Candidate, main_sha: str) -> None:
+        line = (f"WARNING: {self.main} ({main_sha[:10]}) holds {c.task_id}'s commit {c.sha[:10]}, but the merge "
+                f"queue never verified or merged it: something else moved {self.main} (an agent's "
+                f"`git update-ref`?). Not counted as merged.")
+        self.report.failed.append(c.task_id)
+        self.report.lines.append(line)
+        self.engine.history.event(c.task_id, "unverified_main", detail=main_sha)
+        self.engine.escalate(c.task_id, f"{_stamp()} {line}\nCheck {self.main}: `git log {self.main}` and reset it "
+                                        f"to the last commit you trust, then run 'kanban retry {c.task_id}'.")
 
     def _cleanup_finished(self) -> None:
         """Worktrees and branches of tasks already in CHANGELOG.md and gone from the board."""

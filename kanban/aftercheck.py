@@ -1,0 +1,92 @@
+"""What kanban checks in the shared repository after every agent run.
+
+Without the sandbox an agent can write the shared git directory's config and
+hooks (code that runs in the person's next git command) and move main itself
+(`git update-ref refs/heads/main HEAD`). After each run: the first is put back
+(gitguard), the second is undone when that is safe (main moved onto the task's
+own commits, nothing of anyone else's on top) and reported either way. Each
+finding escalates the task; the note says what was found and where it was put.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kanban import git
+from kanban.gitguard import GUARD_DIR, GitGuard
+from kanban.ids import branch_name
+
+MAIN_RECORD = "main"  # the last main the checks accepted, in .kanban/gitguard/
+
+
+class AfterCheck:
+    def __init__(self, root: Path, main: str, history) -> None:
+        self.root = root
+        self.main = main
+        self.history = history
+        self.guard = GitGuard(root, git.common_dir(root))
+        self.record = root / ".kanban" / GUARD_DIR / MAIN_RECORD
+
+    def accept_current(self) -> None:
+        """Nothing in flight: what the shared git directory holds now is the person's."""
+        self.guard.take_baseline()
+        self._remember_main(git.rev_parse(self.root, self.main))
+
+    def after_run(self, task_id: str) -> str | None:
+        """Check and repair after TASK_ID's run ended; a note for the person, or None."""
+        lines = []
+        findings, aside = self.guard.check_and_restore()
+        if findings:
+            shown = ", ".join(str(f) for f in findings[:8]) + (f" and {len(findings) - 8} more"
+                                                               if len(findings) > 8 else "")
+            kept = f"; what was found is kept in {aside.relative_to(self.root)}" if aside else ""
+            lines.append(f"the shared git directory changed during this run ({shown}): kanban put it back{kept}. "
+                         "Hooks, config and aliases there would run in your next git command.")
+        moved = self._main_check(task_id)
+        if moved:
+            lines.append(moved)
+        if not lines:
+            return None
+        return "\n".join(lines) + "\nRun agents with `[agent] sandbox = \"bwrap\"` to make this impossible."
+
+    def _remember_main(self, sha: str) -> None:
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.record.with_name(".main.tmp")
+        tmp.write_text(sha + "\n", encoding="utf-8")
+        tmp.replace(self.record)
+
+    def _recorded_main(self) -> str | None:
+        try:
+            return self.record.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _moved_onto(self, branch: str, now: str, before: str) -> bool:
+        """Whether main moved to one of the branch's own commits, or past them."""
+        def anc(a: str, b: str) -> bool:
+            return git.is_ancestor(self.root, a, b)
+
+        if anc(now, before) or anc(branch, before):
+            return False  # main went back, or the branch has nothing of its own
+        return anc(now, branch) or anc(branch, now)
+
+    def _main_check(self, task_id: str) -> str | None:
+        now = git.rev_parse(self.root, self.main)
+        before = self._recorded_main()
+        if before is None or now == before or self.history.landed(now):
+            self._remember_main(now)
+            return None
+        branch = git.branch_shas(self.root, f"refs/heads/{branch_name(task_id)}").get(branch_name(task_id))
+        if branch is None or not self._moved_onto(branch, now, before):
+            self._remember_main(now)  # a person's commit or reset: theirs to make
+            return None
+        # main now points into the task's own commits: the agent moved it
+        undone = (git.is_ancestor(self.root, now, branch) and git.is_ancestor(self.root, before, now)
+                  and git.update_ref(self.root, f"refs/heads/{self.main}", before, now))
+        if undone:
+            return (f"the agent moved {self.main} to its own commit {now[:10]} (unverified); kanban moved it back "
+                    f"to {before[:10]}. Only the merge queue moves {self.main}, after verification.")
+        self._remember_main(now)
+        return (f"WARNING: {self.main} now holds this task's commits ({now[:10]}), moved there without the "
+                f"merge queue and without verification; kanban could not safely move it back from {now[:10]} "
+                f"to {before[:10]}. Check `git log {self.main}`.")
