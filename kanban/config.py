@@ -94,6 +94,8 @@ class MergeConfig:
     push: bool = False
     remote: str = "origin"
     verify_timeout: float = 1800.0
+    # A branch that changes kanban.toml, [tool.kanban] or prompts/ is held for a person unless this is true.
+    allow_config_changes: bool = False
 
 
 @dataclass(frozen=True)
@@ -338,7 +340,7 @@ PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
 MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
 AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit")
 WORKTREE_KEYS = ("copy", "setup")
-MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout")
+MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes")
 ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny")
 TEST_KEYS = ("command", "fallback", "timeout", "stall")
 CHECK_KEYS = ("name", "url", "tcp", "command", "timeout")
@@ -631,6 +633,8 @@ class _Loader:
             remote=self.string(table.get("remote", defaults.remote), path + ("remote",)),
             verify_timeout=self.duration(table.get("verify_timeout", defaults.verify_timeout),
                                          path + ("verify_timeout",)),
+            allow_config_changes=self.boolean(table.get("allow_config_changes", defaults.allow_config_changes),
+                                              path + ("allow_config_changes",)),
         )
 
     def test(self, value: Any) -> TestConfig:
@@ -873,6 +877,7 @@ verify = []                   # run on the merged tree before main moves, e.g. [
 push = false                  # push main to the remote after each merge
 verify_timeout = "30m"        # a verification running longer than this fails
 remote = "origin"
+allow_config_changes = false  # true: a branch may change kanban.toml or prompts/ (else held for you)
 
 # The test stage: kanban runs this in the task's worktree, after merging the latest main,
 # and its exit status is the verdict (the tester agent only fixes what fails).

@@ -148,8 +148,32 @@ class MergeQueue:
             _, entry = board.require(t.id)
             category = category_for(t.title, entry.meta().get("changelog"))
             changed = git.diff_names(self.root, f"{main_sha}...{sha}", None)
+            held = self._held_for_a_person(t.id, changed, main_sha, sha)
+            if held:
+                self.report.failed.append(t.id)
+                self.report.lines.append(f"{t.id}: held: {held.splitlines()[0]}")
+                self.engine.escalate(t.id, f"{_stamp()} not merged: {held}")
+                continue
             found.append(Candidate(t.id, t.title, sha, category, frozenset(changed)))
         return found
+
+    def _held_for_a_person(self, task_id: str, changed: list[str], main_sha: str, sha: str) -> str | None:
+        """Why a branch must not merge without a person: it writes kanban's own state, or its configuration."""
+        state = state_paths(changed, self.config.worktree_dir)
+        if state:
+            return (f"its branch adds or changes files where kanban keeps its own state: {', '.join(state[:5])}. "
+                    f"kanban never takes its state from a branch; remove them from the branch "
+                    f"(`git rm -r --cached`), then run 'kanban retry {task_id}'.")
+        if self.config.merge.allow_config_changes:
+            return None
+        configs = config_paths(changed)
+        if PYPROJECT in changed and _tool_kanban(self.root, main_sha) != _tool_kanban(self.root, sha):
+            configs.append(f"{PYPROJECT} [tool.kanban]")
+        if configs:
+            return (f"its branch changes kanban's configuration or prompts ({', '.join(configs[:5])}), which would "
+                    f"steer every later agent and check. Review the change; to let it merge, set "
+                    f"`[merge] allow_config_changes = true` (or merge it by hand), then run 'kanban retry {task_id}'.")
+        return None
 
     def _groups(self, candidates: list[Candidate]) -> list[list[Candidate]]:
         """Tasks whose changed files are disjoint go together (first fit, in priority order)."""
@@ -501,6 +525,34 @@ class MergeQueue:
         finished = [t for t in finished if t in board.done_ids and t not in on_board]
         if finished:
             self._remove_task_state(finished)
+
+
+PYPROJECT = "pyproject.toml"
+CONFIG_PATHS = ("kanban.toml",)
+CONFIG_DIRS = ("prompts/",)
+
+
+def state_paths(changed: list[str], worktree_dir: str) -> list[str]:
+    """Changed paths inside kanban's state folders (.kanban/, the worktree folder)."""
+    roots = (".kanban/", worktree_dir.strip("/") + "/")
+    return [p for p in changed if p.startswith(roots) or p in {r.rstrip("/") for r in roots}]
+
+
+def config_paths(changed: list[str]) -> list[str]:
+    return [p for p in changed if p in CONFIG_PATHS or p.startswith(CONFIG_DIRS)]
+
+
+def _tool_kanban(root: Path, commit: str) -> object:
+    """pyproject.toml's [tool.kanban] table at COMMIT (None when absent or unreadable)."""
+    import tomllib
+
+    status, out, _ = git.run_status(root, "show", f"{commit}:{PYPROJECT}")
+    if status != 0:
+        return None
+    try:
+        return tomllib.loads(out).get("tool", {}).get("kanban")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return "unreadable"
 
 
 def add_to_changelog(root: Path, items: list[tuple[str, str, str]]) -> None:
