@@ -157,8 +157,8 @@ def collect_report(worktree: Path, run_dir: Path) -> str:
 
 
 def test_env(config: Config, task_id: str, worktree: Path, port: int) -> dict[str, str]:
-    """The test command's environment: the agents' filtered one, never kanban's whole environment."""
-    env = config.env.filter(os.environ)
+    """The test command's environment: filtered by the checks' lists, never kanban's whole environment."""
+    env = config.env.for_checks().filter(os.environ)
     env.update({"KANBAN_TASK_ID": task_id, "KANBAN_ROLE": "test", "KANBAN_WORKTREE": str(worktree),
                 "KANBAN_PORT": str(port), "KANBAN_MAIN_BRANCH": config.main_branch, "GIT_TERMINAL_PROMPT": "0"})
     return env

@@ -52,6 +52,11 @@ DEFAULT_ENV_ALLOW = (
     "OPENAI_ORGANIZATION", "LITELLM_*",
 )  # fmt: skip
 DEFAULT_ENV_DENY = ("*_TOKEN", "*SECRET*", "*PASSWORD*", "AWS_*", "GITHUB_TOKEN")
+MODEL_CREDENTIALS = (
+    "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "CODEX_ACCESS_TOKEN",
+    "CODEX_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY",
+)  # fmt: skip
+CHECK_DENY = ("*_API_KEY", "*_AUTH_TOKEN", "*OAUTH*")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class EnvConfig:
 
     allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     deny: tuple[str, ...] = DEFAULT_ENV_DENY
+    check_allow: tuple[str, ...] | None = None  # None: the agents' allow, without model credentials
+    check_deny: tuple[str, ...] | None = None
 
     def permits(self, name: str) -> bool:
         """Deny wins over allow, except for names listed literally in allow."""
@@ -149,6 +156,15 @@ class EnvConfig:
 
     def filter(self, environ: Mapping[str, str]) -> dict[str, str]:
         return {name: value for name, value in environ.items() if self.permits(name)}
+
+    def for_checks(self) -> EnvConfig:
+        """The verify and test commands' own lists: `check_allow`/`check_deny` when given, else the
+        agents' lists without the model-API credentials (a branch's test has no use for them, and
+        whatever it prints lands on the board)."""
+        allow = self.check_allow if self.check_allow is not None else tuple(
+            p for p in self.allow if p not in MODEL_CREDENTIALS)
+        deny = self.check_deny if self.check_deny is not None else self.deny + CHECK_DENY
+        return EnvConfig(allow=allow, deny=deny)
 
 
 @dataclass(frozen=True)
@@ -341,7 +357,7 @@ MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
 AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit")
 WORKTREE_KEYS = ("copy", "setup")
 MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes")
-ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny")
+ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny", "check_allow", "check_deny")
 TEST_KEYS = ("command", "fallback", "timeout", "stall")
 CHECK_KEYS = ("name", "url", "tcp", "command", "timeout")
 CHECK_TARGETS = ("url", "tcp", "command")
@@ -669,7 +685,9 @@ class _Loader:
         # extend_*: add to the lists (the defaults, or allow/deny as given) instead of replacing them.
         allow += self.env_patterns(table.get("extend_allow", []), path + ("extend_allow",))
         deny += self.env_patterns(table.get("extend_deny", []), path + ("extend_deny",))
-        return EnvConfig(allow=allow, deny=deny)
+        check_allow, check_deny = (self.env_patterns(table[key], path + (key,)) if key in table else None
+                                   for key in ("check_allow", "check_deny"))
+        return EnvConfig(allow=allow, deny=deny, check_allow=check_allow, check_deny=check_deny)
 
     def env_patterns(self, value: Any, path: KeyPath) -> tuple[str, ...]:
         patterns = self.strings(value, path, "a list of variable names or glob patterns")
@@ -915,6 +933,8 @@ timeout = "15m"
 [env]
 extend_allow = []             # e.g. ["MY_SERVICE_URL", "MYAPP_*"]
 extend_deny = []
+# check_allow = [...]         # the verify and test commands' own list (default: the agents',
+# check_deny = [...]          # without model-API keys such as ANTHROPIC_API_KEY)
 
 # Services that must be up before agents start (checked by `kanban preflight`).
 # Each check has a name and exactly one of url, tcp or command.

@@ -325,8 +325,8 @@ class MergeQueue:
         return ok, f"`{' '.join(argv)}` failed on the merged tree ({code}):\n{tail}"
 
     def _verify_env(self) -> dict[str, str]:
-        """The agents' filtered environment: a branch's test that prints os.environ shows no secret."""
-        env = self.config.env.filter(os.environ)
+        """Filtered by the checks' lists: a branch's test that prints os.environ shows no secret."""
+        env = self.config.env.for_checks().filter(os.environ)
         env["GIT_TERMINAL_PROMPT"] = "0"
         return env
 

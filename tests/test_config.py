@@ -658,3 +658,25 @@ def test_init_suggests_extend_allow_and_its_file_loads_as_the_defaults(tmp_path)
     text = dump_default_config()
     assert "extend_allow = []" in text and "\nallow =" not in text
     assert load(tmp_path, text) == dataclasses.replace(Config(), source=str(tmp_path / "kanban.toml"))
+
+
+def test_checks_get_their_own_env_lists_without_model_credentials(tmp_path):
+    from kanban.config import load_config
+
+    environ = {"PATH": "/bin", "ANTHROPIC_API_KEY": "k", "CODEX_API_KEY": "c", "MY_VAR": "v", "HOME": "/h"}
+    config = load_config(tmp_path)
+    assert "ANTHROPIC_API_KEY" in config.env.filter(environ)  # the agents need it
+    assert config.env.for_checks().filter(environ) == {"PATH": "/bin", "HOME": "/h"}
+    (tmp_path / "kanban.toml").write_text('[env]\ncheck_allow = ["PATH", "MY_VAR"]\n')
+    assert load_config(tmp_path).env.for_checks().filter(environ) == {"PATH": "/bin", "MY_VAR": "v"}
+
+
+def test_the_test_stage_command_gets_the_checks_environment(tmp_path, monkeypatch):
+    from kanban.agents import test_env
+    from kanban.config import load_config
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-4711")
+    monkeypatch.setenv("DEPLOY_SECRET", "s3cr3t")
+    env = test_env(load_config(tmp_path), "TASK-1", tmp_path, 20001)
+    assert "ANTHROPIC_API_KEY" not in env and "DEPLOY_SECRET" not in env
+    assert env["KANBAN_TASK_ID"] == "TASK-1" and "PATH" in env

@@ -923,6 +923,7 @@ if BAD:
 
 def test_verify_output_is_bounded_cleaned_and_holds_no_secret(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPLOY_SECRET", "s3cr3t-value-4711")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-model-key-4711")  # agents get it; checks do not
     p = make_project(tmp_path, hook=HOSTILE_VERIFY_HOOK)
     p.add_task(1, "Break things", {"BAD": "broken\n"})
     p.queue(code=1)
@@ -930,5 +931,6 @@ def test_verify_output_is_bounded_cleaned_and_holds_no_secret(tmp_path, monkeypa
     assert len(review) < 16 * 1024  # not 20 MiB
     assert b"\x00" not in review and b"\x1b" not in review and b"\x07" not in review
     assert b"s3cr3t-value-4711" not in review  # verification got the filtered environment
+    assert b"sk-ant-model-key-4711" not in review
     assert b"BAD marker present" in review
     run_cli(p.root, "status", check_code=0)  # the board still loads
