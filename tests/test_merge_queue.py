@@ -682,6 +682,11 @@ def merge_like_the_queue(p: Project, tid: str) -> str:
     tree = git(p.root, "merge-tree", "--write-tree", "main", p.tips[tid]).split()[0]
     commit = git(p.root, "commit-tree", tree, "-p", "main", "-p", p.tips[tid],
                  "-m", f"Merge {tid}: {p.titles[tid]}").strip()
+    from kanban.history import History
+    from kanban.merge_queue import LANDING
+
+    with History(p.root) as history:  # the queue's own record comes before main moves
+        history.event(tid, LANDING, detail=commit)
     git(p.root, "merge", "--ff-only", "-q", commit)
     return commit
 
