@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from kanban.entry import Entry, line_ending, new_entry_lines, strip_ending
 from kanban.errors import KanbanError
-from kanban.ids import DEFAULT_PREFIX, ID_RE, id_number, is_valid_id
+from kanban.ids import ID_RE, is_valid_id, next_ids
 from kanban.mdblocks import split_lines, top_headings
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, DEFAULT_PRIORITY, Column, Task
 
@@ -179,6 +179,20 @@ def _independent(blocks: list[list[str] | Entry]) -> bool:
     return _heading_spots(blocks) == want
 
 
+def _common_length(same: Callable[[int], bool], limit: int) -> int:
+    """The largest n <= LIMIT with same(n), same() being true up to some n and false after: a
+    binary search of slice comparisons (C speed), not a character loop, which took 50 ms a
+    save on a 100 KB file and kept the save's race window with a person's editor that wide."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if same(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _changed_blocks(blocks: list[list[str] | Entry], old: str, new: str) -> tuple[int, int]:
     """Indexes of the first and last block to check after an edit changed `old` into `new`.
 
@@ -186,12 +200,9 @@ def _changed_blocks(blocks: list[list[str] | Entry], old: str, new: str) -> tupl
     (the text up to there is unchanged, so it still starts a top-level block) to the
     first entry after the last changed character (if its heading survives, all the
     unchanged text after it parses as before)."""
-    p, limit = 0, min(len(old), len(new))
-    while p < limit and old[p] == new[p]:
-        p += 1
-    s = 0
-    while s < limit - p and old[len(old) - 1 - s] == new[len(new) - 1 - s]:
-        s += 1
+    limit = min(len(old), len(new))
+    p = _common_length(lambda n: old[:n] == new[:n], limit)
+    s = _common_length(lambda n: old[len(old) - n:] == new[len(new) - n:], limit - p)
     changed_end = len(new) - s
     lo, hi, start = 0, len(blocks) - 1, 0
     for i, b in enumerate(blocks):
@@ -339,15 +350,15 @@ class Board:
         new = self.new_entries()
         if not new:
             return []
-        taken = [id_number(i)[1] for i in self.all_ids() if id_number(i)[0] == DEFAULT_PREFIX]
-        n = max(taken, default=0)
-        given = []
-        for entry in new:
-            n += 1
-            entry.set_id(f"{DEFAULT_PREFIX}-{n}")
-            given.append(entry.task_id)
+        given = next_ids(self.all_ids(), len(new), locate=self._locate)  # never one over the length limit
+        for entry, task_id in zip(new, given):
+            entry.set_id(task_id)
         self.files[Column.TODO].mark_dirty()
         return given
+
+    def _locate(self, task_id: str) -> tuple[str | None, int | None]:
+        found = self.find(task_id)
+        return (found[0].name, found[1].line_no) if found else (COLUMN_FILES[Column.DONE], None)
 
     def move(self, task_id: str, to: Column) -> Entry:
         """Move an entry to another file.
@@ -378,8 +389,7 @@ class Board:
 
     def add(self, title: str, meta: dict[str, str], body: str = "") -> str:
         self.assign_ids()
-        taken = [id_number(i)[1] for i in self.all_ids() if id_number(i)[0] == DEFAULT_PREFIX]
-        task_id = f"{DEFAULT_PREFIX}-{max(taken, default=0) + 1}"
+        task_id = next_ids(self.all_ids(), locate=self._locate)[0]
         todo = self.files[Column.TODO]
         todo.append(Entry(new_entry_lines(task_id, title, meta, body, todo.newline), 0))
         return task_id

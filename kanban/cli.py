@@ -183,7 +183,25 @@ def main() -> None:
         error("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
+        # A read-only or full file system, a permission: the environment, not a bug.
+        mapped = _environment_error(exc)
+        if mapped is not None:
+            error(str(mapped))
+            sys.exit(mapped.code)
         sys.exit(_report_crash(exc))
+
+
+def _environment_error(exc: BaseException) -> KanbanError | None:
+    from kanban.errors import from_environment
+
+    try:
+        root = _root()
+    except Exception:  # noqa: BLE001 - only for showing paths relative to the repository
+        root = None
+    try:
+        return from_environment(exc, root)
+    except Exception:  # noqa: BLE001 - never let the mapping hide the original error
+        return None
 
 
 def _report_crash(exc: BaseException) -> int:
@@ -192,7 +210,13 @@ def _report_crash(exc: BaseException) -> int:
 
     from kanban.output import error
 
-    with tempfile.NamedTemporaryFile("w", prefix="kanban-crash-", suffix=".log", delete=False) as log:
-        traceback.print_exception(exc, file=log)
-    error(f"internal error: {type(exc).__name__}: {exc} (details in {log.name}); please report it")
+    where = "could not save the details"
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="kanban-crash-", suffix=".log", delete=False) as log:
+            traceback.print_exception(exc, file=log)
+        where = f"details in {log.name}"
+    except Exception as saving:  # noqa: BLE001 - a read-only or full /tmp must not turn into a traceback
+        where = f"could not save the details: {type(saving).__name__}: {saving}"
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever the message holds
+    error(f"internal error: {text} ({where}); please report it")
     return 3

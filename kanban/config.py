@@ -72,6 +72,7 @@ class AgentConfig:
     # (a dead, failing or hung model API), instead of at the stall or the timeout.
     retry_limit: float = 60.0
     models: tuple[str, ...] = ()  # a ladder of two or more (model = [...]): see model_for
+    sandbox: str = "none"  # "bwrap": the agent runs in bubblewrap (kanban.sandbox)
 
 
 def model_for(agent: AgentConfig, attempt: int) -> str | None:
@@ -354,7 +355,8 @@ TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
 BUDGET_KEYS = ("task", "run", "day")
 PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
 MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
-AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit")
+AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit",
+              "sandbox")
 WORKTREE_KEYS = ("copy", "setup")
 MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes")
 ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny", "check_allow", "check_deny")
@@ -614,6 +616,10 @@ class _Loader:
             fields["model"], fields["models"] = self.models(table["model"], path + ("model",))
         if "extra_args" in table:
             fields["extra_args"] = self.strings(table["extra_args"], path + ("extra_args",))
+        if "sandbox" in table:
+            from kanban.sandbox import MODES
+
+            fields["sandbox"] = self.choice(table["sandbox"], path + ("sandbox",), MODES)
         return replace(base, **fields)
 
     def worktree(self, value: Any) -> WorktreeConfig:
@@ -779,9 +785,27 @@ class _Loader:
 _TOML_POSITION_RE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
 
 
-def _read(path: Path, name: str) -> str:
+CONFIG_MAX_BYTES = 1 << 20  # kanban.toml or pyproject.toml; a real one is a few KiB
+
+
+def _present(path: Path) -> bool:
+    """Whether anything is there, a dangling or looping link included (those are errors, not absent)."""
     try:
-        data = path.read_bytes()
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # unreadable directory and the like: _read says why
+    return True
+
+
+def _read(path: Path, name: str) -> str:
+    from kanban.untrusted import UnsafeFile, read_regular
+
+    try:
+        data = read_regular(path, CONFIG_MAX_BYTES, root=path.parent)
+    except UnsafeFile as exc:
+        raise KanbanError(f"cannot read {name}: it {exc}", file=name, hint=exc.hint) from None
     except OSError as exc:
         raise KanbanError(
             f"cannot read {name}: {exc.strerror or exc}",
@@ -838,11 +862,11 @@ def load_config(root: Path) -> Config:
     """kanban.toml if present, else [tool.kanban] in pyproject.toml, else defaults."""
     root = Path(root)
     path = root / CONFIG_FILE
-    if path.exists():
+    if _present(path):
         text = _read(path, CONFIG_FILE)
         return _Loader(CONFIG_FILE, text).config(_parse(text, CONFIG_FILE), str(path))
     path = root / PYPROJECT_FILE
-    if path.exists():
+    if _present(path):
         text = _read(path, PYPROJECT_FILE)
         tool = _parse(text, PYPROJECT_FILE).get("tool")
         if isinstance(tool, dict) and "kanban" in tool:
@@ -874,6 +898,7 @@ timeout = "15m"               # stopped after running this long
 stall = "5m"                  # stopped when its log has not grown for this long
 kill_grace = "5s"             # from SIGTERM to SIGKILL when an agent is stopped
 retry_limit = "60s"           # stopped when its CLI has only retried or reconnected for this long
+sandbox = "none"              # "bwrap": each agent in bubblewrap, writing only its worktree and branch
 
 # Each role takes the [agent] settings, overridden by its own table.
 # A role that sets `preset` drops a `command` inherited from [agent].

@@ -100,10 +100,13 @@ _SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
 
 
 class History:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, readonly: bool = False) -> None:
         state = root / ".kanban"
-        state.mkdir(exist_ok=True)
         self.path = state / DB_NAME
+        if readonly:
+            self.db = _open_readonly(self.path)
+            return
+        state.mkdir(exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -268,12 +271,50 @@ class History:
         self.db.execute("DELETE FROM ports WHERE task=?", (task,))
 
 
+def _empty_history() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """The history for reading only: never creates .kanban/ or the file, works on a read-only file system.
+
+    Without a history yet: an empty one in memory. `mode=ro` reads the WAL too; where the
+    directory is read-only and no -shm file exists (the last writer closed cleanly, so the
+    WAL is checkpointed), SQLite needs `immutable=1` to open it at all.
+    """
+    from urllib.parse import quote
+
+    if not path.is_file():
+        return _empty_history()
+    base = "file:" + quote(str(path.resolve()))
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        db = sqlite3.connect(base + query, uri=True, timeout=30, isolation_level=None)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM main.sqlite_master WHERE type='table'")}
+            break
+        except sqlite3.OperationalError:
+            db.close()
+            if query.endswith("immutable=1"):
+                raise
+    if not {"runs", "events", "ports"} <= tables:
+        # Its schema was never completed (a full disk at the first write): nothing was recorded.
+        db.close()
+        return _empty_history()
+    have = {row[1] for row in db.execute("PRAGMA main.table_info(runs)")}
+    added = [f"NULL AS {name}" for name, _ in _ADDED_RUN_COLUMNS if name not in have]
+    if added:  # an older history, migrated by the next writer: the same columns meanwhile
+        db.execute(f"CREATE TEMP VIEW runs AS SELECT *, {', '.join(added)} FROM main.runs")
+    return db
+
+
 def running_agents(root: Path) -> list[dict[str, Any]]:
     """Live runs for `kanban status`, without creating a history where there is none."""
     if not (root / ".kanban" / DB_NAME).exists():
         return []
     now = time.time()
-    with History(root) as history:
+    with History(root, readonly=True) as history:
         return [
             {"task": r.task, "role": r.role, "attempt": r.attempt, "pid": r.pid,
              "elapsed": round(now - r.started, 1), "timeout": r.timeout, "log": r.log}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
 from kanban.errors import KanbanError
 
@@ -37,3 +38,33 @@ def id_number(task_id: str) -> tuple[str, int]:
 
 def branch_name(task_id: str) -> str:
     return f"kanban/{task_id}"
+
+
+def next_ids(taken: Iterable[str], count: int = 1, *, prefix: str = DEFAULT_PREFIX,
+             locate: Callable[[str], tuple[str | None, int | None]] | None = None) -> list[str]:
+    """The next COUNT free `PREFIX-N` IDs, counting up from the highest one TAKEN.
+
+    Never an ID over MAX_ID_LEN: it would not be read back as an ID, so the entry
+    would get a new one at every write. Reusing a lower free number instead is no
+    way out, as a number's runs, strikes, port and branch outlive its entry (a
+    deleted task's history would pass to the new one), so past the highest
+    number that fits, this refuses, naming the task with the highest number
+    (LOCATE gives its file and line).
+    """
+    highest, highest_id = 0, None
+    for task_id in taken:
+        head, number = id_number(task_id)
+        if head == prefix and number >= highest:
+            highest, highest_id = number, task_id
+    given = [f"{prefix}-{highest + i}" for i in range(1, count + 1)]
+    if given and len(given[-1]) > MAX_ID_LEN:
+        file, line = locate(highest_id) if locate and highest_id else (None, None)
+        shown = highest_id if highest_id and len(highest_id) <= 30 else f"{prefix}-{str(highest)[:8]}..."
+        raise KanbanError(
+            f"cannot number a new task: after {shown} the next ID would be {len(given[-1])} characters,"
+            f" over the {MAX_ID_LEN}-character limit for IDs",
+            file=file,
+            line=line,
+            hint=f"give {shown} a smaller number (new IDs count up from the highest {prefix}-N)",
+        )
+    return given

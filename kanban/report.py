@@ -14,7 +14,7 @@ LOG_LINES = 8
 def build_report(root: Path) -> str:
     if not (root / ".kanban" / DB_NAME).exists():
         return "# kanban report\n\nNo history yet: nothing has run in this repository.\n"
-    with History(root) as history:
+    with History(root, readonly=True) as history:  # a report never writes: works on a read-only disk
         runs = history.runs()
         events = history.events()
     out = ["# kanban report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
@@ -173,10 +173,10 @@ def _merges(events) -> list[str]:
 
 
 def _tail(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+    """The log's last lines, as untrusted text: read capped from the end, escapes and controls removed."""
+    from kanban.untrusted import clean, read_capped
+
+    text = clean(read_capped(path, 64 * 1024, tail=True), max_bytes=64 * 1024)
     return [line.replace("```", "'''") for line in text.strip().splitlines()[-LOG_LINES:]]
 
 

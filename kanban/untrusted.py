@@ -5,10 +5,13 @@ Everything an agent leaves (its report, its log) may be a FIFO, a symlink to
 following links and without blocking, reads only regular files, and stops at
 its byte cap; `clean` makes the text safe to copy into a board file or a
 prompt: no control characters or terminal escapes, bounded lines and size.
+`read_regular` is for the files a person keeps (kanban.toml, prompt templates):
+the whole file or a clear refusal, never a hang on a FIFO or a device.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -43,6 +46,72 @@ def read_capped(path: Path, limit: int, *, tail: bool = False) -> str:
         return ""
     finally:
         os.close(fd)
+
+
+class UnsafeFile(Exception):
+    """A file that `read_regular` will not read: its reason reads after the file's name."""
+
+    def __init__(self, reason: str, hint: str = "replace it with a regular file") -> None:
+        super().__init__(reason)
+        self.hint = hint
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular(path: Path, limit: int, *, root: Path | None = None) -> bytes:
+    """All of a regular file of at most LIMIT bytes, for files a person keeps (config, prompts).
+
+    Links are followed only to a regular file (inside ROOT when given); a FIFO, a
+    device, a socket, a directory, a link loop or a file over LIMIT raises
+    UnsafeFile, without opening it or without blocking; a missing file raises
+    FileNotFoundError; other OSErrors pass through.
+    """
+    try:
+        info = os.stat(path)  # follows links; says what is there before anything is opened
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile("is a symbolic link loop (or a chain of too many links)") from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise UnsafeFile(f"is a symbolic link to {os.readlink(path)!r}, which does not exist") from None
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFile(f"is {_kind(info.st_mode)}, not a regular file")
+    if root is not None and os.path.islink(path):
+        target = Path(os.path.realpath(path))
+        if not target.is_relative_to(Path(os.path.realpath(root))):
+            raise UnsafeFile(f"is a symbolic link to {target}, outside the repository",
+                             "replace the link with a regular file, or link to one inside the repository")
+    if info.st_size > limit:
+        raise UnsafeFile(f"is {_size(info.st_size)}, over the {_size(limit)} limit", "make it shorter")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)  # what was opened, should it have been swapped since the stat
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(f"is {_kind(info.st_mode)}, not a regular file")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise UnsafeFile(f"is over the {_size(limit)} limit", "make it shorter")
+    return data
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def clean(text: str, *, max_bytes: int = 4000, max_line: int = 500) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ def logs(root: Path, task_id: str, *, role: str | None, follow: bool, all_runs: 
     from kanban.history import History
 
     check_id(task_id)
-    with History(root) as history:
+    with History(root, readonly=True) as history:  # reading a log never writes: works on a read-only disk
         runs = [r for r in history.runs(task_id) if role is None or r.role == role]
         if not runs:
             raise KanbanError(f"no agent runs recorded for {task_id}" + (f" as {role}" if role else ""),
@@ -29,23 +30,40 @@ def logs(root: Path, task_id: str, *, role: str | None, follow: bool, all_runs: 
 
 
 def _print_log(path: Path, follow: bool, history, run_id: int) -> None:
+    """An agent wrote this log: never block on it or follow a link, and never pass its escape
+    sequences on to the terminal (clipboard writes, title changes, a cleared screen)."""
+    from kanban.untrusted import clean
+
     offset = 0
     while True:
-        try:
-            with path.open("rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            chunk = b""
+        chunk = _read_from(path, offset)
         if chunk:
-            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            text = chunk.decode("utf-8", errors="replace")
+            sys.stdout.write(clean(text, max_bytes=len(chunk) * 4 + 16, max_line=1 << 20))
             sys.stdout.flush()
             offset += len(chunk)
+            continue  # drain what is there before looking at the run's end
         if not follow or _run_ended(history, run_id):
-            if follow and chunk:
-                continue  # drain what was written before the end
             return
         time.sleep(0.2)
+
+
+def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
+    """Up to LIMIT bytes of a regular file from OFFSET; nothing for a FIFO, a link or a device."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.pread(fd, limit, offset)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _run_ended(history, run_id: int) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
+from kanban.errors import KanbanError
 from kanban.output import say
 
 DEMO_CONFIG = """\
@@ -108,6 +110,8 @@ def build_demo_repo(path: Path, *, timeout: str = "3s", stall: str = "10s") -> P
 def demo(directory: Path | None, *, live: bool | None) -> int:
     from kanban.commands.run import run
 
+    if directory is not None:
+        _claim_empty_dir(directory)  # before anything is written: never into someone's repository
     path = directory or Path(tempfile.mkdtemp(prefix="kanban-demo-"))
     say(f"building a demo repository in {path}")
     build_demo_repo(path / "repo" if directory is None else path)
@@ -116,6 +120,35 @@ def demo(directory: Path | None, *, live: bool | None) -> int:
     _report(root)
     say(f"\nthe demo repository stays in {root}: try 'kanban -C {root} status' or 'kanban -C {root} logs TASK-5'")
     return code
+
+
+def _claim_empty_dir(path: Path) -> None:
+    """Make PATH a new directory, or accept it if it is an empty one; refuse anything else.
+
+    The demo commits onto main and writes kanban.toml and the board files: pointed at
+    a repository (or any directory with files in it) it would overwrite them.
+    """
+    hint = "give --dir a new or empty directory, or leave --dir out for a temporary one"
+    try:
+        path.mkdir(parents=True)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise KanbanError(f"cannot create the demo directory: {exc.strerror or exc}", file=str(path),
+                          hint=hint) from None
+    if not path.is_dir():
+        raise KanbanError("exists and is not a directory", file=str(path), hint=hint)
+    try:
+        entries = os.listdir(path)
+    except OSError as exc:
+        raise KanbanError(f"cannot list the demo directory: {exc.strerror or exc}", file=str(path),
+                          hint=hint) from None
+    if entries:
+        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        what = "a git repository" if ".git" in entries else f"a directory that is not empty ({count})"
+        raise KanbanError(f"is {what}; the demo builds only in a new or empty directory, and nothing was changed",
+                          file=str(path), hint=hint)
 
 
 def _report(root: Path) -> None:

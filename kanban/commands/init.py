@@ -51,7 +51,10 @@ def _create(path: Path, text: str) -> list[str]:
 
 
 def _has_tool_section(pyproject: Path) -> bool:
-    return pyproject.exists() and "[tool.kanban]" in pyproject.read_text(encoding="utf-8", errors="replace")
+    # Read as load_config reads it: never blocks on a FIFO, bounded.
+    from kanban.config import PYPROJECT_FILE, _present, _read
+
+    return _present(pyproject) and "[tool.kanban]" in _read(pyproject, PYPROJECT_FILE)
 
 
 def _exclude_state_dirs(root: Path) -> None:

@@ -18,7 +18,15 @@ def report(root: Path, *, output: Path | None) -> int:
     from kanban.store import atomic_write
 
     target = output if output.is_absolute() else Path.cwd() / output
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, text.encode("utf-8"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, text.encode("utf-8"))
+    except OSError as exc:  # name the file asked for, not atomic_write's temporary one
+        from kanban.errors import KanbanError, from_environment
+
+        found = from_environment(exc)
+        raise KanbanError(f"cannot write the report: {exc.strerror or exc}", file=str(output),
+                          hint=found.hint if found else "choose another --output path",
+                          code=found.code if found else 2) from None
     say(f"wrote {target}")
     return 0

@@ -96,7 +96,7 @@ def _costs(root: Path | None, config) -> dict[str, Any]:
     from kanban.budget import budget_notice, live_costs, utc_midnight
     from kanban.history import History
 
-    with History(root) as history:
+    with History(root, readonly=True) as history:  # status never writes: works on a read-only disk
         tasks = history.spend_by_task()
         total, today = history.spend(), history.spend(since=utc_midnight())
         live = live_costs(history, config)

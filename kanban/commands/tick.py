@@ -41,6 +41,9 @@ def open_engine(root: Path, *, agents: bool = False):
         from kanban import startable
 
         startable.check(root, config)
+        from kanban.prompts import check_templates
+
+        check_templates(root)  # a prompt that is a FIFO or a device: exit 2 before anything moves
     return Engine(root, config, History(root))
 
 
