@@ -32,7 +32,7 @@ class AfterCheck:
         self.guard.take_baseline()
         self._remember_main(git.rev_parse(self.root, self.main))
 
-    def after_run(self, task_id: str) -> str | None:
+    def after_run(self, task_id: str, worktree: Path | None = None) -> str | None:
         """Check and repair after TASK_ID's run ended; a note for the person, or None."""
         lines = []
         findings, aside = self.guard.check_and_restore()
@@ -42,12 +42,31 @@ class AfterCheck:
             kept = f"; what was found is kept in {aside.relative_to(self.root)}" if aside else ""
             lines.append(f"the shared git directory changed during this run ({shown}): kanban put it back{kept}. "
                          "Hooks, config and aliases there would run in your next git command.")
+        lines += self._branch_check(task_id, worktree)
         moved = self._main_check(task_id)
         if moved:
             lines.append(moved)
         if not lines:
             return None
         return "\n".join(lines) + "\nRun agents with `[agent] sandbox = \"bwrap\"` to make this impossible."
+
+    def _branch_check(self, task_id: str, worktree: Path | None) -> list[str]:
+        """The task's branch must be a plain ref and its worktree's HEAD must name it: a branch
+        turned into a link to main (or a HEAD moved onto main) would let kanban's own next commit
+        in the worktree move main."""
+        branch = branch_name(task_id)
+        found = []
+        status, target, _ = git.run_status(self.root, "symbolic-ref", "-q", f"refs/heads/{branch}")
+        if status == 0:
+            git.run(self.root, "update-ref", "--no-deref", "-d", f"refs/heads/{branch}")
+            found.append(f"the agent turned its branch {branch} into a link to {target.strip()}; kanban deleted "
+                         f"the link, so that no commit of kanban's in the worktree can move {target.strip()}.")
+        if worktree is not None and worktree.exists() and not found:
+            head = git.worktree_branch(worktree)
+            if head is not None and head != branch:
+                found.append(f"the agent switched its worktree from {branch} to {head}; kanban will not commit "
+                             f"there. Check the worktree {worktree.relative_to(self.root)}.")
+        return found
 
     def _remember_main(self, sha: str) -> None:
         self.record.parent.mkdir(parents=True, exist_ok=True)

@@ -181,22 +181,25 @@ class Engine:
             if state.running:
                 continue
             try:
-                found = self.aftercheck.after_run(run.task)
-                report.reaped.append(self._finish(run, state.result))
-                if found:
+                found = self.aftercheck.after_run(run.task, agents.worktree_path(self.root, self.config, run.task))
+                if found:  # a run that reached into the shared repository is not judged at all
                     report.problems.append(f"{run.task}: {found.splitlines()[0]}")
-                    report.reaped.append(self.escalate(run.task, f"{_stamp()} after its {run.role} run: {found}"))
+                    report.reaped.append(self._hold(run, state.result, "changed the shared repository",
+                                                    f"after its {run.role} run: {found}"))
+                    continue
+                report.reaped.append(self._finish(run, state.result))
             except KanbanError as exc:
                 report.problems.append(f"{run.task}: {exc}")
-                report.reaped.append(self._unjudgeable(run, state.result, exc))
+                report.reaped.append(self._hold(run, state.result, clean(str(exc)),
+                                                f"its {run.role} run could not be judged: {exc}"))
 
-    def _unjudgeable(self, run: Run, result: dict | None, exc: KanbanError) -> str:
-        """A finished run that could not be judged (its worktree broken by the agent): held for a
-        person, never left live, or every later pass would trip over it again."""
+    def _hold(self, run: Run, result: dict | None, reason: str, note: str) -> str:
+        """A finished run that must not be judged, or could not be (its worktree broken by the agent):
+        recorded as failed and held for a person, never left live for every later pass to trip over."""
         if any(r.id == run.id for r in self.history.live_runs()):
-            self.history.finish_run(run.id, outcome="failed", result=result, reason=clean(str(exc)))
+            self.history.finish_run(run.id, outcome="failed", result=result, reason=reason)
         try:
-            return self.escalate(run.task, f"{_stamp()} its {run.role} run could not be judged: {exc}")
+            return self.escalate(run.task, f"{_stamp()} {note}")
         except KanbanError as again:
             return f"{run.task}: could not be escalated: {again}"
 
@@ -500,9 +503,13 @@ class Engine:
         try:
             # Not waiting for the agent to be up keeps the engine free for the next handover;
             # the pid is recorded when the run is next polled, a failed start comes back as a result.
+            from kanban.sandbox import plan_for_run
+
+            box = plan_for_run(self.root, self.config, role, task_id, worktree, rdir, argv, env)
             handle = self.runner.submit(rdir, argv, worktree, env, log, timeout, stall, grace,
                                         wait=False, idle_lines=_idle_lines(self.config, role),
-                                        retry_limit=_retry_limit(self.config, role))
+                                        retry_limit=_retry_limit(self.config, role),
+                                        **({"sandbox": box} if box is not None else {}))
         except KanbanError:
             self.history.finish_run(run_id, outcome="failed", result={"exit_code": None})
             raise
@@ -552,17 +559,6 @@ def _set_flags(entry: Entry, *, retry: bool, escalated: bool, ready: bool) -> No
         entry.set_meta("status", READY_STATUS)
     elif status == READY_STATUS:
         entry.set_meta("status", None)
-
-
-def _read_tail(path: Path, limit: int) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def _last_lines(text: str, n: int) -> str:

@@ -36,6 +36,23 @@ MAX_ARG_BYTES = 128 * 1024 - 1
 
 
 @dataclass(frozen=True)
+class SandboxDir:
+    """A folder a CLI keeps its state in, for the sandbox (kanban.sandbox): bound read-write,
+    made when missing. `where` is "~/.x" (under the agent's HOME) or "$VAR|~/.x" ($VAR when set).
+
+    `readonly`: what inside it decides what the CLI runs or is told in any later session (settings
+    with hooks, MCP servers, instructions, commands): read-only when present, and when absent it
+    must stay so (one the agent creates is moved aside and fails the run): no agent leaves
+    something behind for the person's own, unsandboxed, next session. `writable`: folders inside
+    a read-only one that the CLI writes itself (made when missing).
+    """
+
+    where: str
+    readonly: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     argv: tuple[str, ...]  # the program and its options
@@ -56,6 +73,8 @@ class Preset:
     # Name of a function (run_dir, worktree) -> env in this module that writes the files the
     # preset's argv names under {run_dir}; the env it returns overrides the agent's.
     prepare: str | None = None
+    # Under [agent] sandbox = "bwrap": the CLI's own folders, found by running it sandboxed.
+    sandbox: tuple[SandboxDir, ...] = ()
 
 
 PRESETS: dict[str, Preset] = {}
@@ -127,6 +146,12 @@ CLAUDE = _register(Preset(
         r'^\{"type":"system","subtype":"api_retry",.*\}$',
         r'^\{"type":"system","subtype":"status","status":"requesting"[,}].*$',
     ),
+    # Sandboxed (measured, 2.1.197): it writes projects/, sessions/, session-env/, shell-snapshots/,
+    # backups/ (and a refreshed .credentials.json) in ~/.claude, and $TMPDIR/claude-<uid>/ (the
+    # private /tmp). ~/.claude.json stays read-only: its updates fail and claude carries on.
+    sandbox=(SandboxDir("$CLAUDE_CONFIG_DIR|~/.claude",
+                        readonly=("settings.json", "settings.local.json", "CLAUDE.md", "agents/", "commands/",
+                                  "hooks/", "skills/", "output-styles/")),),
 ))  # fmt: skip
 
 # codex: checked against `codex exec --help` of codex-cli 0.169.0.
@@ -191,6 +216,13 @@ CODEX = _register(Preset(
         r"^\S+Z\s+(?:ERROR|WARN|INFO)\s+codex_\w+(?:::\w+)*: .*(?i:reconnect|retrying|retry "
         r"the turn|waiting to retry|stream disconnected).*$",
     ),
+    # Sandboxed (measured, 0.171.0): its sqlite files (state, logs, goals, memories, queue),
+    # installation_id, shell_snapshots/, .tmp/ in $CODEX_HOME (default ~/.codex), and skills/,
+    # where it deletes and reinstalls its own skills/.system/ at every start (so skills/ stays
+    # writable); nothing else. config.toml (MCP servers, notify), AGENTS.md, rules and prompts
+    # stay read-only (or absent).
+    sandbox=(SandboxDir("$CODEX_HOME|~/.codex",
+                        readonly=("config.toml", "AGENTS.md", "AGENTS.override.md", "rules/", "prompts/")),),
 ))  # fmt: skip
 
 # aider: checked against `aider --help` and the source of aider-chat 0.86.2 (litellm 1.81.10).
@@ -293,6 +325,11 @@ AIDER = _register(Preset(
         r"OpenRouter or the upstream API provider is down, overloaded or rate limiting your "
         r"requests\.",
     ),
+    # Sandboxed (measured, 0.86.2): ~/.aider/ (analytics.json, installs.json, caches/) and its
+    # .aider.tags.cache.v4/ in the worktree. ~/.aider.conf.yml, ~/.env and the model settings
+    # files in HOME stay read-only (HOME is); so does oauth-keys.env, a key the person's own
+    # aider would use next.
+    sandbox=(SandboxDir("~/.aider", readonly=("oauth-keys.env",)),),
 ))  # fmt: skip
 
 # The git aider runs (GIT_PYTHON_GIT_EXECUTABLE): git itself, except that paths in .kanban-run/

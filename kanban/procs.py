@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import NamedTuple
 
 _DEAD_STATES = (b"Z", b"X", b"x")
 
@@ -109,3 +110,90 @@ def working_in(path: Path, *, command: str | None = None) -> list[int]:
             if fields and fields[0] not in _DEAD_STATES:
                 found.append(int(entry.name))
     return found
+
+
+# --- the whole tree of a run, and the kernel's help with it ------------------------------------
+
+
+class Proc(NamedTuple):
+    pid: int
+    ppid: int
+    pgid: int
+    start_time: int
+    dead: bool  # a zombie (or dying): it has exited, only its parent's wait is missing
+
+
+def table() -> list[Proc]:
+    """Every process in /proc, read once."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields:
+            found.append(Proc(int(entry.name), int(fields[1]), int(fields[2]), int(fields[19]),
+                              fields[0] in _DEAD_STATES))
+    return found
+
+
+def descendants(pid: int, procs: list[Proc] | None = None) -> list[Proc]:
+    """Every process whose chain of parents leads to PID (PID excluded), zombies included.
+
+    A process whose parent exits is reparented at once (to the nearest child subreaper, see
+    set_child_subreaper), so a live descendant never hangs below a dead one: the walk is exact.
+    """
+    children: dict[int, list[Proc]] = {}
+    for p in table() if procs is None else procs:
+        children.setdefault(p.ppid, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child.pid != pid:
+                found.append(child)
+                todo.append(child.pid)
+    return found
+
+
+_PR_GET_DUMPABLE = 3
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def _prctl(option: int, arg: int = 0) -> int | None:
+    """prctl(2) through libc; None where there is none (not Linux, no ctypes)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if option == _PR_GET_CHILD_SUBREAPER:
+            out = ctypes.c_int(0)
+            if libc.prctl(option, ctypes.byref(out), 0, 0, 0) != 0:
+                return None
+            return out.value
+        result = libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        return None
+    return None if result < 0 else result
+
+
+def set_child_subreaper() -> bool:
+    """Orphaned descendants (a double fork, a `setsid` daemon) become our children instead of
+    init's, so they stay in the tree `descendants` walks."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1) == 0
+
+
+def is_child_subreaper() -> bool:
+    return _prctl(_PR_GET_CHILD_SUBREAPER) == 1
+
+
+def set_undumpable() -> bool:
+    """No core dumps, no ptrace by the same user, and /proc/<pid>/environ, mem, fd readable only by
+    root: a non-root agent of the same user cannot read our environment. Reset by exec, so the
+    programs we start are not affected."""
+    return _prctl(_PR_SET_DUMPABLE, 0) == 0
+
+
+def is_dumpable() -> bool | None:
+    result = _prctl(_PR_GET_DUMPABLE)
+    return None if result is None else bool(result)

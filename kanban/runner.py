@@ -9,6 +9,13 @@ machine's engine behind the same `Runner` protocol) can pick the run up:
     cancel         "term" or "kill", written by cancel()
     result.json    how it ended; its presence means nothing of the run is left
     supervisor.log the supervisor's own stderr, for post-mortems
+
+The supervisor is always a fresh program (never a fork of kanban) whose
+environment is exactly the agent's: an agent that reads /proc/<ppid>/environ
+finds only what it was given. kanban itself is made undumpable
+(procs.set_undumpable), so a non-root agent of the same user cannot read
+kanban's /proc/<pid>/environ either; under the sandbox (kanban.sandbox) the
+agent has a /proc of its own and sees neither.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -29,6 +35,7 @@ from typing import NamedTuple, Protocol
 import kanban
 from kanban import procs
 from kanban.errors import WORK_FAILED, KanbanError
+from kanban.sandbox import Plan
 from kanban.supervisor import (
     AGENT,
     CANCEL,
@@ -83,6 +90,7 @@ class Runner(Protocol):
         wait: bool = True,
         idle_lines: Sequence[str] = (),
         retry_limit: float | None = None,
+        sandbox: Plan | None = None,
     ) -> RunHandle: ...
 
     def poll(self, run_dir: Path) -> RunState: ...
@@ -102,7 +110,9 @@ class LocalRunner:
     """Runs agents on this machine under `python -m kanban.supervisor`."""
 
     def __init__(self) -> None:
-        self._children: dict[Path, subprocess.Popen | _Forked] = {}  # reaped in poll()
+        self._children: dict[Path, subprocess.Popen] = {}  # reaped in poll()
+        # Our /proc/<pid>/environ holds the whole environment the agents' is filtered from.
+        procs.set_undumpable()
 
     def submit(
         self,
@@ -117,6 +127,7 @@ class LocalRunner:
         wait: bool = True,
         idle_lines: Sequence[str] = (),
         retry_limit: float | None = None,
+        sandbox: Plan | None = None,
     ) -> RunHandle:
         """Start ARGV under a detached supervisor; return once the agent runs.
 
@@ -124,14 +135,20 @@ class LocalRunner:
         agent could not be started (e.g. its program does not exist). With
         wait=False it returns as soon as the supervisor is started (the agent's
         pid is then None; poll() and agent.json tell the rest, and a failed
-        start shows up as a result with an "error").
+        start shows up as a result with an "error"). With SANDBOX (a
+        kanban.sandbox.Plan) the agent runs inside bubblewrap, as that plan says.
         """
         run_dir = Path(run_dir).resolve()
         _prepare(run_dir, argv, timeout)
+        argv = [os.fspath(a) for a in argv]
+        env = dict(env)
+        if sandbox is not None:
+            argv = sandbox.wrap(argv, Path(cwd).resolve())
+            env.update(sandbox.env)
         spec = {
-            "argv": [os.fspath(a) for a in argv],
+            "argv": argv,
             "cwd": os.fspath(Path(cwd).resolve()),
-            "env": dict(env),
+            "env": env,
             "log": os.fspath(Path(log).resolve()),
             "timeout": float(timeout),
             "stall": None if stall is None else float(stall),
@@ -140,9 +157,11 @@ class LocalRunner:
             "idle_lines": list(idle_lines),
             # Stopped after this long with nothing but those lines (None: never for that).
             "retry_limit": None if retry_limit is None or not idle_lines else float(retry_limit),
+            # What the supervisor settles after a sandboxed run (kanban.sandbox.settle); None: no sandbox.
+            "sandbox": None if sandbox is None else sandbox.settle_spec(run_dir),
         }
         write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
-        child = _spawn_supervisor(run_dir)
+        child = _spawn_supervisor(run_dir, env)
         self._children[run_dir] = child
         write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid,
                                                 "supervisor_start_time": procs.process_start_time(child.pid)})
@@ -192,14 +211,11 @@ class LocalRunner:
         return Path(spec["log"])
 
     def read_log(self, run_dir: Path, tail: int | None = None) -> str:
-        """The agent's output so far; only the last TAIL bytes if given."""
-        try:
-            with open(self.log_path(run_dir), "rb") as f:
-                if tail is not None:
-                    f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        """The agent's output so far (the last TAIL bytes if given, else at most 64 MiB); read
+        without blocking or following a link, since the agent may have replaced its log."""
+        from kanban.untrusted import read_capped
+
+        return read_capped(self.log_path(run_dir), tail if tail is not None else 64 << 20, tail=tail is not None)
 
     def active(self, runs_root: Path) -> list[Path]:
         """Run directories under RUNS_ROOT (any depth) that are still running."""
@@ -266,84 +282,22 @@ def _prepare(run_dir: Path, argv: Sequence, timeout: float) -> None:
         raise KanbanError("run directory already used", file=run_dir, hint="use a new attempt")
 
 
-class _Forked:
-    """The part of Popen's interface the runner uses, for a forked supervisor."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                self.returncode = -1
-            else:
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
+# The supervisor needs only the standard library and this kanban: -I (no PYTHON* variables, no
+# user site, no current directory on sys.path) and -S (no site-packages scan: half the start-up)
+# so that the agent's environment, which is the supervisor's, cannot change what it imports.
+_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from kanban.supervisor import main; sys.exit(main())"
 
 
-def _spawn_supervisor(run_dir: Path):
-    # Forking skips a Python start-up (~30 ms) on every handover; only safe with one thread.
-    if threading.active_count() == 1 and hasattr(os, "fork"):
-        return _fork_supervisor(run_dir)
-    return _exec_supervisor(run_dir)
-
-
-def _fork_supervisor(run_dir: Path) -> _Forked:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return _Forked(pid)
-    code = 70
-    try:
-        os.setsid()  # out of our terminal's reach: no SIGHUP/SIGINT
-        null = os.open(os.devnull, os.O_RDWR)
-        log = os.open(run_dir / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        for target, source in ((0, null), (1, log), (2, log)):
-            os.dup2(source, target)
-        # The parent's locks, database and pipes are not the supervisor's to hold.
-        for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
-            if fd > 2:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        # Python-level streams may be someone else's (a test runner's capture): use fds 1 and 2.
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        os.chdir(run_dir)
-        from kanban.supervisor import main as supervise
-
-        code = supervise([os.fspath(run_dir)])
-    except BaseException:  # noqa: BLE001 - a forked child must never return into the caller
-        with contextlib.suppress(BaseException):
-            import traceback
-
-            os.write(2, traceback.format_exc().encode())  # fd 2 is the supervisor log
-    finally:
-        os._exit(code)
-
-
-def _exec_supervisor(run_dir: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    # The supervisor must import this very kanban, wherever it came from.
+def _spawn_supervisor(run_dir: Path, env: Mapping[str, str]) -> subprocess.Popen:
+    """A new program, never a fork of kanban: a fork's /proc/<pid>/environ would be kanban's whole
+    environment (the one the agent's was filtered from), readable by the agent as its parent's.
+    Its environment is exactly the agent's; it finds this kanban through its argv."""
     root = os.fspath(Path(kanban.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     with open(run_dir / SUPERVISOR_LOG, "ab") as log:
         return subprocess.Popen(
-            # -S: no site-packages scan (the supervisor needs only the stdlib and this
-            # kanban, on PYTHONPATH): it starts in half the time.
-            [sys.executable, "-S", "-m", "kanban.supervisor", os.fspath(run_dir)],
+            [sys.executable, "-I", "-S", "-c", _BOOT, root, os.fspath(run_dir)],
             cwd=run_dir,
-            env=env,
+            env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

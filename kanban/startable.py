@@ -58,9 +58,23 @@ def problems(root: Path, config: Config) -> list[Problem]:
     return [Problem(program, tuple(roles), message) for (program, message), roles in found.items()]
 
 
+def sandbox_problem(config: Config) -> Problem | None:
+    """The roles whose `sandbox = "bwrap"` cannot work here (bubblewrap missing or unusable)."""
+    roles = tuple(r for r in ROLES if config.agent_for(r).sandbox == "bwrap")
+    if not roles:
+        return None
+    from kanban.sandbox import available
+
+    ok, why = available()
+    if ok:
+        return None
+    return Problem("bwrap", roles, f'sandbox = "bwrap" but {why}; install bubblewrap (apt-get install '
+                                   'bubblewrap) or set sandbox = "none" in kanban.toml')
+
+
 def check(root: Path, config: Config) -> None:
     """KanbanError (exit 2) naming the roles and the fix when any agent cannot start."""
-    found = problems(root, config)
+    found = problems(root, config) + [p for p in [sandbox_problem(config)] if p]
     if not found:
         return
     lines = [f"{_where(p.roles)} cannot start: {p.message}" for p in found]

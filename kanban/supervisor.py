@@ -6,13 +6,24 @@ started in agent.json, and watches it: timeout, stall (the log stopped
 growing) and RUN_DIR/cancel end it. It outlives the command that launched
 it, so the timeout holds even when nobody is left to enforce it.
 
-Whenever the agent ends, by itself or not, what is left of its process group
-gets SIGTERM, a grace, then SIGKILL, before result.json is written. So
-result.json means "nothing of this run is still running", and the caller may
-remove the worktree. An agent that leaves a server running in the background
-loses it: that is deliberate, since a leftover would hold the worktree and
-the task's port. Processes that leave the group (setsid, daemonising) escape;
-such agents are not supported.
+Whenever the agent ends, by itself or not, whatever is left of it gets
+SIGTERM, a grace, then SIGKILL, before result.json is written: its process
+group, and every other descendant of the supervisor. The supervisor is a child
+subreaper (prctl PR_SET_CHILD_SUBREAPER), so a process that leaves the group
+and daemonises (setsid, a double fork) is reparented to it, not to init, and
+is found by walking the tree. So result.json means "nothing of this run is
+still running", and the caller may remove the worktree. An agent that leaves a
+server running in the background loses it: that is deliberate, since a
+leftover would hold the worktree and the task's port.
+
+The supervisor's environment is the agent's own (the runner starts it so), so
+reading /proc/<its pid>/environ tells an agent nothing it was not given.
+
+Under the sandbox (spec "sandbox", kanban.sandbox) the agent is bwrap: its pid
+namespace ends everything in it when the agent exits. Its SIGTERM goes to the
+processes inside, not to bwrap (which would die at once and take them along
+without their grace); then the sandbox's git work is settled (sandbox.settle)
+before result.json is written.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -201,12 +213,19 @@ class Supervisor:
         patterns = self.idle_patterns()
         if not patterns or end - start > IDLE_READ_LIMIT:
             return True
+        # The agent may have swapped its log for a FIFO or a link: never block the watchdog on it.
         try:
-            with open(self.spec["log"], "rb") as log:
-                log.seek(start)
-                new = log.read(end - start).decode("utf-8", errors="replace")
+            fd = os.open(self.spec["log"], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return True
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return True
+            new = os.pread(fd, end - start, start).decode("utf-8", errors="replace")
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
         lines = [line.strip() for line in new.splitlines() if line.strip()]
         return not lines or any(not any(p.search(line) for p in patterns) for line in lines)
 
@@ -225,31 +244,95 @@ class Supervisor:
     def grace(self) -> float:
         return 0.0 if cancel_mode(self.run_dir) == "kill" else float(self.spec.get("grace", 5))
 
+    def members(self) -> list[procs.Proc]:
+        """What is alive of the run: every descendant of ours (orphans included: we are their
+        subreaper) and the agent's process group, should anything of it have got past us (no
+        subreaper on this kernel). Zombies do not count (the leader's pins its pgid)."""
+        table = procs.table()
+        me, pgid = os.getpid(), self.proc.pid
+        found = {p.pid: p for p in procs.descendants(me, table)}
+        found.update((p.pid, p) for p in table if p.pgid == pgid and p.pid != me)
+        return [p for p in found.values() if not p.dead]
+
+    def monitors(self) -> set[int]:
+        """The sandbox's own processes, bwrap outside and inside its pid namespace: they get no
+        SIGTERM, since a bwrap that dies takes the agent along at once, without its grace."""
+        if not self.spec.get("sandbox"):
+            return set()
+        leader = self.proc.pid
+        return {leader} | {p.pid for p in procs.table() if p.ppid == leader}
+
+    def signal_all(self, sig: int, spare: set[int] = frozenset()) -> bool:
+        """SIG to the agent's group and to every member of the run; True if anyone got it."""
+        sent = False
+        if not spare:
+            sent = procs.killpg(self.proc.pid, sig)
+        for p in self.members():
+            if p.pid not in spare:
+                sent = procs.terminate(p.pid, p.start_time, sig) or sent
+        return sent
+
     def stop_group(self, grace: float) -> None:
-        """SIGTERM, up to GRACE for the group to go, then SIGKILL."""
-        pgid = self.proc.pid
-        if grace > 0 and procs.killpg(pgid, signal.SIGTERM):
+        """SIGTERM to all of the run, up to GRACE for it to go, then SIGKILL."""
+        spare = self.monitors()
+        if grace > 0 and self.signal_all(signal.SIGTERM, spare):
             end = time.monotonic() + grace
-            while time.monotonic() < end and procs.group_members(pgid):
+            while time.monotonic() < end and [p for p in self.members() if p.pid not in spare]:
                 if cancel_mode(self.run_dir) == "kill":  # `stop --force` during the grace
                     break
                 time.sleep(POLL)
-        procs.killpg(pgid, signal.SIGKILL)
+        self.signal_all(signal.SIGKILL)
 
     def finish(self) -> dict:
         pgid = self.proc.pid
         os.waitid(os.P_PID, pgid, os.WEXITED | os.WNOWAIT)  # the leader is done or dying
-        if procs.group_members(pgid):  # orphans the agent left behind
+        if self.members():  # what the agent left behind, in its group or daemonised
             self.stop_group(self.grace())
-        procs.killpg(pgid, signal.SIGKILL)  # final sweep, while the zombie pins the pgid
-        self.wait_group_gone(pgid)
-        return self.result(self.proc.wait())
+        self.sweep()  # final sweep, while the zombie leader pins the pgid
+        result = self.result(self.proc.wait())
+        return self.settle(result)
 
-    def wait_group_gone(self, pgid: int) -> None:
+    def sweep(self) -> None:
+        """SIGKILL until nothing of the run is left (up to REAP_LIMIT), reaping orphans that
+        died as our children; never the leader, whose status proc.wait() collects."""
         end = time.monotonic() + REAP_LIMIT
-        while procs.group_members(pgid) and time.monotonic() < end:
-            procs.killpg(pgid, signal.SIGKILL)
+        while True:
+            procs.killpg(self.proc.pid, signal.SIGKILL)
+            left = self.members()
+            for p in left:
+                procs.terminate(p.pid, p.start_time, signal.SIGKILL)
+            self.reap_orphans()
+            if not left or time.monotonic() >= end:
+                return
             time.sleep(0.01)
+
+    def reap_orphans(self) -> None:
+        leader = self.proc.pid if self.proc is not None else None
+        for p in procs.table():
+            if p.ppid == os.getpid() and p.dead and p.pid != leader:
+                try:
+                    os.waitpid(p.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    def settle(self, result: dict) -> dict:
+        """Under the sandbox: bring the agent's commits and branch out of it (sandbox.settle).
+        What it refuses (a branch made a link to another) fails the run."""
+        plan = self.spec.get("sandbox")
+        if not plan:
+            return result
+        from kanban import sandbox
+
+        try:
+            problems = sandbox.settle(plan, self.spec.get("env") or {})
+        except Exception as exc:  # noqa: BLE001 - the result must still be written
+            traceback.print_exc()
+            problems = [f"could not settle the sandbox's git work: {type(exc).__name__}: {exc}"]
+        if problems:
+            result["sandbox_problems"] = problems
+            result["exit_code"] = None  # the engine then fails the run, naming the error
+            result["error"] = "; ".join(problems)
+        return result
 
     def result(self, returncode: int | None, error: str | None = None) -> dict:
         ended = time.monotonic()
@@ -273,14 +356,19 @@ class Supervisor:
         returncode = None
         if self.proc is not None:
             try:
-                procs.killpg(self.proc.pid, signal.SIGKILL)
+                self.sweep()
                 returncode = self.proc.wait(timeout=REAP_LIMIT)
             except Exception:
                 pass
         if self.terminated:
             self.reason = "cancel"
         what = "agent did not start" if self.proc is None else "supervisor failed"
-        return self.result(returncode, f"{what}: {type(exc).__name__}: {exc}")
+        result = self.result(returncode, f"{what}: {type(exc).__name__}: {exc}")
+        if self.proc is not None:
+            error = result["error"]
+            result = self.settle(result)
+            result["error"] = "; ".join(filter(None, [error, *result.get("sandbox_problems", [])]))
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         os.setsid()  # normally the launcher already made us a session leader
     except OSError:
         pass
+    procs.set_child_subreaper()  # orphans of the agent become ours: see members()
     sup = Supervisor(Path(args[0]).resolve())
     sup.install_signals()
     return sup.run()

@@ -39,6 +39,8 @@ from agents_kit import Project, task_md
 from conftest import git, run_cli, snapshot
 from openai_chat_server import ScriptedOpenAI, is_commit_message_request, request_text
 
+from kanban.sandbox import available as sandbox_available
+
 
 pytestmark = pytest.mark.cli  # real agent CLIs: run with -m cli (.ci/run does)
 
@@ -146,7 +148,7 @@ def projects(tmp_path):
 
 def make_aider_project(repo: Path, kit: Path, tasks: str, *, test_command: list[str] | None = None,
                        other_files: dict[str, str] | None = None, timeout: str = "4m", stall: str = "100s",
-                       retry_limit: str = "20s", roles_toml: str = "") -> Project:
+                       retry_limit: str = "20s", roles_toml: str = "", sandbox: str = "none") -> Project:
     """The `repo` fixture made a kanban project run by aider: config, board, prompts, committed."""
     from kanban.commands.init import init
 
@@ -161,6 +163,7 @@ def make_aider_project(repo: Path, kit: Path, tasks: str, *, test_command: list[
         stall = "{stall}"
         kill_grace = "2s"
         retry_limit = "{retry_limit}"
+        sandbox = "{sandbox}"
         """) + roles_toml + textwrap.dedent(f"""
         [env]
         extend_allow = ["{MARKER_VAR}"]
@@ -233,11 +236,16 @@ REASON = "REVIEW-REASON-7f3: alpha.txt must end with a full stop and say 'as the
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=pytest.mark.skipif(
+    not sandbox_available()[0], reason=f"bubblewrap cannot run here: {sandbox_available()[1]}"))])
 def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_main(
-        repo, aider_env, projects, capsys):
+        repo, aider_env, projects, capsys, sandbox):
+    """With sandbox = "bwrap" too: aider (its git wrapper, GitPython, ~/.aider) and the test
+    command in bubblewrap, committing through the sandbox's private objects and branch."""
     tasks = (task_md("TASK-1", "Add alpha.txt", files="alpha.txt", body="Create alpha.txt.")
              + task_md("TASK-2", "Add beta.txt", files="beta.txt", body="Create beta.txt."))
-    p = projects(repo, tasks, test_command=[sys.executable, "check.py"], other_files={"check.py": CHECK})
+    p = projects(repo, tasks, test_command=[sys.executable, "check.py"], other_files={"check.py": CHECK},
+                 sandbox=sandbox)
     model = Model({
         ("TASK-1", "task agent", 1): whole(("alpha.txt", ALPHA_1), (REPORT, "Created alpha.txt.\n")),
         ("TASK-1", "reviewer", 1): whole((REPORT, f"{REASON}\n\nverdict: reject\n"), say="My review."),
@@ -317,6 +325,13 @@ def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_ma
     assert model.unexpected == []
     assert any("/aider " in c for c in seen) and any("kanban.supervisor" in c for c in seen), seen
     assert aider_env.leftovers() == []
+    if sandbox == "bwrap":  # each agent and test run was bwrap; nothing of their sandboxes is left
+        for r in runs["TASK-1"] + runs["TASK-2"]:
+            spec = json.loads((p.root / ".kanban" / "runs" / r.task / f"{r.role}-{r.attempt}" / "spec.json")
+                              .read_text())
+            assert Path(spec["argv"][0]).name == "bwrap" and spec["sandbox"]["mode"] == "bwrap", spec["argv"][:3]
+            assert not (p.root / ".kanban" / "sandbox" / r.task / f"{r.role}-{r.attempt}").exists()
+        subprocess.run(["git", "fsck", "--no-dangling"], cwd=p.root, check=True, capture_output=True)
 
 
 # --- 4: no key -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import textwrap
 import threading
@@ -48,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agents_kit import Project, task_md
 from clis import require_cli
+
+from kanban.sandbox import available as sandbox_available
 from conftest import git, run_cli, snapshot
 from model_servers import (
     Context,
@@ -169,7 +172,7 @@ def projects(tmp_path):
 def make_cli_project(repo: Path, kit: Path, tasks: str, *, preset: str, extra_args: list[str],
                      test_command: list[str] | None = None, other_files: dict[str, str] | None = None,
                      timeout: str = "90s", stall: str = "60s", retry_limit: str = "15s",
-                     roles_toml: str = "") -> Project:
+                     roles_toml: str = "", sandbox: str = "none") -> Project:
     """The `repo` fixture made a kanban project run by PRESET: config, board, prompts, committed."""
     from kanban.commands.init import init
 
@@ -184,6 +187,7 @@ def make_cli_project(repo: Path, kit: Path, tasks: str, *, preset: str, extra_ar
         stall = "{stall}"
         kill_grace = "2s"
         retry_limit = "{retry_limit}"
+        sandbox = "{sandbox}"
         """) + roles_toml + textwrap.dedent(f"""
         [env]
         extend_allow = ["{MARKER_VAR}"]
@@ -282,8 +286,13 @@ ALPHA_1, ALPHA_2, BETA = "alpha, first try\n", "alpha, as the review asked.\n", 
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=pytest.mark.skipif(
+    not sandbox_available()[0], reason=f"bubblewrap cannot run here: {sandbox_available()[1]}"))])
 def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_main(
-        repo, cli, projects, capsys):
+        repo, cli, projects, capsys, sandbox):
+    """With sandbox = "bwrap" too: every agent and the test command in bubblewrap, the CLI's own
+    state in its folders (kanban.presets: claude's ~/.claude, codex's ~/.codex), committing
+    through the sandbox's private objects and branch."""
     reason = f"REVIEW-REASON-{uuid.uuid4().hex[:8]}: alpha.txt must say 'as the review asked'."
     model = Model({
         ("TASK-1", "task agent", 1): edit("alpha.txt", ALPHA_1, "Created alpha.txt.\n"),
@@ -299,7 +308,8 @@ def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_ma
              + task_md("TASK-2", "Add beta.txt", files="beta.txt", body="Create beta.txt."))
     with SERVERS[cli.name](model) as server:
         p = projects(repo, tasks, preset=cli.name, extra_args=cli.extra_args(server.base_url),
-                     test_command=[sys.executable, "check.py"], other_files={"check.py": CHECK})
+                     test_command=[sys.executable, "check.py"], other_files={"check.py": CHECK},
+                     sandbox=sandbox)
         start = git(p.root, "rev-parse", "main").strip()
         cli.give_key(server)
         with cli.watch() as watch:
@@ -370,6 +380,12 @@ def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_ma
         assert report.startswith(cli.marker + "\n"), report
     assert watch.saw(cli.name), watch.seen
     assert cli.leftovers() == []
+    if sandbox == "bwrap":  # each agent and test run was bwrap; nothing of their sandboxes is left
+        for r in every:
+            spec = json.loads((run_path(p.root, r.task, r.role, r.attempt) / "spec.json").read_text())
+            assert Path(spec["argv"][0]).name == "bwrap" and spec["sandbox"]["mode"] == "bwrap", spec["argv"][:3]
+            assert not (p.root / ".kanban" / "sandbox" / r.task / f"{r.role}-{r.attempt}").exists()
+        subprocess.run(["git", "fsck", "--no-dangling"], cwd=p.root, check=True, capture_output=True)
 
 
 # --- 4: no credentials -------------------------------------------------------------------------------

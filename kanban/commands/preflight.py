@@ -82,8 +82,28 @@ def run_checks(root: Path, config, board) -> list[Check]:
     ]
     results += [step() for step in steps]
     results += _agent_clis(root, config)
+    results.append(_sandbox(config))
     results += _services(root, config)
     return results
+
+
+def _sandbox(config) -> Check:
+    """Whether bubblewrap works here; fails only when a role asks for it (sandbox = "bwrap")."""
+    from kanban.config import ROLES
+    from kanban.sandbox import available
+
+    roles = [r for r in ROLES if config.agent_for(r).sandbox == "bwrap"]
+    ok, why = available()
+    if roles:
+        where = "[agent]" if len(roles) == len(ROLES) else ", ".join(f"[agent.{r}]" for r in roles)
+        if ok:
+            return Check("sandbox", True, f"{where} sandbox = \"bwrap\": {why}")
+        return Check("sandbox", False, f'{where} sandbox = "bwrap" but {why}; install bubblewrap '
+                                       '(apt-get install bubblewrap) or set sandbox = "none"')
+    if ok:
+        return Check("sandbox", True, f'off (sandbox = "none"); bubblewrap works here ({why}): set [agent] '
+                                      'sandbox = "bwrap" to confine agents to their worktree and branch')
+    return Check("sandbox", True, f'off (sandbox = "none"); bubblewrap is not usable here: {why}')
 
 
 def _git_version() -> Check:
