@@ -1,30 +1,92 @@
-"""Reading and writing the board on disk: one writer at a time, atomic, never over a hand edit."""
+"""Reading and writing the board on disk: one writer at a time, atomic, never over a hand edit.
+
+Locks. A writer holds an exclusive flock on `.kanban/board.lock` for a whole
+read-change-save (`update`), a reader a shared one while it reads the files'
+bytes (parsing comes after), so a load never sees a move between two files half
+done, and readers, holding the lock for microseconds, never starve a writer. A
+load by the thread that already holds the lock reuses it (a second flock of the
+same process on another descriptor would wait for itself). Where there is no
+`.kanban` directory or its lock cannot be opened (a read-only filesystem, where
+nothing can write the board either), a load reads without.
+
+Writes. A board file is written to a temp file in its directory (fsync, the
+file's mode), which is then atomically exchanged with the board file
+(renameat2 RENAME_EXCHANGE). What came out is the file as it was on disk: once
+no process has it open for writing any more, its bytes are compared with the
+bytes kanban read. If they differ, a hand edit landed after the read: it is
+exchanged back (and a write that landed on kanban's version meanwhile, being
+newer, wins), and the save raises ConcurrentEdit, so `update` reads again and
+re-applies its change on top of the hand edit. A save of several files (a
+move) writes every temp file before the first exchange, exchanges the move's
+target first, and undoes the files already exchanged if a later one meets a
+hand edit: all or nothing. Where the exchange is not supported (not Linux, a
+filesystem that answers EINVAL), the check and a plain rename follow each other
+as closely as they can.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import os
+import random
+import signal
+import stat
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
-from kanban.board import MAX_FILE_BYTES, Board, BoardFile, changelog_ids, decode_text, parse_file, validate
-from kanban.errors import ConcurrentEdit, KanbanError
+from kanban.board import (
+    MAX_FILE_BYTES,
+    Board,
+    changelog_ids,
+    decode_text,
+    parse_file,
+    validate,
+)
+from kanban.errors import BAD_INPUT, WORK_FAILED, ConcurrentEdit, KanbanError
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
 
 STATE_DIR = ".kanban"
 LOCK_NAME = "board.lock"
+LOCK_TIMEOUT = 30.0
+# How long a save waits for a process that still has the file it replaced open for writing
+# (an editor writing in place, `echo >>`) to close it before comparing its bytes.
+WRITER_GRACE = 0.5
+# How long an update keeps re-reading and re-applying its change over hand edits before giving up.
+RETRY_FOR = 10.0
 T = TypeVar("T")
+
+_MIB = 1024 * 1024
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+# Off in tests that exercise the fallback (check, then rename) on a system that has the exchange.
+_exchange_enabled = True
+_held = threading.local()  # .locks: {state dir: "ex" | "sh"} held by this thread
+
+
+# -- paths and reading ---------------------------------------------------------------
 
 
 def board_path(root: Path, column: Column) -> Path:
-    """The path of a board file, refusing links that lead outside the repository."""
+    """The path of a board file, refusing links that loop or lead outside the repository."""
     path = root / COLUMN_FILES[column]
     if path.is_symlink():
-        target = path.resolve()
+        try:
+            target = path.resolve()
+        except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError(ELOOP) after
+            raise KanbanError("is a symbolic link loop (or a chain of too many links)", file=path.name,
+                              hint="replace the link with a regular file") from None
         if not target.is_relative_to(root.resolve()):
             raise KanbanError(
                 f"is a symbolic link to {target}, outside the repository",
@@ -35,96 +97,501 @@ def board_path(root: Path, column: Column) -> Path:
     return path
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _not_regular(path: Path, mode: int) -> KanbanError:
+    if stat.S_ISDIR(mode):
+        return KanbanError("is a directory, not a file", file=path.name, hint="remove or rename it")
+    return KanbanError(f"is {_kind(mode)}, not a regular file", file=path.name,
+                       hint="replace it with a regular file (or delete it)")
+
+
+def _read_error(path: Path, exc: OSError) -> KanbanError:
+    if exc.errno == errno.ELOOP:
+        return KanbanError("is a symbolic link loop, or was replaced by a link while kanban read it",
+                           file=path.name, hint="replace the link with a regular file")
+    return KanbanError(f"cannot be read: {exc.strerror or exc}", file=path.name, hint="check its permissions")
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_bytes(path: Path) -> bytes | None:
-    """A file's bytes, None if it does not exist; a clear error if it cannot be read."""
+    """A board file's bytes, None if it does not exist; a clear KanbanError for anything else.
+
+    Never blocks and never follows a link (board_path resolves links first): a FIFO,
+    a device, a socket or a directory is refused before it is opened (and checked
+    again on what was opened), and so is a file over the board-file size limit.
+    """
     try:
-        return path.read_bytes()
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        raise KanbanError("is a directory, not a file", file=path.name, hint="remove or rename it") from None
     except OSError as exc:
-        raise KanbanError(f"cannot be read: {exc.strerror}", file=path.name, hint="check its permissions") from None
+        raise _read_error(path, exc) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(path, info.st_mode)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    try:
+        info = os.fstat(fd)  # what was opened, should it have been swapped since the lstat
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(path, info.st_mode)
+        data = _read_fd(fd, MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise KanbanError(
+            f"file is {max(info.st_size, len(data)) // _MIB} MiB, over the {MAX_FILE_BYTES // _MIB} MiB limit"
+            " for board files",
+            file=path.name,
+            hint="move finished or old entries out of it",
+        )
+    return data
 
 
 def load_board(root: Path, *, check: bool = True) -> Board:
+    """The board as on disk; never a move half done (a shared lock, see the module doc)."""
+    raw: dict[Column, tuple[Path, bytes | None]] = {}
+    with _read_lock(root):  # the bytes under the lock; parsing them needs none
+        for column in (*BOARD_COLUMNS, Column.DONE):
+            path = board_path(root, column)
+            raw[column] = path, read_bytes(path)
     files = {}
     for column in BOARD_COLUMNS:
-        path = board_path(root, column)
-        data = read_bytes(path)
+        path, data = raw[column]
         bf = parse_file(path, column, data or b"")
         bf.exists = data is not None
         files[column] = bf
-    changelog_path = board_path(root, Column.DONE)
-    changelog = read_bytes(changelog_path) or b""
-    if len(changelog) > MAX_FILE_BYTES:
-        parse_file(changelog_path, Column.DONE, changelog)  # raises the size-limit error
-    done = changelog_ids(decode_text(changelog_path, changelog))
+    changelog_path, changelog = raw[Column.DONE]
+    done = changelog_ids(decode_text(changelog_path, changelog or b""))
     board = Board(root, files, done)
     if check:
         validate(board)
     return board
 
 
-@contextlib.contextmanager
-def board_lock(root: Path, timeout: float = 30.0) -> Iterator[None]:
-    """One writer at a time across processes (an flock on .kanban/board.lock)."""
+# -- locks ---------------------------------------------------------------------------
+
+
+def _locks() -> dict[str, str]:
+    if not hasattr(_held, "locks"):
+        _held.locks = {}
+    return _held.locks
+
+
+def _state_key(state: Path) -> str:
+    return os.path.realpath(state)
+
+
+def state_dir(root: Path) -> Path:
+    """`.kanban`, created if missing; a clear KanbanError if it is not a directory or cannot be made."""
     state = root / STATE_DIR
-    state.mkdir(exist_ok=True)
-    fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    raise KanbanError(
-                        "another kanban command is writing the board",
-                        file=str(Path(STATE_DIR) / LOCK_NAME),
-                        hint="wait for it to finish and try again",
-                        code=1,
-                    ) from None
-                time.sleep(0.02)
+        state.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise KanbanError("is not a directory: kanban keeps its state (locks, history, runs) in a .kanban directory",
+                          file=STATE_DIR, hint="move the file .kanban out of the way and run the command again") from None
+    except OSError as exc:
+        raise _write_error(STATE_DIR, exc, "cannot be created") from None
+    if not state.is_dir():  # a link to a file, or a dangling link
+        raise KanbanError("is not a directory: kanban keeps its state (locks, history, runs) in a .kanban directory",
+                          file=STATE_DIR, hint="move .kanban out of the way and run the command again")
+    return state
+
+
+def _flock(fd: int, how: int, deadline: float) -> bool:
+    """flock, polling until DEADLINE; False if it timed out. Raises OSError where flock fails otherwise."""
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _busy() -> KanbanError:
+    return KanbanError("another kanban command is writing the board", file=str(Path(STATE_DIR) / LOCK_NAME),
+                       hint="wait for it to finish and try again", code=1)
+
+
+def _open_for_reader(state: Path) -> int | None:
+    """The lock file for a shared lock, or None where there is nothing to lock."""
+    try:
+        return os.open(state / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not state.is_dir():  # no .kanban: no writer has run here yet (or .kanban is not a directory)
+            return None
+        with contextlib.suppress(OSError):  # on a read-only filesystem nothing can write the board either
+            return os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _read_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """A shared lock for one load (nothing if this thread holds the lock already, or if there is none to take)."""
+    state = root / STATE_DIR
+    key = _state_key(state)
+    fd = None if key in _locks() else _open_for_reader(state)
+    if fd is None:
         yield
+        return
+    try:
+        try:
+            if not _flock(fd, fcntl.LOCK_SH, time.monotonic() + timeout):
+                raise _busy()
+        except OSError:  # flock is not supported on this filesystem: read without it
+            pass
+        _locks()[key] = "sh"
+        try:
+            yield
+        finally:
+            _locks().pop(key, None)
     finally:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, rename; keep the file's mode."""
+@contextlib.contextmanager
+def board_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """One writer at a time across processes, and no reader while it writes (an exclusive
+    flock on .kanban/board.lock). Re-entrant within a thread."""
+    state = state_dir(root)
+    key = _state_key(state)
+    held = _locks().get(key)
+    if held == "ex":
+        yield
+        return
+    if held == "sh":
+        raise RuntimeError("board_lock() inside a load of the same board")
     try:
-        mode = path.stat().st_mode & 0o7777
+        fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _write_error(f"{STATE_DIR}/{LOCK_NAME}", exc, "cannot be opened") from None
+    try:
+        try:
+            if not _flock(fd, fcntl.LOCK_EX, time.monotonic() + timeout):
+                raise _busy()
+        except OSError as exc:
+            raise KanbanError(f"cannot be locked: {exc.strerror or exc}", file=str(Path(STATE_DIR) / LOCK_NAME),
+                              hint="keep the repository on a local filesystem that supports flock") from None
+        _locks()[key] = "ex"
+        try:
+            yield
+        finally:
+            _locks().pop(key, None)
+    finally:
+        os.close(fd)
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some disk space and run the command again",
+    errno.EDQUOT: "free some space within your disk quota and run the command again",
+    errno.EROFS: "the filesystem is read-only: run kanban where it can write (status works read-only)",
+    errno.EACCES: "check the owner and mode of the file and of its directory",
+    errno.EPERM: "check the owner, mode and attributes (immutable?) of the file and of its directory",
+}
+# A resource that ran out while working (the work failed: run it again once there is room) is
+# exit 1; a setup that can never work until it changes (read-only, permissions) is exit 2.
+_RAN_OUT = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _write_error(shown: str | Path, exc: OSError, what: str = "cannot be written") -> KanbanError:
+    """One line for a write the environment refused; the board is as it was (nothing half-written)."""
+    hint = _WRITE_HINTS.get(exc.errno, "check the disk and the file's directory")
+    return KanbanError(f"{what}: {exc.strerror or exc}; nothing was changed", file=shown, hint=hint,
+                       code=WORK_FAILED if exc.errno in _RAN_OUT else BAD_INPUT)
+
+
+@functools.cache
+def _renameat2_fn():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without the wrapper (glibc < 2.28)
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """renameat2(2); False where the system or the filesystem does not support FLAGS."""
+    fn = _renameat2_fn() if _exchange_enabled else None
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _wait_for_writers(fd: int) -> None:
+    """Until no process has the file open for writing (up to WRITER_GRACE): a read lease can only
+    be taken on a file that nobody has open for writing. Where leases are not available, at once."""
+    setlease, setsig = getattr(fcntl, "F_SETLEASE", None), getattr(fcntl, "F_SETSIG", None)
+    if setlease is None or setsig is None:
+        return
+    deadline = time.monotonic() + WRITER_GRACE
+    delay = 0.0005
+    while True:
+        try:
+            # an open for writing while the lease is held signals its holder: SIGURG, which is ignored
+            fcntl.fcntl(fd, setsig, signal.SIGURG)
+            fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+                continue
+            return  # no leases here (EINVAL; EACCES for another user's file), or a writer that stays
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
+        return
+
+
+def _settled(path: Path) -> bytes | None:
+    """The bytes of the file at PATH once nobody is writing it; None if it is not a regular file."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        _wait_for_writers(fd)
+        return _read_fd(fd, MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # the data is in place; a directory that cannot be synced is no error
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    """DATA in a new temp file beside PATH, synced to disk, with PATH's mode. Nothing left behind on error."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".kanban-tmp")
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".kanban-tmp")
+    except OSError as exc:
+        raise _write_error(path.name, exc) from None
+    tmp = Path(name)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _write_error(path.name, exc) from None
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    os.close(fd)
+    return tmp
+
+
+def _unlink(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@dataclass
+class _Write:
+    """One file of a save: our temp file, then (once exchanged) the file it replaced."""
+
+    path: Path
+    data: bytes  # what we write
+    raw: bytes  # what we read
+    existed: bool
+    tmp: Path | None = None
+    how: str = ""  # "exchanged" (tmp holds the replaced file), "created", "replaced" (fallback)
+
+
+def _put_back(w: _Write, expected: bytes | None) -> None:
+    """W.tmp holds a file that must be at W.path again (a hand edit our exchange took out, or
+    the file we replaced, when undoing); W.path holds EXPECTED. Exchange them and drop what
+    comes out once it is EXPECTED. Anything else that comes out was written to W.path
+    meanwhile: being newer than what went in, it goes back in its turn, and that one is dropped."""
+    candidate = _settled(w.tmp)
+    for _ in range(16):
+        try:
+            if not _renameat2(w.tmp, w.path, _RENAME_EXCHANGE):  # the filesystem stopped exchanging
+                break
+        except FileNotFoundError:  # the file was deleted meanwhile: put it back all the same
+            with contextlib.suppress(OSError):
+                _link_new(w.tmp, w.path)
+            break
+        came = _settled(w.tmp)
+        if came == expected:
+            break
+        expected, candidate = candidate, came
+    _unlink(w.tmp)
+    w.tmp, w.how = None, ""
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Move TMP to PATH where nothing is; FileExistsError if something is (created meanwhile)."""
+    if _renameat2(tmp, path, _RENAME_NOREPLACE):
+        return
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: check, then rename
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    _unlink(tmp)
+
+
+def _swap(w: _Write) -> None:
+    """Put W.data at W.path in one step, unless the file is no longer the one we read (ConcurrentEdit)."""
+    if not w.existed:  # a new file: never over one a person created meanwhile
+        try:
+            _link_new(w.tmp, w.path)
+        except FileExistsError:
+            raise ConcurrentEdit(w.path) from None
+        w.tmp, w.how = None, "created"
+        return
+    try:
+        exchanged = _renameat2(w.tmp, w.path, _RENAME_EXCHANGE)
+    except FileNotFoundError:  # deleted by hand since the read
+        raise ConcurrentEdit(w.path) from None
+    if exchanged:
+        w.how = "exchanged"  # from here on, W.tmp holds the file we replaced
+        if _settled(w.tmp) != w.raw:
+            _put_back(w, w.data)
+            raise ConcurrentEdit(w.path)
+        return
+    current = read_bytes(w.path)  # the fallback: check, then rename, as close together as they get
+    if current is None or current != w.raw:
+        raise ConcurrentEdit(w.path)
+    os.replace(w.tmp, w.path)
+    w.tmp, w.how = None, "replaced"
+
+
+def _undo(w: _Write) -> None:
+    """Put back what W replaced (a later file of the same save met a hand edit), keeping any
+    newer write that landed on the file since."""
+    if w.how == "exchanged":
+        _put_back(w, w.data)
+    elif w.how == "created":
+        aside = w.path.with_name(f".{w.path.name}.undo.kanban-tmp")
+        os.rename(w.path, aside)
+        if _settled(aside) == w.data:
+            _unlink(aside)
+        else:  # a hand edit on top of the file we created: it stays
+            _link_new(aside, w.path)
+    elif w.how == "replaced":
+        w.tmp = _stage(w.path, w.raw)
+        if read_bytes(w.path) == w.data:
+            os.replace(w.tmp, w.path)
+            w.tmp = None
+    w.how = ""
+
+
+def _commit(writes: list[_Write]) -> None:
+    """Write all of WRITES or none (see the module doc). Raises ConcurrentEdit or KanbanError;
+    on any error every file is as it was and no temp file is left."""
+    try:
+        for w in writes:
+            w.tmp = _stage(w.path, w.data)
+        for w in writes:
+            try:
+                _swap(w)
+            except OSError as exc:
+                raise _write_error(w.path.name, exc) from None
+    except BaseException:
+        for w in reversed(writes):  # those already in place (W.how says how), last first
+            with contextlib.suppress(OSError):
+                _undo(w)
+        for w in writes:
+            _unlink(w.tmp)
+        raise
+    for w in writes:
+        _unlink(w.tmp)  # the files we replaced
+    for parent in dict.fromkeys(w.path.parent for w in writes):
+        _fsync_dir(parent)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, fsync, rename; keep the file's mode.
+
+    Unconditional: for a board file that a person may be editing, use `update_file`. A write
+    that fails leaves the file as it was and no temp file behind (a KanbanError)."""
+    tmp = _stage(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink(tmp)
+        raise _write_error(path.name, exc) from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def save(board: Board) -> list[str]:
     """Write the dirty files. Call with the board lock held.
 
     Every dirty file is first checked against the bytes it had when read, so a
-    hand edit made meanwhile raises ConcurrentEdit before anything is written.
-    Files are written in the order they became dirty, so a move writes its
-    target before its source: a crash in between leaves
-    the entry in two files (repairable), never in none.
+    hand edit made long before raises ConcurrentEdit before anything is written;
+    one made since is caught as the file is exchanged (see the module doc).
+    Files are exchanged in the order they became dirty, so a move writes its
+    target before its source: a crash in between leaves the entry in two files
+    (repairable), never in none.
     """
     if board.files[Column.TODO].dirty:
         board.assign_ids()
@@ -134,21 +601,34 @@ def save(board: Board) -> list[str]:
     for f in dirty:
         if (read_bytes(f.path) or b"") != f.raw:
             raise ConcurrentEdit(f.path)
-    written = []
-    for f in dirty:
-        data = f.render()
-        if data != f.raw or not f.exists:
-            atomic_write(f.path, data)
-            written.append(f.name)
+    rendered = [(f, f.render()) for f in dirty]
+    writes = [_Write(f.path, data, f.raw, f.exists) for f, data in rendered if data != f.raw or not f.exists]
+    if writes:
+        _commit(writes)
+    for f, data in rendered:
         f.raw, f.exists = data, True
         f.mark_clean()
-    return written
+    return [w.path.name for w in writes]
 
 
-def update(root: Path, change: Callable[[Board], T], *, attempts: int = 8) -> T:
+def _attempts(attempts: int | None) -> Iterator[int]:
+    """Attempt numbers: ATTEMPTS of them, or by default as many as fit in RETRY_FOR seconds (at
+    least 8). An editor saving 20 times a second lands in a save's window often on a large file:
+    a fixed handful of attempts would give up where a few more succeed."""
+    began = time.monotonic()
+    n = 0
+    while True:
+        yield n
+        n += 1
+        if (n >= attempts) if attempts is not None else (n >= 8 and time.monotonic() - began > RETRY_FOR):
+            return
+        time.sleep(random.uniform(0.0, 0.02))  # not in step with an editor that saves periodically
+
+
+def update(root: Path, change: Callable[[Board], T], *, attempts: int | None = None) -> T:
     """Load, apply `change`, save; on a concurrent hand edit, re-read and apply again."""
     with board_lock(root):
-        for _ in range(attempts):
+        for _ in _attempts(attempts):
             board = load_board(root)
             result = change(board)
             validate(board)  # never write a board that would not load again
@@ -156,9 +636,32 @@ def update(root: Path, change: Callable[[Board], T], *, attempts: int = 8) -> T:
                 save(board)
                 return result
             except ConcurrentEdit:
-                time.sleep(0.05)
+                pass
         raise KanbanError(
             "the board files kept changing while kanban tried to update them",
+            hint="pause your editor's autosave and run the command again",
+            code=1,
+        )
+
+
+def update_file(root: Path, column: Column, change: Callable[[bytes], bytes], *, attempts: int | None = None) -> bool:
+    """Under the board lock: read one board file, write CHANGE(bytes) back unless it is the same,
+    never over a hand edit (re-read and re-applied, as in `update`). True if it wrote."""
+    path = board_path(root, column)
+    with board_lock(root):
+        for _ in _attempts(attempts):
+            data = read_bytes(path)
+            original = data or b""
+            new = change(original)
+            if new == original:
+                return False
+            try:
+                _commit([_Write(path, new, original, data is not None)])
+                return True
+            except ConcurrentEdit:
+                pass
+        raise KanbanError(
+            f"{path.name} kept changing while kanban tried to update it",
             hint="pause your editor's autosave and run the command again",
             code=1,
         )
