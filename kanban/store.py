@@ -54,6 +54,7 @@ from kanban.board import (
 )
 from kanban.errors import BAD_INPUT, WORK_FAILED, ConcurrentEdit, KanbanError
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
+from kanban.untrusted import read_fd
 
 STATE_DIR = ".kanban"
 LOCK_NAME = "board.lock"
@@ -120,17 +121,6 @@ def _read_error(path: Path, exc: OSError) -> KanbanError:
     return KanbanError(f"cannot be read: {exc.strerror or exc}", file=path.name, hint="check its permissions")
 
 
-def _read_fd(fd: int, limit: int) -> bytes:
-    chunks, left = [], limit
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
 def read_bytes(path: Path) -> bytes | None:
     """A board file's bytes, None if it does not exist; a clear KanbanError for anything else.
 
@@ -156,7 +146,7 @@ def read_bytes(path: Path) -> bytes | None:
         info = os.fstat(fd)  # what was opened, should it have been swapped since the lstat
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path, info.st_mode)
-        data = _read_fd(fd, MAX_FILE_BYTES + 1)
+        data = read_fd(fd, MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise _read_error(path, exc) from None
     finally:
@@ -396,7 +386,7 @@ def _settled(path: Path) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         _wait_for_writers(fd)
-        return _read_fd(fd, MAX_FILE_BYTES + 1)
+        return read_fd(fd, MAX_FILE_BYTES + 1)
     except OSError:
         return None
     finally:

@@ -22,6 +22,18 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def read_fd(fd: int, limit: int) -> bytes:
+    """At most LIMIT bytes from FD's position: the cap holds while reading, whatever the file claims."""
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_capped(path: Path, limit: int, *, tail: bool = False) -> str:
     """The first (or, with TAIL, the last) LIMIT bytes of a regular file; '' for anything else."""
     try:
@@ -34,14 +46,7 @@ def read_capped(path: Path, limit: int, *, tail: bool = False) -> str:
             return ""
         if tail and info.st_size > limit:
             os.lseek(fd, info.st_size - limit, os.SEEK_SET)
-        chunks, left = [], limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        return read_fd(fd, limit).decode("utf-8", errors="replace")
     except OSError:
         return ""
     finally:
@@ -95,16 +100,9 @@ def read_regular(path: Path, limit: int, *, root: Path | None = None) -> bytes:
         info = os.fstat(fd)  # what was opened, should it have been swapped since the stat
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeFile(f"is {_kind(info.st_mode)}, not a regular file")
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        data = read_fd(fd, limit + 1)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     if len(data) > limit:
         raise UnsafeFile(f"is over the {_size(limit)} limit", "make it shorter")
     return data
