@@ -60,8 +60,9 @@ class TickReport:
 @contextlib.contextmanager
 def tick_lock(root: Path, wait: float = 0.0) -> Iterator[bool]:
     """One tick at a time per repository; yields False if another one holds it."""
-    state = root / ".kanban"
-    state.mkdir(exist_ok=True)
+    from kanban.store import state_dir
+
+    state = state_dir(root)
     fd = os.open(state / "tick.lock", os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait
     try:

@@ -106,7 +106,9 @@ class History:
         if readonly:
             self.db = _open_readonly(self.path)
             return
-        state.mkdir(exist_ok=True)
+        from kanban.store import state_dir
+
+        state_dir(root)  # `.kanban` that is a file: one clear line, not a traceback
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")

@@ -28,13 +28,11 @@ from typing import Iterator, NamedTuple
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from kanban import git
-from kanban.board import Board
 from kanban.changelog import category_for, insert_entry
 from kanban.errors import KanbanError
 from kanban.ids import branch_name
 from kanban.machine import Event
 from kanban.model import COLUMN_FILES, Column
-from kanban.store import board_lock, board_path, read_bytes
 from kanban.untrusted import clean, read_capped
 
 BOARD_FILES = tuple(COLUMN_FILES.values())
@@ -78,8 +76,9 @@ class QueueReport:
 
 @contextlib.contextmanager
 def merge_lock(root: Path) -> Iterator[bool]:
-    state = root / ".kanban"
-    state.mkdir(exist_ok=True)
+    from kanban.store import state_dir
+
+    state = state_dir(root)
     fd = os.open(state / "merge.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -556,20 +555,20 @@ def _tool_kanban(root: Path, commit: str) -> object:
 
 
 def add_to_changelog(root: Path, items: list[tuple[str, str, str]]) -> None:
-    """Insert `- ID: title` lines under Unreleased, skipping IDs already there. One atomic write."""
+    """Insert `- ID: title` lines under Unreleased, skipping IDs already there. One atomic write,
+    never over a hand edit of CHANGELOG.md (re-read and applied again)."""
     from kanban.board import changelog_ids
-    from kanban.store import atomic_write
+    from kanban.store import update_file
 
-    path = board_path(root, Column.DONE)
-    with board_lock(root):
-        original = read_bytes(path) or b""
+    def change(original: bytes) -> bytes:
         present = changelog_ids(original.decode("utf-8", errors="replace"))
         data = original
         for task_id, title, category in items:
             if task_id not in present:
                 data = insert_entry(data, f"{task_id}: {title}", category)
-        if data != original:
-            atomic_write(path, data)
+        return data
+
+    update_file(root, Column.DONE, change)
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -163,11 +163,23 @@ def exposures(paths: Sequence[str | Path], tmpfs: Sequence[str], bound: Sequence
     """Read-only mounts for the existing PATHS a tmpfs would hide (tests keep everything in /tmp),
     unless they are in a folder BOUND anyway (a report file in the worktree stays writable)."""
     out: list[Mount] = []
-    for path in sorted({os.path.realpath(p) for p in paths}, key=lambda p: len(Path(p).parts)):
+    # Both the path as named and where it leads: a venv's python is a link out of the venv, and
+    # it still needs the venv's own folder (pyvenv.cfg, site-packages) to start.
+    named = {os.path.abspath(p) for p in paths} | {os.path.realpath(p) for p in paths}
+    named |= {os.fspath(v) for v in map(_venv_of, list(named)) if v is not None}
+    for path in sorted(named, key=lambda p: len(Path(p).parts)):
         if under(path, tmpfs) and path not in tmpfs and os.path.exists(path) and \
                 not under(path, [*bound, *(m.dest for m in out)]):
             out.append(Mount("expose", path))
     return out
+
+
+def _venv_of(path: str) -> Path | None:
+    """The virtual environment a program or a bin folder belongs to, if any."""
+    for folder in (Path(path).parent.parent, Path(path).parent):
+        if (folder / "pyvenv.cfg").is_file():
+            return folder
+    return None
 
 
 def git_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -240,3 +240,12 @@ def test_a_branch_or_head_pointed_at_main_cannot_make_kanban_commit_on_main(repo
     assert said in _escalated_note(repo)
     assert git(repo, "rev-parse", "main").strip() == main_before
     assert subprocess.run(["git", "symbolic-ref", "-q", "refs/heads/kanban/TASK-1"], cwd=repo).returncode != 0
+
+
+@pytest.mark.parametrize("command", [["tick"], ["run"], ["merge-queue"]])
+def test_kanban_state_dir_that_is_a_file_is_one_clear_line(repo, tmp_path, command):
+    _project(repo, tmp_path / "kit", "plain")
+    (repo / ".kanban").write_text("not a folder\n")
+    proc = _kanban(repo, *command, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and ".kanban" in proc.stderr and "not a directory" in proc.stderr
