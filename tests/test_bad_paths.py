@@ -25,6 +25,8 @@ from conftest import git, snapshot
 
 from kanban.errors import from_environment
 
+pytestmark = pytest.mark.heavy  # many full-pipeline runs under bwrap: CI runs them with -m heavy
+
 BWRAP = shutil.which("bwrap")
 
 

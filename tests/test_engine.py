@@ -535,6 +535,7 @@ def test_unknown_placeholder_fails_the_task_with_a_note_and_others_proceed(kit):
 # --- 17. the demo ------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_demo_runs_to_its_end(tmp_path):
     where = tmp_path / "demo"
     try:

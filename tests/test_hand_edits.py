@@ -51,6 +51,7 @@ def _entries(text: str) -> list[tuple[int, int]]:
     return [(s, starts[i + 1] if i + 1 < len(starts) else len(text)) for i, s in enumerate(starts)]
 
 
+@pytest.mark.heavy
 def test_hand_edits_during_run_all_survive(repo):
     _setup(repo, 8)
     rng = random.Random(7)

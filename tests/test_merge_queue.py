@@ -745,6 +745,7 @@ def test_recovers_from_every_intermediate_state_without_merging_twice(tmp_path):
     assert git(p.root, "for-each-ref", "refs/heads/kanban/").strip() == ""
 
 
+@pytest.mark.heavy
 def test_survives_being_killed_at_any_moment(tmp_path):
     seed = int(os.environ.get("KANBAN_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)

@@ -372,6 +372,7 @@ def test_preflight_without_repair_changes_nothing(board_repo: Path) -> None:
 # -- a small sample of the crash soak -----------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_crash_soak_sample(tmp_path: Path) -> None:
     """SIGKILL tick / run / merge-queue at random instants; after repair and a run, nothing lost or orphaned."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "crash_soak.py"), "--trials", "8", "--seed", "7",

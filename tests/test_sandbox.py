@@ -551,7 +551,9 @@ def test_a_sandboxed_agent_gets_its_sigterm_and_grace_and_nothing_outlives_it(tm
     agent = tmp_path / "agent.py"
     agent.write_text(TRAP)
     marker = f"kanban-sandbox-{uuid.uuid4().hex}"
-    plan = sandbox.Plan(bwrap=sandbox.find_bwrap(), mounts=(Mount("tmpfs", "/tmp"), Mount("expose", str(tmp_path))))
+    # what plan_for_run would expose: the test's folder and this python (its venv may live in /tmp too)
+    shown = sandbox.exposures([str(tmp_path), sys.executable], ["/tmp"])
+    plan = sandbox.Plan(bwrap=sandbox.find_bwrap(), mounts=(Mount("tmpfs", "/tmp"), *shown))
     runner, run_dir = LocalRunner(), tmp_path / "run"
     runner.submit(run_dir, [sys.executable, str(agent), marker], cwd=tmp_path, env=dict(os.environ),
                   log=run_dir / "agent.log", timeout=1.0, grace=2.0, sandbox=plan)

@@ -161,7 +161,7 @@ def boards(draw):
     return tasks, done, running, draw(st.integers(0, 8))
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(boards())
 def test_plan_invariants(board):
     tasks, done, running, pool_size = board
@@ -323,7 +323,7 @@ def test_files_overlap_is_symmetric(a, b):
     assert files_overlap(a, b) == files_overlap(b, a)
 
 
-@settings(max_examples=800)
+@settings(max_examples=300)
 @given(entry_and_witness(), entries, st.data())
 def test_a_path_covered_by_both_means_overlap(first, other, data):
     a, path = first
@@ -335,7 +335,7 @@ def test_a_path_covered_by_both_means_overlap(first, other, data):
         assert files_overlap([a], [path]) and files_overlap([b], [path])
 
 
-@settings(max_examples=300)
+@settings(max_examples=120)
 @given(st.lists(entry_lists, min_size=1, max_size=6), entry_lists)
 def test_lease_index_agrees_with_pairwise_overlap(held, asked):
     from kanban.scheduler import Leases
