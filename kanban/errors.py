@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -125,6 +126,13 @@ def _from_sqlite(exc: BaseException, root: Path | None) -> KanbanError | None:
     what, hint, code = _OS_ERRORS[errname]
     verb = "open" if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) else "write"
     return KanbanError(f"cannot {verb} the history: {what} ({exc})", file=HISTORY_FILE, hint=hint, code=code)
+
+
+def os_error_advice(exc: OSError) -> tuple[str, int]:
+    """(how to fix it, exit code) for an OSError the environment caused."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    _, hint, code = _OS_ERRORS.get(name, ("", "check the disk and the file's directory", BAD_INPUT))
+    return hint, code
 
 
 def from_environment(exc: BaseException, root: Path | None = None) -> KanbanError | None:

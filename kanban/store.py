@@ -52,7 +52,7 @@ from kanban.board import (
     parse_file,
     validate,
 )
-from kanban.errors import BAD_INPUT, WORK_FAILED, ConcurrentEdit, KanbanError
+from kanban.errors import ConcurrentEdit, KanbanError
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
 from kanban.untrusted import read_fd
 
@@ -263,13 +263,20 @@ def _read_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
                 raise _busy()
         except OSError:  # flock is not supported on this filesystem: read without it
             pass
-        _locks()[key] = "sh"
-        try:
+        with _holding(key, "sh"):
             yield
-        finally:
-            _locks().pop(key, None)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _holding(key: str, mode: str) -> Iterator[None]:
+    """This thread holds the lock on KEY in MODE ("sh" or "ex") while inside."""
+    _locks()[key] = mode
+    try:
+        yield
+    finally:
+        _locks().pop(key, None)
 
 
 @contextlib.contextmanager
@@ -295,11 +302,8 @@ def board_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         except OSError as exc:
             raise KanbanError(f"cannot be locked: {exc.strerror or exc}", file=str(Path(STATE_DIR) / LOCK_NAME),
                               hint="keep the repository on a local filesystem that supports flock") from None
-        _locks()[key] = "ex"
-        try:
+        with _holding(key, "ex"):
             yield
-        finally:
-            _locks().pop(key, None)
     finally:
         os.close(fd)
 
@@ -307,23 +311,12 @@ def board_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
 # -- writing -------------------------------------------------------------------------
 
 
-_WRITE_HINTS = {
-    errno.ENOSPC: "free some disk space and run the command again",
-    errno.EDQUOT: "free some space within your disk quota and run the command again",
-    errno.EROFS: "the filesystem is read-only: run kanban where it can write (status works read-only)",
-    errno.EACCES: "check the owner and mode of the file and of its directory",
-    errno.EPERM: "check the owner, mode and attributes (immutable?) of the file and of its directory",
-}
-# A resource that ran out while working (the work failed: run it again once there is room) is
-# exit 1; a setup that can never work until it changes (read-only, permissions) is exit 2.
-_RAN_OUT = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
-
-
 def _write_error(shown: str | Path, exc: OSError, what: str = "cannot be written") -> KanbanError:
     """One line for a write the environment refused; the board is as it was (nothing half-written)."""
-    hint = _WRITE_HINTS.get(exc.errno, "check the disk and the file's directory")
-    return KanbanError(f"{what}: {exc.strerror or exc}; nothing was changed", file=shown, hint=hint,
-                       code=WORK_FAILED if exc.errno in _RAN_OUT else BAD_INPUT)
+    from kanban.errors import os_error_advice  # the one errno table: hint and exit code
+
+    hint, code = os_error_advice(exc)
+    return KanbanError(f"{what}: {exc.strerror or exc}; nothing was changed", file=shown, hint=hint, code=code)
 
 
 @functools.cache
