@@ -427,6 +427,60 @@ def tree_with_paths_from(root: Path, tree: str, source: str, paths: list[str]) -
         return run(root, "write-tree", env=env).strip()
 
 
+def _bytes(root: Path, args: list[str], data: bytes | None = None) -> tuple[int, bytes]:
+    """git with bytes in and out (blobs keep their exact bytes: CRLF, no UTF-8)."""
+    import subprocess
+
+    _check_dot_git(root)
+    proc = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=root, input=data, capture_output=True,
+                          env={**os.environ, **GIT_ENV}, stdin=None if data is not None else subprocess.DEVNULL)
+    return proc.returncode, proc.stdout
+
+
+def read_blob(root: Path, rev: str, path: str) -> bytes | None:
+    """The bytes of PATH in commit REV, or None where REV has no such file."""
+    status, out = _bytes(root, ["cat-file", "blob", f"{rev}:{path}"])
+    return out if status == 0 else None
+
+
+def write_blob(root: Path, data: bytes, *, write: bool = True) -> str:
+    """The blob id of DATA, stored in the object database unless WRITE is false."""
+    status, out = _bytes(root, ["hash-object", *(["-w"] if write else []), "--stdin"], data)
+    if status != 0:
+        raise GitError("git hash-object failed: could not store a blob")
+    return out.decode().strip()
+
+
+def tree_with_blob(root: Path, tree: str, path: str, blob: str, mode: str = "100644") -> str:
+    """`tree` with PATH set to BLOB."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kanban-index-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        run(root, "read-tree", tree, env=env)
+        run(root, "update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", env=env)
+        return run(root, "write-tree", env=env).strip()
+
+
+def file_mode(root: Path, rev: str, path: str) -> str | None:
+    listed = run(root, "ls-tree", "-z", rev, "--", path).strip("\0")
+    return listed.split(" ", 1)[0] if listed else None
+
+
+def merge_file(root: Path, current: bytes, base: bytes, other: bytes, *, union: bool = False) -> bytes | None:
+    """Three-way merge of one file's bytes (`git merge-file`): None on a conflict. UNION keeps both
+    sides' lines where they conflict (right for a changelog: two lines added at one place)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kanban-merge-") as tmp:
+        names = []
+        for name, data in (("current", current), ("base", base), ("other", other)):
+            (Path(tmp) / name).write_bytes(data)
+            names.append(str(Path(tmp) / name))
+        status, out = _bytes(root, ["merge-file", "-p", "-q", *(["--union"] if union else []), *names])
+    return out if status == 0 else None
+
+
 def diff_names(root: Path, a: str, b: str | None) -> list[str]:
     """Paths that differ between two commits (or, with b None, over a range like `A...B`)."""
     out = run(root, "diff", "--name-only", "-z", "--no-renames", a, *([b] if b else []))

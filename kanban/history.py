@@ -55,6 +55,19 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task);
+CREATE TABLE IF NOT EXISTS verifications (
+    id INTEGER PRIMARY KEY,
+    tasks TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    exit_code INTEGER,
+    timed_out INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    how TEXT,
+    log TEXT NOT NULL,
+    try INTEGER NOT NULL DEFAULT 1
+);
 CREATE TABLE IF NOT EXISTS ports (
     task TEXT PRIMARY KEY,
     port INTEGER NOT NULL UNIQUE
@@ -87,6 +100,28 @@ class Run(NamedTuple):
     input_tokens: int | None = None  # of tokens: prompt tokens, cached ones included
     output_tokens: int | None = None
     reason: str | None = None  # why kanban judged it failed: "no verdict: ...", "timed out after 15m"
+
+
+class Verification(NamedTuple):
+    """One run of `[merge] verify` on a merged tree holding TASKS (comma-separated IDs)."""
+
+    id: int
+    tasks: str
+    sha: str  # the merge commit it checked
+    started: float
+    ended: float | None
+    exit_code: int | None
+    timed_out: int
+    outcome: str | None  # pass | fail | timeout | error (could not start) | None while it runs
+    how: str | None  # how it ended, in words: "exit status 1", "timed out after 15m", "could not start: ..."
+    log: str  # its own log file (absolute path)
+    try_: int = 1  # 2 for the run that repeats a failure (flaky check)
+
+    def task_ids(self) -> list[str]:
+        return [t for t in self.tasks.split(",") if t]
+
+
+_VERIFICATION_COLUMNS = "id, tasks, sha, started, ended, exit_code, timed_out, outcome, how, log, try"
 
 
 # Columns added after the first release, with their types: History() adds the missing
@@ -256,6 +291,25 @@ class History:
             " WHERE kind NOT LIKE 'strike:%' GROUP BY task) last ON e.id = last.id")
         return {task for task, kind in rows if kind == "escalated"}
 
+    # -- verifications (the merge queue's `[merge] verify` runs) ---------------------
+
+    def start_verification(self, tasks: list[str], sha: str, log: str, try_: int = 1) -> int:
+        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try) VALUES (?, ?, ?, ?, ?)",
+                              (",".join(tasks), sha, time.time(), log, try_))
+        return int(cur.lastrowid)
+
+    def finish_verification(self, verification_id: int, *, outcome: str, how: str, exit_code: int | None = None,
+                            timed_out: bool = False) -> None:
+        self.db.execute("UPDATE verifications SET ended=?, outcome=?, how=?, exit_code=?, timed_out=?"
+                        " WHERE id=? AND ended IS NULL",
+                        (time.time(), outcome, how, exit_code, int(timed_out), verification_id))
+
+    def verifications(self, task: str | None = None) -> list[Verification]:
+        """Every verification, or those whose merged tree held TASK, oldest first."""
+        rows = self.db.execute(f"SELECT {_VERIFICATION_COLUMNS} FROM verifications ORDER BY id")
+        found = [Verification(*row) for row in rows]
+        return found if task is None else [v for v in found if task in v.task_ids()]
+
     # -- ports ---------------------------------------------------------------------
 
     def port_for(self, task: str, base: int, span: int = 1000) -> int:
@@ -300,6 +354,9 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
             db.close()
             if query.endswith("immutable=1"):
                 raise
+    if "verifications" not in tables:  # a history from before per-run verify logs
+        db.execute("CREATE TEMP TABLE verifications (id INTEGER PRIMARY KEY, tasks TEXT, sha TEXT, started REAL,"
+                   " ended REAL, exit_code INTEGER, timed_out INTEGER, outcome TEXT, how TEXT, log TEXT, try INTEGER)")
     if not {"runs", "events", "ports"} <= tables:
         # Its schema was never completed (a full disk at the first write): nothing was recorded.
         db.close()

@@ -6,14 +6,22 @@ a verified commit: by compare-and-swap (`update-ref NEW OLD`) when it is not
 checked out, or by `merge --ff-only` in the checkout that has it, so that
 checkout moves with it and keeps the person's unrelated uncommitted work.
 
+The merge commit itself holds the task's CHANGELOG.md line (when CHANGELOG.md
+is committed on main), so main's history and its remote carry the changelog
+and the person's checkout follows it without a dirty file. The other board
+files are the person's working files: kanban never commits them, and a
+branch's changes to them are dropped.
+
 Crash safety comes from the order of steps: main moves first (durable), then
-the CHANGELOG line, then the TESTING entry goes, then the worktree and branch.
-Each step can be redone: a ready task whose branch is already in main is
-finished, not merged again.
+the CHANGELOG line in the working copy (already there when it came with the
+merge), then the TESTING entry goes, then the worktree and branch. Each step
+can be redone: a ready task whose branch is already in main is finished, not
+merged again.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
@@ -30,12 +38,16 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from kanban import git
 from kanban.changelog import category_for, insert_entry
 from kanban.errors import KanbanError
+from kanban.events import ESCALATED, QUEUE_BLOCKED, Happening, QueueState
 from kanban.ids import branch_name
 from kanban.machine import Event
 from kanban.model import COLUMN_FILES, Column
+from kanban.output import human_duration
 from kanban.untrusted import clean, read_capped
 
 BOARD_FILES = tuple(COLUMN_FILES.values())
+CHANGELOG = COLUMN_FILES[Column.DONE]
+VERIFY_LOGS_KEPT = 200  # per-run verify logs under .kanban/verify-logs/, newest kept
 OUTPUT_TAIL = 40
 MAX_REDOS = 5
 _TRANSIENT_PUSH = re.compile(
@@ -57,7 +69,16 @@ class MainMoved(Exception):
 
 
 class MainBlocked(KanbanError):
-    """The person's checkout of main has uncommitted work in the files a merge brings in."""
+    """Main cannot move now (a person's rebase under way, a checkout git refuses to move)."""
+
+
+class TouchesDirty(MainBlocked):
+    """The person's checkout of main has uncommitted work in files this merge brings in:
+    this merge waits, the others go ahead."""
+
+    def __init__(self, message: str, *, files: list[str], **kw) -> None:
+        super().__init__(message, **kw)
+        self.files = files
 
 
 LANDING = "landing"  # history event: the queue verified this commit and moves main to it
@@ -70,8 +91,11 @@ class QueueReport:
     failed: list[str] = field(default_factory=list)
     verifications: int = 0
     lines: list[str] = field(default_factory=list)
+    events: list[Happening] = field(default_factory=list)  # the same, as data (view, notifications)
+    waiting: dict[str, list[str]] = field(default_factory=dict)  # task -> dirty files it waits for
     blocked: str | None = None
     busy: bool = False
+    would_send_back: list[str] = field(default_factory=list)  # --dry-run: tasks a real run sends back
 
 
 @contextlib.contextmanager
@@ -100,6 +124,17 @@ class MergeQueue:
         self.config = engine.config
         self.main = engine.config.main_branch
         self.report = QueueReport()
+        self.dry_run = False
+        self.changelog_untracked = False  # CHANGELOG.md not committed on main: entries go to the working copy
+        self.changelog_hint_given = False
+
+    def _say(self, kind: str, text: str, task: str = "", title: str = "") -> None:
+        self.report.lines.append(text)
+        self.report.events.append(Happening(kind, text, task, title))
+
+    def _state(self, state: str, tasks: tuple[str, ...] = (), why: str = "") -> None:
+        """What the queue does now, for the live view (a verification may run for minutes)."""
+        self.engine.queue_state = QueueState(state, tasks, time.time(), why)
 
     # -- entry point ---------------------------------------------------------------
 
@@ -108,24 +143,34 @@ class MergeQueue:
             if not got:
                 self.report.busy = True
                 return self.report
-            if not dry_run:
-                self.report.lines += ["repair: " + line for line in self.engine.repair_once("merge")]
+            self.dry_run = dry_run
+            if dry_run:  # reads only: no repair, no clean-up, nothing sent back, nothing finished
+                candidates = [c for c in self._candidates() if not self._in_main(c)]
+                for group in (self._groups(candidates) if batch else [[c] for c in candidates]):
+                    self.report.lines.append("would merge " + " + ".join(c.task_id for c in group)
+                                             + (" as one batch" if len(group) > 1 else ""))
+                return self.report
+            self.report.lines += ["repair: " + line for line in self.engine.repair_once("merge")]
             self._cleanup_finished()
-            if self.config.merge.push and not dry_run:
+            if self.config.merge.push:
                 self._push_pending()
             candidates = self._candidates()
             candidates = self._finish_already_merged(candidates)
             groups = self._groups(candidates) if batch else [[c] for c in candidates]
-            if dry_run:
-                for group in groups:
-                    self.report.lines.append("would merge " + " + ".join(c.task_id for c in group)
-                                             + (" as one batch" if len(group) > 1 else ""))
-                return self.report
             try:
                 for group in groups:
                     self._merge_group(group)
             except MainBlocked as exc:
                 self.report.blocked = str(exc)
+                self._say(QUEUE_BLOCKED, f"merge queue stopped: {exc}")
+                self._state("blocked", why=str(exc).splitlines()[0])
+            else:
+                self._state("idle")
+            if self.report.waiting:
+                files = sorted({f for fs in self.report.waiting.values() for f in fs})
+                self._say(QUEUE_BLOCKED, "waiting to merge: " + ", ".join(self.report.waiting)
+                          + " (uncommitted changes in your checkout touch " + _some(files)
+                          + "; commit or stash them and the queue merges them)")
         return self.report
 
     # -- what to merge -------------------------------------------------------------------
@@ -141,7 +186,12 @@ class MergeQueue:
         for t in ready:
             branch = branch_name(t.id)
             if branch not in shas:
-                self._send_back(t.id, Event.MERGE_CONFLICT, f"its branch {branch} is gone; the tester recreates it")
+                if self.dry_run:
+                    self.report.would_send_back.append(t.id)
+                    self.report.lines.append(f"would send {t.id} back to testing: its branch {branch} is gone")
+                else:
+                    self._send_back(t.id, Event.MERGE_CONFLICT,
+                                    f"its branch {branch} is gone; the tester recreates it")
                 continue
             sha = shas[branch]
             _, entry = board.require(t.id)
@@ -149,9 +199,12 @@ class MergeQueue:
             changed = git.diff_names(self.root, f"{main_sha}...{sha}", None)
             held = self._held_for_a_person(t.id, changed, main_sha, sha)
             if held:
+                if self.dry_run:
+                    self.report.lines.append(f"would hold {t.id} for a person: {held.splitlines()[0]}")
+                    continue
                 self.report.failed.append(t.id)
-                self.report.lines.append(f"{t.id}: held: {held.splitlines()[0]}")
                 self.engine.escalate(t.id, f"{_stamp()} not merged: {held}")
+                self._say(ESCALATED, f"{t.id} held for a person, not merged: {held.splitlines()[0]}", t.id, t.title)
                 continue
             found.append(Candidate(t.id, t.title, sha, category, frozenset(changed)))
         return found
@@ -191,11 +244,19 @@ class MergeQueue:
 
     def _merge_group(self, group: list[Candidate]) -> None:
         for _ in range(MAX_REDOS):
+            self._state("merging", tuple(c.task_id for c in group))
             try:
                 if len(group) == 1:
                     self._merge_one(group[0])
                 else:
                     self._merge_batch(group)
+                return
+            except TouchesDirty as exc:
+                if len(group) > 1:  # the others of the batch need not wait for the person
+                    for c in group:
+                        self._merge_group([c])
+                else:
+                    self.report.waiting[group[0].task_id] = exc.files
                 return
             except MainMoved:
                 self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
@@ -211,12 +272,13 @@ class MergeQueue:
         if conflicts:
             self._conflict(c, conflicts)
             return
-        ok, output = self._verify(commit)
+        self._check_checkout(base, commit)  # waits for a person before minutes of verification
+        ok, output = self._verify(commit, [c])
         if not ok:
             self._verify_failed(c, output)
             return
         self._record_landing([c], commit)
-        self._advance(base, commit)
+        self._advance(base, commit, landing=[c])
         self._finish(c)
 
     def _merge_batch(self, group: list[Candidate]) -> None:
@@ -228,7 +290,8 @@ class MergeQueue:
             for c in group:
                 self._merge_group([c])
             return
-        ok, output = self._verify(chain[-1][1])
+        self._check_checkout(base, chain[-1][1])
+        ok, output = self._verify(chain[-1][1], group)
         if ok:
             self._land(base, chain)
             return
@@ -256,7 +319,7 @@ class MergeQueue:
         lo, hi = 0, len(chain)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            ok, output = self._verify(commits[mid])
+            ok, output = self._verify(commits[mid], [c for c, _ in chain[:mid]])
             if ok:
                 lo = mid
             else:
@@ -271,7 +334,7 @@ class MergeQueue:
 
     def _land(self, base: str, chain: list[tuple[Candidate, str]]) -> None:
         self._record_landing([c for c, _ in chain], chain[-1][1])
-        self._advance(base, chain[-1][1])
+        self._advance(base, chain[-1][1], landing=[c for c, _ in chain])
         self._finish_all([c for c, _ in chain])
 
     def _build(self, base: str, c: Candidate) -> tuple[str, list[str]]:
@@ -287,41 +350,72 @@ class MergeQueue:
             return "", real
         if conflicts or c.changed & set(BOARD_FILES):
             tree = git.tree_with_paths_from(self.root, tree, base, list(BOARD_FILES))
+        tree = self._with_changelog_entry(tree, base, c)
         commit = git.commit_tree(self.root, tree, [base, c.sha], f"Merge {c.task_id}: {c.title}")
         return commit, []
 
+    def _with_changelog_entry(self, tree: str, base: str, c: Candidate) -> str:
+        """The merged tree with the task's line under `## [Unreleased]` of main's CHANGELOG.md.
+
+        Only where the person has committed CHANGELOG.md: kanban never starts tracking a
+        file on its own (an untracked one keeps getting its lines in the working copy).
+        """
+        from kanban.board import changelog_ids
+
+        committed = git.read_blob(self.root, base, CHANGELOG)
+        if committed is None:
+            self.changelog_untracked = True
+            return tree
+        if c.task_id in changelog_ids(committed.decode("utf-8", errors="replace")):
+            return tree
+        data = insert_entry(committed, f"{c.task_id}: {c.title}", c.category)
+        mode = git.file_mode(self.root, base, CHANGELOG) or "100644"
+        return git.tree_with_blob(self.root, tree, CHANGELOG, git.write_blob(self.root, data), mode)
+
     # -- verification ---------------------------------------------------------------------
 
-    def _verify(self, commit: str) -> tuple[bool, str]:
+    def _verify(self, commit: str, tasks: list[Candidate]) -> tuple[bool, str]:
+        """Run `[merge] verify` on COMMIT (the merged tree holding TASKS), with its own log."""
         argv = list(self.config.merge.verify)
         if not argv:
             return True, ""
         _kill_leftover_verify(self.root)
         path = self._verify_worktree(commit)
         self.report.verifications += 1
+        ids = [c.task_id for c in tasks]
+        self._state("verifying", tuple(ids))
         started = time.monotonic()
-        log = self.root / ".kanban" / "verify.log"
+        log = _new_verify_log(self.root, commit)
+        vid = self.engine.history.start_verification(ids, commit, str(log))
+        timed_out, exit_code = False, None
         with log.open("wb") as out:
             try:
                 proc = subprocess.Popen(argv, cwd=path, stdin=subprocess.DEVNULL, stdout=out, env=self._verify_env(),
                                         stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
-                ok, code = False, f"could not start: {exc.strerror}"
+                ok, code, outcome = False, f"could not start: {exc.strerror}", "error"
             else:
                 _record_verify(self.root, proc.pid)
                 try:
                     proc.wait(timeout=self.config.merge.verify_timeout)
+                    exit_code = proc.returncode
                     ok, code = proc.returncode == 0, f"exit status {proc.returncode}"
+                    outcome = "pass" if ok else "fail"
                 except subprocess.TimeoutExpired:
                     _kill_group(proc)
-                    ok, code = False, f"timed out after {self.config.merge.verify_timeout:.0f}s"
+                    timed_out, outcome = True, "timeout"
+                    ok, code = False, f"timed out after {human_duration(self.config.merge.verify_timeout)}"
+        self.engine.history.finish_verification(vid, outcome=outcome, how=code, exit_code=exit_code,
+                                                timed_out=timed_out)
+        _prune_verify_logs(self.root)
         elapsed = time.monotonic() - started
         # The branch's code wrote this: bounded and cleaned before it reaches REVIEW.md and a prompt.
         output = clean(read_capped(log, 64 * 1024, tail=True), max_bytes=8000)
         tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL:])
         detail = f"{'pass' if ok else 'fail'} {commit[:10]} in {elapsed:.2f}s ({code})"
         self.engine.history.event("-", "verify", detail=detail)
-        return ok, f"`{' '.join(argv)}` failed on the merged tree ({code}):\n{tail}"
+        return ok, (f"`{' '.join(argv)}` failed on the merged tree ({code}; log: "
+                    f"{log.relative_to(self.root)}):\n{tail}")
 
     def _verify_env(self) -> dict[str, str]:
         """Filtered by the checks' lists: a branch's test that prints os.environ shows no secret."""
@@ -355,7 +449,7 @@ class MergeQueue:
 
     # -- moving main -----------------------------------------------------------------------
 
-    def _advance(self, old: str, new: str, *, push: bool = True) -> None:
+    def _advance(self, old: str, new: str, *, push: bool = True, landing: list[Candidate] = ()) -> None:
         checkout = git.checkout_of(self.root, self.main)
         for path in dict.fromkeys(p for p in (checkout, self.root) if p is not None):
             busy = git.operation_in_progress(path, self.main)  # a person's rebase or merge of main
@@ -369,24 +463,24 @@ class MergeQueue:
         else:
             if git.rev_parse(self.root, self.main) != old:
                 raise MainMoved()
-            incoming = set(git.diff_names(self.root, old, new))
-            clash = {p for p in git.dirty_paths(checkout) if p in incoming}
-            # ignored files are not in `git status`, and `git merge` overwrites them without asking
-            clash |= {p for p in incoming if os.path.lexists(checkout / p)} - set(git.tracked_files(checkout))
-            clash = sorted(clash)
-            if clash:
-                raise MainBlocked(
-                    f"uncommitted changes in {checkout} touch files the merge brings in: " + ", ".join(clash[:8]),
-                    hint=f"commit or stash them, then run 'kanban merge-queue' again; {self.main} was not moved",
-                    code=1)
+            carry = self._check_checkout(old, new, checkout)
             # the intent, for repair: a `git merge --ff-only` killed after it wrote files and index
             # but before it moved the ref leaves the checkout half-way between old and new
             from kanban.supervisor import write_json_atomic
 
             record = advance_record(self.root)
-            write_json_atomic(record, {"checkout": str(checkout), "old": old, "new": new})
+            intent = {"checkout": str(checkout), "old": old, "new": new}
+            entries = [[c.task_id, c.title, c.category] for c in landing]
+            if carry is not None:
+                intent["changelog"] = base64.b64encode(carry).decode()
+                intent["entries"] = entries
+            write_json_atomic(record, intent)
             try:
+                if carry is not None:
+                    _set_changelog(self.root, git.read_blob(self.root, old, CHANGELOG) or b"", expect=carry)
                 ok, err = git.fast_forward_checkout(checkout, new)
+                if carry is not None:
+                    restore_changelog(self.root, carry, old, new if ok else old, entries if ok else [])
             finally:
                 record.unlink(missing_ok=True)
             if not ok:
@@ -396,6 +490,39 @@ class MergeQueue:
                                   hint=f"{self.main} was not moved; fix the checkout and run again", code=1)
         if push and self.config.merge.push:
             self._push()
+
+    def _check_checkout(self, old: str, new: str, checkout: Path | None | bool = False) -> bytes | None:
+        """Raise TouchesDirty if the person's uncommitted work is in files moving main brings in.
+
+        A CHANGELOG.md with uncommitted edits in the board's own checkout is no obstacle: its
+        bytes are returned, to be carried over the fast-forward (three-way merged with the new
+        entry). Returns None when there is nothing to carry.
+        """
+        if checkout is False:
+            checkout = git.checkout_of(self.root, self.main)
+        if checkout is None or checkout is True:
+            return None
+        incoming = set(git.diff_names(self.root, old, new))
+        dirty = set(git.dirty_paths(checkout))
+        clash = dirty & incoming
+        # ignored files are not in `git status`, and `git merge` overwrites them without asking
+        clash |= {p for p in incoming if os.path.lexists(checkout / p)} - set(git.tracked_files(checkout))
+        carry = None
+        if CHANGELOG in clash and CHANGELOG in dirty and Path(checkout).resolve() == self.root.resolve():
+            from kanban.store import board_path, read_bytes
+
+            working = read_bytes(board_path(self.root, Column.DONE))
+            at_old, at_new = (git.read_blob(self.root, rev, CHANGELOG) for rev in (old, new))
+            if working is not None and at_old is not None and at_new is not None:
+                carry = working
+                clash.discard(CHANGELOG)
+        if clash:
+            files = sorted(clash)
+            raise TouchesDirty(f"uncommitted changes in {checkout} touch files the merge brings in: " + _some(files),
+                               files=files, code=1,
+                               hint=f"commit or stash them, then run 'kanban merge-queue' again; "
+                                    f"{self.main} was not moved")
+        return carry
 
     def _push_pending(self) -> None:
         """A push that failed last time (main merged, remote behind) is retried first."""
@@ -428,16 +555,29 @@ class MergeQueue:
             if git.is_ancestor(self.root, theirs, ours):  # nothing to merge: the push failed for another reason
                 raise failed
             tree, conflicts = git.merge_tree(self.root, ours, theirs)
+            if conflicts == [CHANGELOG]:  # lines added under Unreleased on both sides: keep them all
+                tree, conflicts = self._union_changelog(tree, ours, theirs), []
             if conflicts:
                 raise KanbanError(f"{remote}/{self.main} conflicts with {self.main} in " + ", ".join(conflicts[:5]),
                                   code=1, hint="merge it by hand, then run 'kanban merge-queue' again")
             merged = git.commit_tree(self.root, tree, [ours, theirs], f"Merge {remote}/{self.main}")
-            ok, output = self._verify(merged)
+            ok, output = self._verify(merged, [])
             if not ok:
                 raise KanbanError(f"{remote}/{self.main} merged with {self.main} fails verification", code=1,
                                   hint=output.splitlines()[0])
             self._advance(ours, merged, push=False)
         raise KanbanError(f"{remote} kept moving while pushing {self.main}", code=1)
+
+    def _union_changelog(self, tree: str, ours: str, theirs: str) -> str:
+        base = git.merge_base(self.root, ours, theirs)
+        at_base = (git.read_blob(self.root, base, CHANGELOG) if base else None) or b""
+        mine, their = (git.read_blob(self.root, rev, CHANGELOG) or b"" for rev in (ours, theirs))
+        merged = git.merge_file(self.root, mine, at_base, their, union=True)
+        if merged is None:
+            raise KanbanError(f"{self.config.merge.remote}/{self.main} conflicts with {self.main} in {CHANGELOG}",
+                              code=1, hint="merge it by hand, then run 'kanban merge-queue' again")
+        mode = git.file_mode(self.root, ours, CHANGELOG) or "100644"
+        return git.tree_with_blob(self.root, tree, CHANGELOG, git.write_blob(self.root, merged), mode)
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -445,13 +585,19 @@ class MergeQueue:
         self._finish_all([c])
 
     def _finish_all(self, done: list[Candidate]) -> None:
-        """After main moved: CHANGELOG lines, then TESTING entries gone, then worktrees and branches."""
+        """After main moved: CHANGELOG lines in the working copy (already there when they came with
+        the merge commit), then TESTING entries gone, then worktrees and branches."""
         add_to_changelog(self.root, [(c.task_id, c.title, c.category) for c in done])
         self.engine.remove_merged({c.task_id: c.sha for c in done})
         self._remove_task_state([c.task_id for c in done])
         for c in done:
             self.report.merged.append(c.task_id)
-            self.report.lines.append(f"{c.task_id}: merged into {self.main}")
+            self._say("merged", f"{c.task_id} merged into {self.main}: {c.title}", c.task_id, c.title)
+        if self.changelog_untracked and not self.changelog_hint_given:
+            self.changelog_hint_given = True
+            self._say("info", f"{CHANGELOG} is not committed on {self.main}, so its lines stay in your working "
+                              f"copy; commit it once (git add {CHANGELOG} && git commit) and every merge commit "
+                              f"carries its own line")
 
     def _remove_task_state(self, task_ids: list[str]) -> None:
         from kanban.agents import worktree_path
@@ -465,12 +611,16 @@ class MergeQueue:
         note = (f"{_stamp()} merge into {self.main} conflicts (main moved under the branch) in: "
                 + ", ".join(files) + f"\nThe tester merges {self.main} again and resolves them.")
         self.report.conflicts.append(c.task_id)
-        self.report.lines.append(self._send_back(c.task_id, Event.MERGE_CONFLICT, note))
+        self._send_back(c.task_id, Event.MERGE_CONFLICT, note)
+        self._say("conflict", f"{c.task_id} conflicts with {self.main} in {_some(files)}; back to its tester",
+                  c.task_id, c.title)
 
     def _verify_failed(self, c: Candidate, output: str) -> None:
         self.report.failed.append(c.task_id)
-        self.report.lines.append(
-            self._send_back(c.task_id, Event.VERIFY_FAILED, f"{_stamp()} post-merge check failed:\n{output}"))
+        self._send_back(c.task_id, Event.VERIFY_FAILED, f"{_stamp()} post-merge check failed:\n{output}")
+        self._say("verify_failed", f"{c.task_id} failed verification on the merged tree "
+                                   f"({output.splitlines()[0].split('(', 1)[-1].split(';')[0]}); back to its tester",
+                  c.task_id, c.title)
 
     def _send_back(self, task_id: str, event: Event, note: str) -> str:
         return self.engine.apply(task_id, event, note)
@@ -504,12 +654,15 @@ class MergeQueue:
                 self._unverified_in_main(c, main_sha)
         return [c for c in candidates if c not in in_main]
 
+    def _in_main(self, c: Candidate) -> bool:
+        return git.is_ancestor(self.root, c.sha, git.rev_parse(self.root, self.main))
+
     def _unverified_in_main(self, c: Candidate, main_sha: str) -> None:
         line = (f"WARNING: {self.main} ({main_sha[:10]}) holds {c.task_id}'s commit {c.sha[:10]}, but the merge "
                 f"queue never verified or merged it: something else moved {self.main} (an agent's "
                 f"`git update-ref`?). Not counted as merged.")
         self.report.failed.append(c.task_id)
-        self.report.lines.append(line)
+        self._say(ESCALATED, line, c.task_id, c.title)
         self.engine.history.event(c.task_id, "unverified_main", detail=main_sha)
         self.engine.escalate(c.task_id, f"{_stamp()} {line}\nCheck {self.main}: `git log {self.main}` and reset it "
                                         f"to the last commit you trust, then run 'kanban retry {c.task_id}'.")
@@ -592,6 +745,67 @@ def _push_with_retries(root: Path, remote: str, branch: str) -> tuple[int, str]:
         return attempt()
     except _TransientPush as exc:
         return 1, str(exc)
+
+
+def _some(items: list[str], shown: int = 8) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _set_changelog(root: Path, data: bytes, *, expect: bytes) -> None:
+    """Put DATA in the working CHANGELOG.md if it still holds EXPECT (a hand edit since wins:
+    the fast-forward then refuses, and nothing moves)."""
+    from kanban.store import update_file
+
+    update_file(root, Column.DONE, lambda now: data if now == expect else now)
+
+
+def restore_changelog(root: Path, carried: bytes, old: str, head: str, entries: list[list[str]]) -> str:
+    """The person's uncommitted CHANGELOG.md edits (CARRIED, made on top of OLD) back in the working
+    copy, now at HEAD, with the ENTRIES ([id, title, category]) the merge brought: a three-way union
+    merge (lines added at one place by both sides are both kept: a conflict to git, not to a
+    changelog), else the entries inserted into CARRIED. Also run by repair after a crash."""
+    from kanban.board import changelog_ids
+    from kanban.store import update_file
+
+    at_old, at_head = git.read_blob(root, old, CHANGELOG) or b"", git.read_blob(root, head, CHANGELOG) or b""
+    wanted = git.merge_file(root, carried, at_old, at_head, union=True)
+    if wanted is None and (entries or at_head == at_old):
+        wanted = carried
+        for task_id, title, category in entries:
+            if task_id not in changelog_ids(wanted.decode("utf-8", errors="replace")):
+                wanted = insert_entry(wanted, f"{task_id}: {title}", category)
+    outcome = ["kept"]
+
+    def change(now: bytes) -> bytes:
+        if now in (at_old, at_head) and wanted is not None:
+            outcome[0] = "restored"
+            return wanted
+        if wanted is None or now != wanted:
+            outcome[0] = "saved"  # edited since: nothing is overwritten; the carried bytes are kept aside
+        return now
+
+    update_file(root, Column.DONE, change)
+    if outcome[0] == "saved":
+        from kanban.store import state_dir
+
+        found = state_dir(root) / "found"
+        found.mkdir(exist_ok=True)
+        (found / f"{CHANGELOG}.{int(time.time())}").write_bytes(carried)
+    return outcome[0]
+
+
+def _new_verify_log(root: Path, commit: str) -> Path:
+    from kanban.store import state_dir
+
+    folder = state_dir(root) / "verify-logs"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}-{commit[:10]}.log"
+
+
+def _prune_verify_logs(root: Path) -> None:
+    logs = sorted((root / ".kanban" / "verify-logs").glob("*.log"))
+    for old in logs[:-VERIFY_LOGS_KEPT]:
+        old.unlink(missing_ok=True)
 
 
 def advance_record(root: Path) -> Path:

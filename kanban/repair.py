@@ -34,6 +34,8 @@ from kanban.errors import KanbanError
 from kanban.ids import branch_name
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
 
+CHANGELOG = COLUMN_FILES[Column.DONE]
+
 ORDER = {Column.TODO: 0, Column.IN_PROGRESS: 1, Column.REVIEW: 2, Column.TESTING: 3}
 TMP_BOARD = re.compile(r"^\..+\.kanban-tmp$")
 TMP_RUN = re.compile(r"^\..+\.(\d+)\.tmp$")
@@ -531,9 +533,12 @@ def _undo_half_advance(root: Path, config, record: Path, intent: dict) -> str:
     """
     checkout, old, new = Path(intent.get("checkout", "")), intent.get("old"), intent.get("new")
     main = git.rev_parse(root, config.main_branch)
+    carried = _carried_changelog(intent)
     if not (old and new and checkout.is_dir()) or main != old:
-        record.unlink(missing_ok=True)
         done = "it had finished" if main == new else f"{config.main_branch} has moved since"
+        if carried is not None and old:
+            done += _restore_carried(root, carried, old, main, intent.get("entries") or [])
+        record.unlink(missing_ok=True)
         return f"{done}; removed the record"
     gitdir = git.checkout_gitdir(checkout)
     lock = gitdir / "index.lock" if gitdir else None
@@ -545,6 +550,8 @@ def _undo_half_advance(root: Path, config, record: Path, intent: dict) -> str:
     changed = [p for p in paths
                if staged.get(p) not in (at_old.get(p), at_new.get(p))
                or present.get(p) not in (at_old.get(p), at_new.get(p))]
+    if carried is not None and CHANGELOG in changed and present.get(CHANGELOG) == _blob_id(root, carried):
+        changed.remove(CHANGELOG)  # killed before it set the person's edits aside: they come back below
     if changed:
         return ("kept it: " + ", ".join(changed[:8]) + " changed since; make each as you want it, then delete "
                 f"{record.relative_to(root)} and run 'kanban merge-queue' again")
@@ -556,8 +563,35 @@ def _undo_half_advance(root: Path, config, record: Path, intent: dict) -> str:
         git.run(checkout, "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
         for p in gone:
             (checkout / p).unlink(missing_ok=True)
+    restored = _restore_carried(root, carried, old, old, []) if carried is not None else ""
     record.unlink(missing_ok=True)
-    return f"put {len(paths)} file(s) back as they are at {config.main_branch}; the queue merges again"
+    return f"put {len(paths)} file(s) back as they are at {config.main_branch}{restored}; the queue merges again"
+
+
+def _carried_changelog(intent: dict) -> bytes | None:
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(intent["changelog"], validate=True) if intent.get("changelog") else None
+    except (binascii.Error, TypeError, ValueError):
+        return None
+
+
+def _restore_carried(root: Path, carried: bytes, old: str, head: str, entries: list) -> str:
+    from kanban.merge_queue import restore_changelog
+
+    entries = [e for e in entries if isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e)]
+    how = restore_changelog(root, carried, old, head, entries)
+    if how == "restored":
+        return f", and your uncommitted edits of {CHANGELOG} are back"
+    if how == "saved":
+        return f"; your uncommitted edits of {CHANGELOG} are saved in .kanban/found/"
+    return ""
+
+
+def _blob_id(root: Path, data: bytes) -> str:
+    return git.write_blob(root, data, write=False)
 
 
 def stop_unsupervised(run_dir: Path, by: str) -> None:

@@ -506,7 +506,8 @@ def test_dirty_main_checkout_touching_incoming_files_blocks_the_merge(tmp_path):
     proc = run_cli(p.root, "merge-queue")
 
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "touch files the merge brings in: shared.txt" in proc.stderr, proc.stderr
+    assert "waiting to merge: TASK-1 (uncommitted changes in your checkout touch shared.txt;" in proc.stdout, \
+        (proc.stdout, proc.stderr)
     assert p.main() == before and git(p.root, "rev-parse", "HEAD").strip() == before
     assert (p.root / "shared.txt").read_text() == "alpha\nbeta (my local edit)\ngamma\n"
     assert not (p.root / "src" / "new.py").exists()
@@ -553,7 +554,7 @@ def test_local_work_git_status_hides_still_blocks_the_merge(tmp_path, case):
     proc = run_cli(p.root, "merge-queue")
 
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert f"touch files the merge brings in: {name}" in proc.stderr, proc.stderr
+    assert f"uncommitted changes in your checkout touch {name};" in proc.stdout, (proc.stdout, proc.stderr)
     assert p.main() == before and git(p.root, "rev-parse", "HEAD").strip() == before
     if case == "ignored file":
         assert (p.root / ".env").read_text() == "MY_SECRET=1\n"
@@ -661,8 +662,10 @@ def test_branch_changes_to_board_files_never_reach_main_or_the_live_board(tmp_pa
 
     for tid in ("TASK-1", "TASK-2"):
         assert_task_done(p, tid)
-    for name, text in committed.items():
-        assert git(p.root, "show", f"main:{name}") == text, f"main's {name} changed"
+    assert git(p.root, "show", "main:TODO.md") == committed["TODO.md"], "main's TODO.md changed"
+    # main's CHANGELOG.md gained the queue's lines only, one per merge commit, never the branch's
+    main_changelog = git(p.root, "show", "main:CHANGELOG.md")
+    assert "branch line" not in main_changelog and main_changelog == p.text("CHANGELOG.md")
     assert p.text("TODO.md") == todo_live
     assert "branch line" not in p.text("CHANGELOG.md")
     assert_changelog_gained(p, changelog_live, ["TASK-1", "TASK-2"])
@@ -671,7 +674,10 @@ def test_branch_changes_to_board_files_never_reach_main_or_the_live_board(tmp_pa
     for tid in ("TASK-1", "TASK-2"):
         sha, parents = p.merges_of(tid)[0]
         changed = git(p.root, "diff", "--name-only", parents[0], sha).split()
-        assert not set(changed) & set(BOARD), changed
+        assert set(changed) & set(BOARD) == {"CHANGELOG.md"}, changed  # its own line, nothing else
+        diff = git(p.root, "diff", "-U0", parents[0], sha, "--", "CHANGELOG.md")
+        added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        assert [line for line in added if line.startswith("+- ")] == [f"+- {tid}: {p.titles[tid]}"], diff
 
 
 # -- 9. crash recovery -----------------------------------------------------------------------------------------
