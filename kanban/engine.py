@@ -22,6 +22,8 @@ from kanban.board import Board, to_task
 from kanban.config import Config
 from kanban.entry import Entry
 from kanban.errors import KanbanError
+from kanban.events import BUDGET_REACHED, Happening
+from kanban.events import ESCALATED as ESCALATED_KIND
 from kanban.history import History, Run
 from kanban.machine import Action, Event, InvalidTransition, TaskState, transition
 from kanban.model import COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
@@ -41,20 +43,35 @@ OK_EVENT = {Role.TASK: Event.TASK_OK, Role.REVIEWER: Event.REVIEW_OK, Role.TESTE
 FAIL_EVENT = {Role.TASK: Event.TASK_FAILED, Role.REVIEWER: Event.REVIEW_REJECTED, Role.TESTER: Event.TEST_FAILED}
 ROLE_NAMES = {Role.TASK: "task agent", Role.REVIEWER: "reviewer", Role.TESTER: "tester"}
 TEST_RUN = "test"  # the history's role for a run of `[test] command`: kanban's own, not an agent
+TESTS = "tests"  # how the lines name a run of `[test] command`
 
 
 @dataclass
 class TickReport:
+    """What a pass did, in words a person uses ("TASK-5 timed out after 15m; retrying").
+
+    The string lists are what `kanban tick` prints (and `--json` holds); `events` is every
+    one of those lines again, in the order they happened, as data for the live view and
+    notifications (an escalation is kind "escalated" with its task and title).
+    """
+
     reaped: list[str] = field(default_factory=list)  # one line per finished run
     started: list[str] = field(default_factory=list)  # one line per started run
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # one line per fix made by repair
     planned: list[Start] = field(default_factory=list)  # --dry-run: what would start
     busy: bool = False  # another tick held the lock
+    events: list[Happening] = field(default_factory=list)  # the lines above, in order, as data
 
     @property
     def changed(self) -> bool:
         return bool(self.reaped or self.started)
+
+    def add(self, where: str, happening: Happening) -> Happening:
+        """Record one line: its text in the list WHERE (reaped, started, problems), and as an event."""
+        getattr(self, where).append(happening.text)
+        self.events.append(happening)
+        return happening
 
 
 @contextlib.contextmanager
@@ -90,6 +107,7 @@ class Engine:
         self.runner = runner or LocalRunner()
         self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
         self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
+        self.queue_state = None  # a kanban.events.QueueState the merge queue sets, the live view reads
         self._aftercheck: AfterCheck | None = None
 
     @property
@@ -124,6 +142,7 @@ class Engine:
                 report.planned = self._plan(self._load())
                 return report
             report.repaired = self.repair_once("tick")
+            report.events += [Happening("repaired", f"repair: {line}") for line in report.repaired]
             self._assign_new_ids()
             if not self.history.live_runs():
                 self.aftercheck.accept_current()
@@ -177,34 +196,50 @@ class Engine:
                 from kanban.repair import stop_unsupervised
 
                 stop_unsupervised(Path(run.run_dir), "kanban tick")
-                report.problems.append(f"{run.task}: the supervisor of its {run.role} died; agent stopped")
+                report.add("problems", self._problem(
+                    run.task, f"{run.task} {_who(run.role)} lost its supervisor; the agent was stopped"))
                 state = self.runner.poll(Path(run.run_dir))
             if state.running:
                 continue
             try:
                 found = self.aftercheck.after_run(run.task, agents.worktree_path(self.root, self.config, run.task))
                 if found:  # a run that reached into the shared repository is not judged at all
-                    report.problems.append(f"{run.task}: {found.splitlines()[0]}")
-                    report.reaped.append(self._hold(run, state.result, "changed the shared repository",
-                                                    f"after its {run.role} run: {found}"))
+                    first = found.splitlines()[0]
+                    report.add("problems", self._problem(run.task, f"{run.task} changed the shared repository: "
+                                                                   f"{first}"))
+                    report.add("reaped", self._hold(run, state.result, "changed the shared repository",
+                                                    f"after its {run.role} run: {found}",
+                                                    f"its {_who(run.role)} changed the shared repository"))
                     continue
-                report.reaped.append(self._finish(run, state.result))
+                report.add("reaped", self._finish(run, state.result))
             except KanbanError as exc:
-                report.problems.append(f"{run.task}: {exc}")
-                report.reaped.append(self._hold(run, state.result, clean(str(exc)),
-                                                f"its {run.role} run could not be judged: {exc}"))
+                report.add("problems", self._problem(run.task, f"{run.task} could not be judged: {exc}"))
+                report.add("reaped", self._hold(run, state.result, clean(str(exc)),
+                                                f"its {run.role} run could not be judged: {exc}",
+                                                f"its {_who(run.role)} run could not be judged: {exc}"))
 
-    def _hold(self, run: Run, result: dict | None, reason: str, note: str) -> str:
+    def _problem(self, task_id: str, text: str) -> Happening:
+        return Happening("problem", _one_line(text), task_id, self._title(task_id))
+
+    def _title(self, task_id: str) -> str:
+        """The task's title on the board, or "" (gone, or the board unreadable right now)."""
+        try:
+            found = self._load().find(task_id)
+        except KanbanError:
+            return ""
+        return found[1].title if found else ""
+
+    def _hold(self, run: Run, result: dict | None, reason: str, note: str, why: str) -> Happening:
         """A finished run that must not be judged, or could not be (its worktree broken by the agent):
         recorded as failed and held for a person, never left live for every later pass to trip over."""
         if any(r.id == run.id for r in self.history.live_runs()):
             self.history.finish_run(run.id, outcome="failed", result=result, reason=reason)
         try:
-            return self.escalate(run.task, f"{_stamp()} {note}")
+            return self.escalate_event(run.task, f"{_stamp()} {note}", why=why)
         except KanbanError as again:
-            return f"{run.task}: could not be escalated: {again}"
+            return self._problem(run.task, f"{run.task} could not be escalated: {again}")
 
-    def _finish(self, run: Run, result: dict | None) -> str:
+    def _finish(self, run: Run, result: dict | None) -> Happening:
         if run.role == TEST_RUN:
             return self._finish_test(run, result)
         role = Role(run.role)
@@ -224,11 +259,12 @@ class Engine:
                                 output_tokens=cost.get("output_tokens"), model=cost.get("model"),
                                 reason=why or None)
         name = f"{ROLE_NAMES[role]} attempt {run.attempt}"
+        said_why = _why_words(run, result, why)  # "timed out after 15m": the person's units
         if role is Role.TESTER and self.config.test.command and outcome != "cancelled":
             return self._after_tester(run, name, ok, why, report_text)
         if ok:
             note = f"{_stamp()} {name} succeeded" + (f":\n{report_text}" if report_text else "")
-            return self.apply(run.task, OK_EVENT[role], note)
+            return self.apply_event(run.task, OK_EVENT[role], note, who=ROLE_NAMES[role])
         said = cli_error(agent.preset, log_text) if not agent.command else None
         note = f"{_stamp()} {name} failed: {why}" + (f" ({agent.preset} said: {clean(said)})" if said else "")
         if report_text:
@@ -237,39 +273,48 @@ class Engine:
         if tail:
             note += f"\nLast lines of {Path(run.log).relative_to(self.root)}:\n{tail}"
         if outcome == "cancelled":
-            return self.escalate(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.")
-        return self.apply(run.task, FAIL_EVENT[role], note)
+            return self.escalate_event(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.",
+                                       why=f"its {ROLE_NAMES[role]} was stopped with 'kanban stop'")
+        return self.apply_event(run.task, FAIL_EVENT[role], note, why=said_why, who=ROLE_NAMES[role])
 
-    def _after_tester(self, run: Run, name: str, ok: bool, why: str, report_text: str) -> str:
+    def _after_tester(self, run: Run, name: str, ok: bool, why: str, report_text: str) -> Happening:
         """With `[test] command`, the tester only fixes: the command runs again and decides."""
         worktree = agents.worktree_path(self.root, self.config, run.task)
         if worktree.exists() and (git.merge_in_progress(worktree) or git.unmerged_files(worktree)):
             note = f"{_stamp()} {name} left the merge of {self.config.main_branch} unfinished"
-            return self.apply(run.task, Event.TEST_FAILED, note + (f"\nReport:\n{report_text}" if report_text else ""))
+            return self.apply_event(run.task, Event.TEST_FAILED,
+                                    note + (f"\nReport:\n{report_text}" if report_text else ""),
+                                    why=f"left the merge of {self.config.main_branch} unfinished",
+                                    who=ROLE_NAMES[Role.TESTER])
         said = "finished" if ok or why.startswith("no verdict") else f"ended ({why})"
         note = f"{_stamp()} {name} {said}; the test command runs again"
         if report_text:
             note += f":\n{report_text}"
         self._note(run.task, note)
         self.history.event(run.task, "tester_done", detail=why or None)
-        return f"{run.task}: {ROLE_NAMES[Role.TESTER]} attempt {run.attempt} done; testing again"
+        shown = "finished" if ok or why.startswith("no verdict") else f"ended ({_why_words(run, None, why)})"
+        return Happening("info", _one_line(f"{run.task} {ROLE_NAMES[Role.TESTER]} {shown} (attempt {run.attempt}); "
+                                           f"running the tests again"), run.task, self._title(run.task))
 
-    def _finish_test(self, run: Run, result: dict | None) -> str:
+    def _finish_test(self, run: Run, result: dict | None) -> Happening:
         ok, why = self._judge_process(run, result)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
         self.history.finish_run(run.id, outcome=outcome, result=result, reason=why or None)
         took = f" in {_human(float(result['duration']))}" if result and result.get("duration") is not None else ""
         shown = " ".join((read_capped(Path(run.run_dir) / "argv.txt", 2000) or self.config.test.shown()).split())
         if ok:
-            return self.apply(run.task, Event.TEST_OK, f"{_stamp()} tests passed: `{clean(shown)}`{took}")
+            return self.apply_event(run.task, Event.TEST_OK, f"{_stamp()} tests passed: `{clean(shown)}`{took}",
+                                    who=TESTS)
         note = f"{_stamp()} tests failed ({why}){took}: `{clean(shown)}`"
         tail = _last_lines(clean(read_capped(Path(run.log), 64 * 1024, tail=True), max_bytes=8000), 40)
         if tail:
             note += f"\nLast lines of {Path(run.log).relative_to(self.root)}:\n{tail}"
         if outcome == "cancelled":
-            return self.escalate(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.")
+            return self.escalate_event(run.task, note + "\nStopped with 'kanban stop'; run 'kanban retry' to resume.",
+                                       why="its tests were stopped with 'kanban stop'")
         tester_tried = any(r.role == Role.TESTER.value for r in self._testing_visit_runs(run.task))
-        return self.apply(run.task, Event.TEST_FAILED if tester_tried else Event.TESTS_FAILED_FIRST, note)
+        return self.apply_event(run.task, Event.TEST_FAILED if tester_tried else Event.TESTS_FAILED_FIRST, note,
+                                why=_why_words(run, result, why), who=TESTS)
 
     def _testing_visit_runs(self, task_id: str) -> list[Run]:
         """The finished test and tester runs since the task last came into TESTING."""
@@ -318,7 +363,13 @@ class Engine:
     # -- transitions -----------------------------------------------------------------
 
     def apply(self, task_id: str, event: Event, note: str | None) -> str:
-        """Carry out one transition on the board (one atomic update) and log it."""
+        """Carry out one transition on the board (one atomic update) and log it; the line that says so."""
+        return self.apply_event(task_id, event, note).text
+
+    def apply_event(self, task_id: str, event: Event, note: str | None, *, why: str = "",
+                    who: str = "") -> Happening:
+        """`apply`, returning what happened as data. WHY ("timed out after 15m", "exit status 1")
+        and WHO ("task agent", "reviewer", "tester", "tests") only shape the words."""
         strikes = self.history.strikes(task_id)
         outcome: dict = {}
 
@@ -328,6 +379,7 @@ class Engine:
                 outcome["gone"] = True
                 return
             f, entry = found
+            outcome["title"] = entry.title
             task = to_task(f, entry, 0)
             tr = transition(TaskState.of(task, strikes), event)
             outcome.update(tr=tr, source=f.column)
@@ -344,18 +396,21 @@ class Engine:
             update(self.root, change)
         except InvalidTransition as exc:  # the entry was moved by hand while its agent ran
             self.history.event(task_id, "ignored", detail=f"{event.value}: {exc}")
-            return f"{task_id}: {event.value} ignored ({exc})"
+            return Happening("info", f"{task_id} was moved by hand; the {_result_of(event, who)} is ignored",
+                             task_id, outcome.get("title", ""))
         if outcome.get("gone"):
             self.history.event(task_id, "ignored", detail=f"{event.value}: the entry is no longer on the board")
-            return f"{task_id}: {event.value} ignored (no longer on the board)"
+            return Happening("info", f"{task_id} is no longer on the board; the {_result_of(event, who)} is ignored",
+                             task_id)
         tr = outcome["tr"]
+        title = outcome.get("title", "")
         self.history.event(task_id, event.value, outcome["source"].value, tr.column.value, note)
         if tr.strike:
             self.history.event(task_id, f"strike:{tr.strike}")
         if tr.action is Action.ESCALATE:
             self.history.event(task_id, "escalated")
-        flags = " [ESCALATED]" if tr.escalated else " [RETRY]" if tr.retry else " ready" if tr.ready else ""
-        return f"{task_id}: {event.value} -> {tr.column.value}{flags}"
+        kind, text = _transition_words(task_id, event, tr.column, tr.escalated, why, who, self.config.main_branch)
+        return Happening(kind, _one_line(text), task_id, title)
 
     def remove_merged(self, task_ids: dict[str, str]) -> None:
         """MERGED for tasks main already holds ({task: merged commit}): entries leave TESTING in one write."""
@@ -379,15 +434,24 @@ class Engine:
         update(self.root, change)
 
     def escalate(self, task_id: str, note: str) -> str:
+        return self.escalate_event(task_id, note).text
+
+    def escalate_event(self, task_id: str, note: str, *, why: str | None = None) -> Happening:
+        """Hold a task for a person. The line says why: WHY, or the first line of NOTE (its stamp dropped)."""
+        title: list[str] = []
+
         def change(board: Board) -> None:
             if board.find(task_id):
                 entry = board.touch(task_id)
+                title.append(entry.title)
                 _set_flags(entry, retry=False, escalated=True, ready=False)
                 entry.add_note(note)
 
         update(self.root, change)
         self.history.event(task_id, "escalated", detail=note)
-        return f"{task_id}: escalated"
+        said = why if why is not None else _unstamped(note.strip().splitlines()[0] if note.strip() else "")
+        return Happening(ESCALATED_KIND, _one_line(f"{task_id} escalated" + (f": {said}" if said else "")),
+                         task_id, title[-1] if title else "")
 
     def _notice_person_resets(self) -> None:
         """A person removed [ESCALATED] by hand: the task starts over with no strikes."""
@@ -401,17 +465,23 @@ class Engine:
     # -- starting agents ---------------------------------------------------------------
 
     def _fill(self, report: TickReport) -> None:
-        for start in self._plan(self._load()):
-            if self._over_budget(start, report):
+        board = self._load()
+        titles = {t.id: t.title for t in board.tasks()}
+        for start in self._plan(board):
+            title = titles.get(start.task_id, "")
+            if self._over_budget(start, report, title):
                 continue
             try:
-                report.started.append(self._start(start))
+                report.add("started", self._start(start))
             except KanbanError as exc:
-                report.problems.append(f"{start.task_id}: could not start its {start.role.value}: {exc}")
-                note = f"{_stamp()} {ROLE_NAMES[start.role]} could not start: {exc}"
-                report.reaped.append(self.apply(start.task_id, FAIL_EVENT[start.role], note))
+                who = ROLE_NAMES[start.role]
+                report.add("problems", Happening("problem", _one_line(f"{start.task_id} could not start its {who}: "
+                                                                      f"{exc}"), start.task_id, title))
+                note = f"{_stamp()} {who} could not start: {exc}"
+                report.add("reaped", self.apply_event(start.task_id, FAIL_EVENT[start.role], note,
+                                                      why="could not start", who=who))
 
-    def _start(self, start: Start) -> str:
+    def _start(self, start: Start) -> Happening:
         if start.pick:
             self.apply(start.task_id, Event.PICKED, None)  # move the entry first, then spawn
         board = self._load()
@@ -422,7 +492,7 @@ class Engine:
         worktree = agents.ensure_worktree(self.root, self.config, start.task_id)
         conflicts = git.merge_main_into(worktree, self.config.main_branch) if start.role is Role.TESTER else []
         if start.role is Role.TESTER and not conflicts and self._tests_next(start.task_id):
-            return self._start_tests(start.task_id, worktree)
+            return self._start_tests(start.task_id, worktree, entry.title)
         attempt = self.history.next_attempt(start.task_id, role)
         launch = agents.Launch(
             task_id=start.task_id, role=role, attempt=attempt, title=entry.title,
@@ -452,11 +522,11 @@ class Engine:
                                   "role": role, "worktree": str(worktree), "report_file": str(report_file),
                                   "run_dir": str(rdir), "model": model or ""})
         head = git.head(worktree)
-        what = f"{ROLE_NAMES[start.role]} attempt {attempt}" + (f" ({model})" if model and agent.models else "")
+        what = f"{ROLE_NAMES[start.role]}, attempt {attempt}" + (f" ({model})" if model and agent.models else "")
         return self._submit(start.task_id, role, attempt, rdir, argv, worktree, env, log, agent.timeout,
-                            agent.stall, agent.kill_grace, head, what, model=model)
+                            agent.stall, agent.kill_grace, head, what, entry.title, model=model)
 
-    def _over_budget(self, start: Start, report: TickReport) -> bool:
+    def _over_budget(self, start: Start, report: TickReport, title: str = "") -> bool:
         """At a [budget] limit no new agent starts: a task in flight is escalated with a note
         naming the budget, a TODO task stays where it is. Running agents finish as usual."""
         from kanban.budget import budget_reason, record_budget
@@ -467,10 +537,12 @@ class Engine:
         if not reason:
             return False
         if record_budget(self.history, start.task_id, reason):
-            report.problems.append(f"{start.task_id}: {reason}")
+            report.add("problems", Happening(BUDGET_REACHED, _one_line(f"{start.task_id} not started: {reason}"),
+                                             start.task_id, title))
         if not start.pick:
-            report.reaped.append(self.escalate(start.task_id, f"{_stamp()} not started: {reason}; raise [budget] "
-                                                              "in kanban.toml, then run 'kanban retry'"))
+            report.add("reaped", self.escalate_event(
+                start.task_id, f"{_stamp()} not started: {reason}; raise [budget] in kanban.toml, then run "
+                               "'kanban retry'", why=f"not started: {reason}"))
         return True
 
     def _tests_next(self, task_id: str) -> bool:
@@ -480,7 +552,7 @@ class Engine:
         runs = self._testing_visit_runs(task_id)
         return not runs or runs[-1].role != TEST_RUN or runs[-1].outcome == "ok"
 
-    def _start_tests(self, task_id: str, worktree: Path) -> str:
+    def _start_tests(self, task_id: str, worktree: Path, title: str = "") -> Happening:
         """`[test] command` in the task's worktree, supervised like an agent; no agent is spent."""
         changed = git.changed_files(worktree, self.config.main_branch)
         tests = agents.covering_tests(changed, git.tracked_files(worktree))
@@ -493,12 +565,13 @@ class Engine:
         test = self.config.test
         return self._submit(task_id, TEST_RUN, attempt, rdir, argv, worktree, env, rdir / "test.log",
                             test.timeout, test.stall, self.config.agent.kill_grace, git.head(worktree),
-                            f"tests ({len(tests)} covering file{'s' if len(tests) != 1 else ''})"
-                            if tests else "tests (fallback: no covering test found)")
+                            f"{TESTS}, attempt {attempt} ({len(tests)} covering file{'s' if len(tests) != 1 else ''})"
+                            if tests else f"{TESTS}, attempt {attempt} (fallback command: no covering test found)",
+                            title)
 
     def _submit(self, task_id: str, role: str, attempt: int, rdir: Path, argv: list[str], worktree: Path,
                 env: dict[str, str], log: Path, timeout: float, stall: float | None, grace: float,
-                head: str | None, what: str, model: str | None = None) -> str:
+                head: str | None, what: str, title: str = "", model: str | None = None) -> Happening:
         run_id = self.history.start_run(task=task_id, role=role, attempt=attempt, run_dir=str(rdir),
                                         log=str(log), timeout=timeout, head_before=head, model=model)
         try:
@@ -516,7 +589,112 @@ class Engine:
             raise
         self.history.event(task_id, "spawned", detail=f"{role} attempt {attempt}, "
                                                       f"supervisor pid {handle.supervisor_pid}")
-        return f"{task_id}: {what} started"
+        return Happening("started", f"{task_id} started: {what}", task_id, title)
+
+
+# -- the words of the lines -------------------------------------------------------------
+
+def _who(role: str) -> str:
+    """A run's role as a person says it: "task agent", "reviewer", "tester", "tests"."""
+    if role == TEST_RUN:
+        return TESTS
+    try:
+        return ROLE_NAMES[Role(role)]
+    except ValueError:
+        return role
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _unstamped(line: str) -> str:
+    """A note's first line without its leading "2026-01-01 12:00 UTC " stamp."""
+    import re
+
+    return re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC\s*", "", line)
+
+
+def _duration(seconds: float) -> str:
+    from kanban.output import human_duration
+
+    return human_duration(seconds) if seconds >= 1 else f"{seconds:g}s"
+
+
+def _why_words(run: Run, result: dict | None, why: str) -> str:
+    """WHY as the line says it: a timeout in a person's units ("timed out after 15m")."""
+    if result and result.get("timed_out"):
+        return f"timed out after {_duration(run.timeout)}"
+    return why
+
+
+_RESULT_OF = {Event.PICKED: "pick", Event.TASK_OK: "task agent's result", Event.TASK_FAILED: "task agent's result",
+              Event.REVIEW_OK: "review", Event.REVIEW_REJECTED: "review", Event.TEST_OK: "test result",
+              Event.TEST_FAILED: "test result", Event.TESTS_FAILED_FIRST: "test result",
+              Event.MERGED: "merge", Event.MERGE_CONFLICT: "merge conflict",
+              Event.VERIFY_FAILED: "post-merge check", Event.RETRY_REQUESTED: "retry"}
+
+
+def _result_of(event: Event, who: str) -> str:
+    return f"{who}'s result" if who and event not in (Event.PICKED, Event.RETRY_REQUESTED) else _RESULT_OF[event]
+
+
+def _transition_words(task: str, event: Event, column: Column, escalated: bool, why: str, who: str,
+                      main: str) -> tuple[str, str]:
+    """(kind, line) for a transition carried out: "TASK-5 approved by review", "TASK-5 timed out after
+    15m; retrying", "TASK-5 escalated: rejected by review a second time"."""
+    why = _one_line(why)
+    verdict = why.startswith("its report says 'verdict:")  # a plain verdict needs no explaining
+    timed_out = why.startswith("timed out")
+    who = who or {Event.TASK_FAILED: ROLE_NAMES[Role.TASK], Event.REVIEW_REJECTED: ROLE_NAMES[Role.REVIEWER],
+                  Event.TEST_FAILED: ROLE_NAMES[Role.TESTER], Event.TESTS_FAILED_FIRST: TESTS}.get(event, "")
+    # what went wrong, when it was not a verdict: "timed out after 15m", "reviewer failed: could not start"
+    actor = "" if who == ROLE_NAMES[Role.TASK] else f"{who} "
+    went = f"{actor}{why}" if timed_out else f"{actor}failed: {why}" if why else f"{actor}failed"
+    tests_failed = "failed its tests" + (f" ({why})" if why and not verdict else "")
+    if who != TESTS and why and not verdict:  # the tester, not the tests, went wrong
+        tests_failed = went
+    if escalated:
+        reason = {
+            Event.TASK_FAILED: "failed again" + (f" ({why})" if why else ""),
+            Event.REVIEW_REJECTED: "rejected by review a second time" if verdict or not why
+            else f"sent back by review a second time ({went})",
+            Event.TEST_FAILED: "failed its tests again after going back to review" + (
+                f" ({why})" if why and not verdict else ""),
+            Event.MERGE_CONFLICT: f"conflicts with {main} a second time",
+            Event.VERIFY_FAILED: "failed the post-merge check a second time",
+        }.get(event, event.value.replace("_", " "))
+        return ESCALATED_KIND, f"{task} escalated: {reason}"
+    failed_kind = "timed_out" if timed_out else None
+    if event is Event.PICKED:
+        return "info", f"{task} picked from TODO"
+    if event is Event.TASK_OK:
+        return "committed", f"{task} committed its work; on to review"
+    if event is Event.TASK_FAILED:
+        return failed_kind or "retrying", f"{task} {went}; retrying"
+    if event is Event.REVIEW_OK:
+        return "approved", f"{task} approved by review"
+    if event is Event.REVIEW_REJECTED:
+        said = "rejected by review" if verdict or not why else went
+        return failed_kind or "rejected", f"{task} {said}; back to the task agent"
+    if event is Event.TEST_OK:
+        return "tested", f"{task} passed its tests; ready to merge"
+    if event is Event.TESTS_FAILED_FIRST:
+        return failed_kind or "test_failed", f"{task} {went if timed_out else tests_failed}; the tester fixes them"
+    if event is Event.TEST_FAILED:
+        if column is Column.REVIEW:
+            again = tests_failed.replace("failed its tests", "failed its tests again", 1)
+            return failed_kind or "test_failed", f"{task} {went if timed_out else again}; back to review"
+        return failed_kind or "test_failed", f"{task} {went if timed_out else tests_failed}; the tester tries again"
+    if event is Event.MERGED:
+        return "merged", f"{task} merged into {main}"
+    if event is Event.MERGE_CONFLICT:
+        return "conflict", f"{task} conflicts with {main}; the tester merges it again"
+    if event is Event.VERIFY_FAILED:
+        return "verify_failed", f"{task} failed the post-merge check; back to review"
+    if event is Event.RETRY_REQUESTED:
+        return "info", f"{task} resumed"
+    return "info", f"{task} {event.value.replace('_', ' ')}"
 
 
 def _retry_limit(config: Config, role: str) -> float | None:

@@ -22,7 +22,8 @@ NOTIFY_KINDS = (ESCALATED, QUEUE_BLOCKED, BUDGET_REACHED, RUN_FINISHED)
 @dataclass(frozen=True)
 class Happening:
     kind: str  # one of NOTIFY_KINDS, or: started, retrying, timed_out, approved, rejected, tested,
-    # test_failed, merged, verify_failed, conflict, repaired, problem, pushed, info
+    # test_failed, merged, verify_failed, conflict, repaired, problem, pushed, info,
+    # committed (a task agent's work is done and goes to review)
     text: str  # one line, in words: "TASK-5 timed out after 15m; retrying"
     task: str = ""  # "" when it concerns no single task
     title: str = ""

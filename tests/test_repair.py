@@ -37,6 +37,8 @@ def board_repo(repo: Path) -> Path:
     (repo / "kanban.toml").write_text(CONFIG)
     init(repo)
     git(repo, "add", "-A")
+    # init keeps the working board out of git; these tests track it, as a team sharing its board does
+    git(repo, "add", "-f", "TODO.md", "IN_PROGRESS.md", "REVIEW.md", "TESTING.md")
     git(repo, "commit", "-q", "-m", "kanban")
     return repo
 
@@ -279,7 +281,8 @@ def test_lost_run_is_recorded_as_failed_and_the_next_tick_applies_it(board_repo:
         engine = Engine(board_repo, load_config(board_repo), h)
         engine.repaired_scopes.add("tick")
         engine._reap(report := __import__("kanban.engine", fromlist=["TickReport"]).TickReport())
-        assert report.reaped == ["TASK-10: task_failed -> IN_PROGRESS [RETRY]"]
+        assert report.reaped == ["TASK-10 failed: lost: its supervisor and agent were gone (found by repair); retrying"]
+        assert [(e.kind, e.task) for e in report.events] == [("retrying", "TASK-10")]
         assert h.live_runs() == []
 
 
@@ -473,8 +476,9 @@ def test_tick_stops_an_agent_whose_supervisor_died_and_retries_the_task(board_re
             engine = Engine(board_repo, load_config(board_repo), h)
             engine.repaired_scopes.add("tick")
             engine._reap(report := TickReport())
-            assert report.problems == ["TASK-17: the supervisor of its task died; agent stopped"]
-            assert report.reaped == ["TASK-17: task_failed -> IN_PROGRESS [RETRY]"]
+            assert report.problems == ["TASK-17 task agent lost its supervisor; the agent was stopped"]
+            assert report.reaped[0].startswith("TASK-17 failed: ") and report.reaped[0].endswith("; retrying")
+            assert [e.kind for e in report.events] == ["problem", "retrying"]
             assert h.live_runs() == []
         agent.wait(timeout=5)
         assert not alive(agent.pid, start)
