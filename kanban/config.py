@@ -18,6 +18,7 @@ from typing import Any
 
 from kanban.budget import LIMIT_HINT, BudgetConfig, Limit, parse_limit
 from kanban.errors import KanbanError
+from kanban.events import NOTIFY_KINDS
 from kanban.model import Role
 from kanban.pricing import Price
 
@@ -130,6 +131,18 @@ TESTS_PLACEHOLDER = "{tests}"
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """`[notify]`: a command run when a person should know (an escalation, a blocked queue, ...)."""
+
+    command: tuple[str, ...] = ()  # argv; {event} {task} {title} {summary} filled in; () = off
+    events: tuple[str, ...] = NOTIFY_KINDS  # which kinds run it
+    timeout: float = 10.0
+
+    def wants(self, kind: str) -> bool:
+        return bool(self.command) and kind in self.events
+
+
+@dataclass(frozen=True)
 class ServiceCheck:
     name: str
     url: str | None = None
@@ -184,6 +197,7 @@ class Config:
     source: str | None = None  # the file it came from; None for defaults
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     pricing: dict[str, Price] = field(default_factory=dict)  # [pricing."model"], keys lowercased
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def __post_init__(self) -> None:
         # Roles not given explicitly take the [agent] defaults.
@@ -351,7 +365,7 @@ def _line_index(text: str) -> dict[KeyPath, int]:
 # --- validation --------------------------------------------------------------
 
 TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
-            "agent", "worktree", "merge", "test", "env", "preflight", "budget", "pricing")  # fmt: skip
+            "agent", "worktree", "merge", "test", "env", "preflight", "budget", "pricing", "notify")  # fmt: skip
 BUDGET_KEYS = ("task", "run", "day")
 PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
 MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
@@ -361,6 +375,10 @@ WORKTREE_KEYS = ("copy", "setup")
 MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes")
 ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny", "check_allow", "check_deny")
 TEST_KEYS = ("command", "fallback", "timeout", "stall")
+NOTIFY_KEYS = ("command", "events", "timeout")
+NOTIFY_PLACEHOLDERS = ("event", "task", "title", "summary")
+NOTIFY_MAX_TIMEOUT = 300.0
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CHECK_KEYS = ("name", "url", "tcp", "command", "timeout")
 CHECK_TARGETS = ("url", "tcp", "command")
 
@@ -452,7 +470,8 @@ class _Loader:
 
     def choice(self, value: Any, path: KeyPath, allowed: tuple[str, ...]) -> str:
         if value not in allowed or not isinstance(value, str):
-            hint = "allowed: " + ", ".join(f'"{a}"' for a in allowed)
+            close = difflib.get_close_matches(value, list(allowed), n=1) if isinstance(value, str) else []
+            hint = f'did you mean "{close[0]}"?' if close else "allowed: " + ", ".join(f'"{a}"' for a in allowed)
             raise self.wrong_type(path, "one of " + ", ".join(allowed), value, hint)
         return value
 
@@ -525,6 +544,7 @@ class _Loader:
             source=source,
             budget=self.budget(data.get("budget", {})),
             pricing=self.pricing(data.get("pricing", {})),
+            notify=self.notify(data.get("notify", {})),
         )
 
     def models(self, value: Any, path: KeyPath) -> tuple[str, tuple[str, ...]]:
@@ -681,6 +701,37 @@ class _Loader:
             timeout=self.duration(table.get("timeout", defaults.timeout), path + ("timeout",)),
             stall=self.duration(table["stall"], path + ("stall",)) if "stall" in table else None,
         )
+
+    def notify(self, value: Any) -> NotifyConfig:
+        path = ("notify",)
+        table = self.table(value, path, NOTIFY_KEYS)
+        defaults = NotifyConfig()
+        command = self.argv(table.get("command", []), path + ("command",), optional=True)
+        for arg in command:
+            for name in _PLACEHOLDER_RE.findall(arg):
+                if name not in NOTIFY_PLACEHOLDERS:
+                    raise self.error(path + ("command",), f"{self.name(path + ('command',))} has an unknown "
+                                     f"placeholder {{{_printable(name)}}}",
+                                     "known placeholders: " + ", ".join("{" + p + "}" for p in NOTIFY_PLACEHOLDERS))
+        events = defaults.events
+        if "events" in table:
+            where = path + ("events",)
+            events = self.strings(table["events"], where, "a list of event names",
+                                  "e.g. events = [" + ", ".join(f'"{k}"' for k in NOTIFY_KINDS[:2]) + "]")
+            for name in events:
+                if name not in NOTIFY_KINDS:
+                    close = difflib.get_close_matches(name, NOTIFY_KINDS, n=1)
+                    raise self.error(where, f"{self.name(where)} has an unknown event {_describe(name)}",
+                                     f'did you mean "{close[0]}"?' if close
+                                     else "known events: " + ", ".join(NOTIFY_KINDS))
+            events = tuple(dict.fromkeys(events))
+        timeout = defaults.timeout
+        if "timeout" in table:
+            timeout = self.duration(table["timeout"], path + ("timeout",))
+            if timeout > NOTIFY_MAX_TIMEOUT:
+                raise self.error(path + ("timeout",), f"{self.name(path + ('timeout',))} must be at most 5m, got "
+                                 f"{_describe(table['timeout'])}", "a notification should take seconds")
+        return NotifyConfig(command=command, events=events, timeout=timeout)
 
     def env(self, value: Any) -> EnvConfig:
         path = ("env",)
@@ -950,6 +1001,17 @@ timeout = "15m"
 # cached_input = 0.125        # cache reads; default: the input price
 # cache_write = 1.5           # cache writes; default: the input price
 
+# Tell a person when a task is escalated, the merge queue is blocked, a budget is
+# reached or `kanban run` ends (also from `kanban tick` and `kanban merge-queue`).
+# The command runs as argv, never through a shell; {event}, {task}, {title} and
+# {summary} are filled in (one line each, as text: nothing in them is parsed again),
+# and KANBAN_EVENT, KANBAN_TASK, KANBAN_TITLE, KANBAN_SUMMARY and KANBAN_REPO are in
+# its environment. A failing command is a warning, never a failed run.
+# [notify]
+# command = ["notify-send", "kanban: {event}", "{task} {summary}"]
+# events = ["escalated", "queue_blocked", "budget_reached", "run_finished"]   # the default: all
+# timeout = "10s"              # then its whole process group is killed
+
 # Environment variables agents get, as names or glob patterns.
 # deny wins over allow, except for names listed in allow without a wildcard.
 # extend_allow / extend_deny add to the defaults below; allow / deny replace them.
@@ -991,8 +1053,17 @@ def _comment_list(items: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def dump_default_config() -> str:
-    """The commented default kanban.toml that `kanban init` writes; it loads as Config()."""
-    return _DEFAULT_TOML.replace("@ALLOW@", _comment_list(DEFAULT_ENV_ALLOW)).replace(
+def dump_default_config(main_branch: str = "main") -> str:
+    """The commented default kanban.toml that `kanban init` writes; it loads as Config(),
+    with `main_branch` (the branch init found) in place of "main"."""
+    text = _DEFAULT_TOML.replace("@ALLOW@", _comment_list(DEFAULT_ENV_ALLOW)).replace(
         "@DENY@", _comment_list(DEFAULT_ENV_DENY)
     )
+    if main_branch != "main":
+        old = 'main_branch = "main"'
+        quoted = '"' + main_branch.replace("\\", "\\\\").replace('"', '\\"') + '"'  # a TOML basic string
+        new = f"main_branch = {quoted}"
+        at = text.index(old)
+        pad = text.index("#", at) - at  # keep the comment's column when the name fits
+        text = text[:at] + new.ljust(max(pad, len(new) + 1)) + text[at + pad:]
+    return text

@@ -1,77 +1,251 @@
-"""`kanban run`: tick in a loop, reacting as soon as an agent ends, with a live view."""
+"""`kanban run`: tick in a loop, reacting as soon as an agent ends, with a live view.
+
+One run per repository: it holds an flock on `.kanban/run.lock` for its whole life, with
+its pid and start time written inside for the message a second run gives. The lock goes
+with the process (a crash, a kill -9), so a file left behind never blocks.
+
+Without `--watch` the run ends after a pass that found nothing to do. With it, the run
+waits instead: on the agents' ends (pidfds, through the runner), and for the board. Each
+wake (twice a second) it compares the stat of the five board files and of the checkout's
+git index: a hand edit to TODO.md, a removed [ESCALATED] marker, `kanban retry`, a commit
+that cleans the checkout of main all start a pass at once. Otherwise an idle run makes a
+full pass only every IDLE_PASS_EVERY seconds (a new day for the budget, a push to retry).
+"""
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import errno
+import fcntl
+import json
+import os
 import time
-from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from kanban.commands.tick import open_engine
+from kanban.errors import KanbanError
+from kanban.events import QUEUE_BLOCKED, RUN_FINISHED, Happening
 from kanban.merge_queue import drain
-from kanban.output import console, say, warn
+from kanban.output import human_duration, say, warn
 
-WAKE_INTERVAL = 0.5  # also the longest wait before noticing a hand edit
+WAKE_INTERVAL = 0.5  # the longest wait before noticing a hand edit (or an agent's end without a pidfd)
+IDLE_PASS_EVERY = 10.0  # --watch, nothing running and nothing changed: a full pass this often
+RUN_LOCK = "run.lock"
+DIRTY_SHOWN = 8  # files named in the dirty-checkout note, then "and N more"
 
 
-def run(root: Path, *, no_merge: bool, live: bool | None = None) -> int:
+def run(root: Path, *, no_merge: bool, live: bool | None = None, watch: bool = False) -> int:
+    import sys
+
     engine = open_engine(root, agents=True)
-    engine.run_started_at = time.time()  # what [budget] run counts from
-    live = sys.stdout.isatty() if live is None else live
-    view = LiveView(engine) if live else None
     try:
-        if view:
-            view.start()
-        return _loop(engine, view, no_merge=no_merge)
+        with run_lock(root), _term_as_interrupt():
+            live = sys.stdout.isatty() if live is None else live
+            return _run(engine, no_merge=no_merge, live=live, watch=watch)
+    finally:
+        engine.history.close()
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """`kill PID` (SIGTERM) ends a run as Ctrl-C does: the same message, agents left supervised."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run(engine, *, no_merge: bool, live: bool, watch: bool) -> int:
+    from kanban.liveview import LiveView, PlainView
+    from kanban.notify import Notifier
+
+    engine.run_started_at = time.time()  # what [budget] run counts from
+    if not no_merge:
+        note = _dirty_checkout_note(engine)
+        if note:
+            warn(note)
+    view = _Once(LiveView(engine, merging=not no_merge) if live else PlainView(engine, merging=not no_merge))
+    notifier = Notifier(engine.root, engine.config, engine.history)
+    try:
+        view.start()
+        code, lines = _loop(engine, view, notifier, no_merge=no_merge, watch=watch)
+        view.stop(lines)
+        notifier.notify(RUN_FINISHED, "; ".join(lines))
+        notifier.close()
+        return code
     except KeyboardInterrupt:
-        if view:
-            view.stop()
+        view.stop()
+        notifier.close(cancel=True)
         still = engine.history.live_runs()
         if still:
             say(f"interrupted: {len(still)} agent(s) still running under their supervisors, timeouts enforced:")
             for r in still:
-                say(f"  {r.task} {r.role} attempt {r.attempt} (pid {r.pid})")
+                say(f"  {r.task} {r.role} attempt {r.attempt} " + (f"(pid {r.pid})" if r.pid else "(starting)"))
             say("run 'kanban run' or 'kanban tick' to pick up their results, 'kanban stop ID' to stop one")
         else:
             say("interrupted: no agent is running; the board is consistent")
         return 130
     finally:
-        if view:
-            view.stop()
-        engine.history.close()
+        view.stop()
+        notifier.close(cancel=True)
 
 
-def _loop(engine, view, *, no_merge: bool) -> int:
+class _Once:
+    """The view, stopped at most once whichever way the run ends."""
+
+    def __init__(self, view) -> None:
+        self.view, self.stopped = view, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.view, name)
+
+    def stop(self, summary_lines: list[str] | None = None) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.view.stop(summary_lines)
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, list[str]]:
     started_at = time.monotonic()
+    shown_blocked: tuple[str, ...] = ()  # the queue's blocked lines last shown: shown again only when they change
+    last_queue = None  # the last drain that was not skipped (another merge queue running)
+    idle_said = False
+    failed_pass = ""  # --watch: why the last pass stopped (a half-typed board), shown once
     while True:
-        report = engine.tick(record_pids=False)
-        for line in ["repair: " + r for r in report.repaired] + report.reaped + report.started:
-            view.log(line) if view else say(line)
-        for line in report.problems:
-            view.log("! " + line) if view else warn(line)
-        merged = False
-        if not no_merge:
-            queue = drain(engine)
-            for line in queue.lines + ([f"merge queue stopped: {queue.blocked}"] if queue.blocked else []):
-                view.log(line) if view else say(line)
-            merged = bool(queue.merged or queue.conflicts or queue.failed)
-        if view:
+        before = board_signature(engine.root)
+        try:
+            report = engine.tick(record_pids=False)
+            if failed_pass:
+                failed_pass = ""
+                view.log(Happening("info", "the board reads again; carrying on"))
+            _show_tick(view, report)
+            notifier.tick(report)
+            merged = False
+            if not no_merge:
+                queue = drain(engine)
+                shown_blocked = _show_queue(view, queue, shown_blocked)
+                notifier.queue(queue)
+                if not queue.busy:
+                    last_queue = queue
+                merged = bool(queue.merged or queue.conflicts or queue.failed)
+                view.set_queue_state(getattr(engine, "queue_state", None))
+        except KanbanError as exc:
+            if not watch:
+                raise
+            # A long watch outlives a person's edit in progress (a copied entry, a duplicate ID):
+            # say it once, and try again when the board changes.
+            if str(exc) != failed_pass:
+                failed_pass = str(exc)
+                view.log(Happening("problem", f"this pass stopped: {exc}; waiting for the board to change"))
+            notifier.flush()
             view.refresh()
+            if not engine.history.live_runs():
+                _wait_for_change(engine, view, notifier, before)
+            else:
+                engine.runner.wait_any([Path(r.run_dir) for r in engine.history.live_runs()], timeout=WAKE_INTERVAL)
+            continue
+        _forget_freed(engine, notifier)
+        notifier.flush()
+        view.refresh()
         live_runs = engine.history.live_runs()
         # A pass that moved anything (a result reaped, a start that failed into a retry) may have
         # left work for the next one: stop only after a pass that found nothing to do.
-        if not live_runs and not report.busy and not report.changed and not merged:
+        idle = not live_runs and not report.busy and not report.changed and not merged
+        if not idle:
+            idle_said = False
+            engine.runner.wait_any([Path(r.run_dir) for r in live_runs], timeout=WAKE_INTERVAL)
+            continue
+        if not watch:
             break
-        engine.runner.wait_any([Path(r.run_dir) for r in live_runs], timeout=WAKE_INTERVAL)
-    if view:
-        view.stop()
-    return _summary(engine, time.monotonic() - started_at, no_merge=no_merge)
+        if not idle_said:
+            idle_said = True
+            view.log(Happening("info", "nothing to do now; watching the board for new work (Ctrl-C to stop)"))
+        _wait_for_change(engine, view, notifier, before)
+    return _summary(engine, time.monotonic() - started_at, no_merge=no_merge, queue=last_queue)
 
 
-def _summary(engine, elapsed: float, *, no_merge: bool) -> int:
-    """Say what is left, and return the exit status: 0 when every task on the board is done
+def _wait_for_change(engine, view, notifier, before: tuple) -> None:
+    """Nothing is running: sleep until the board (or the checkout's index) changes, or until
+    the next periodic pass. A stat of six files per wake: no busy loop, no ticking for nothing."""
+    deadline = time.monotonic() + IDLE_PASS_EVERY
+    while time.monotonic() < deadline:
+        time.sleep(min(WAKE_INTERVAL, max(0.0, deadline - time.monotonic())))
+        notifier.flush()
+        if board_signature(engine.root) != before:
+            return
+        view.refresh()
+
+
+def board_signature(root: Path) -> tuple:
+    """What a cheap look at the board files says about them: changed when any of them was
+    written (an editor's rename too: the inode), created or removed."""
+    from kanban.model import COLUMN_FILES
+
+    names = [*COLUMN_FILES.values(), ".git/index"]
+    out: list[tuple[int, int, int, int] | None] = []
+    for name in names:
+        try:
+            st = os.stat(root / name)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def _show_tick(view, report) -> None:
+    for h in report.events:
+        view.log(h)
+
+
+def _show_queue(view, queue, shown: tuple[str, ...]) -> tuple[str, ...]:
+    """The queue's events, its blocked ones only when they differ from those shown last."""
+    blocked = tuple(dict.fromkeys(h.text for h in queue.events if h.kind == QUEUE_BLOCKED))
+    said = {h.text for h in queue.events}
+    for line in queue.lines:  # repair lines and the like come without an event
+        if line not in said:
+            view.log(line)
+    for h in queue.events:
+        if h.kind != QUEUE_BLOCKED:
+            view.log(h)
+    if queue.busy or blocked == shown:
+        return shown
+    for text in blocked:
+        view.log(Happening(QUEUE_BLOCKED, text))
+    return blocked
+
+
+def _forget_freed(engine, notifier) -> None:
+    if not notifier.told_escalated:
+        return
+    from kanban.store import load_board
+
+    try:
+        tasks = load_board(engine.root, check=False).tasks()
+    except Exception:  # noqa: BLE001 - a half-typed hand edit: look again next pass
+        return
+    notifier.forget_freed({t.id for t in tasks if t.escalated})
+
+
+def _summary(engine, elapsed: float, *, no_merge: bool, queue) -> tuple[int, list[str]]:
+    """What is left, in lines, and the exit status: 0 when every task on the board is done
     (merged; with --no-merge, ready to merge or waiting in TODO for those merges), 1 when any
-    task is escalated or left undone (blocked queue, budget reached)."""
+    task is escalated or left undone (blocked queue, budget reached) or the queue is blocked."""
     from kanban.store import load_board
 
     tasks = load_board(engine.root).tasks()
@@ -80,68 +254,105 @@ def _summary(engine, elapsed: float, *, no_merge: bool) -> int:
     ready = [t.id for t in tasks if t.ready]
     # With --no-merge a TODO task waits for merges the person deferred: not a failure.
     left = [t.id for t in tasks if not t.escalated and not (no_merge and (t.ready or t.column.value == "TODO"))]
-    say(f"nothing left to do after {elapsed:.1f}s: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if ready:
-        say(("ready to merge: " if no_merge else "ready but not merged: ") + ", ".join(ready))
+    waiting = dict(queue.waiting) if queue is not None else {}
+    blocked = queue.blocked if queue is not None else None
+    lines = [f"nothing left to do after {elapsed:.1f}s: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+    if waiting:
+        files = sorted({f for fs in waiting.values() for f in fs})
+        lines.append("waiting to merge until you commit or stash your changes to " + _some(files) + ": "
+                     + ", ".join(waiting))
+    others = [t for t in ready if t not in waiting]
+    if others:
+        lines.append(("ready to merge: " if no_merge else "ready but not merged: ") + ", ".join(others))
+    if blocked:
+        lines.append(f"merge queue blocked: {blocked}")
     if escalated:
-        say("escalated, waiting for a person: " + ", ".join(escalated))
+        lines.append("escalated, waiting for a person: " + ", ".join(escalated))
     stuck = [t for t in left if t not in ready]
     if stuck:
-        say("not done (blocked by a dependency, a file lease or the merge queue): " + ", ".join(stuck))
-    return 1 if escalated or left else 0
+        lines.append("not done (blocked by a dependency, a file lease or the merge queue): " + ", ".join(stuck))
+    return (1 if escalated or left or blocked or waiting else 0), lines
 
 
-class LiveView:
-    """A board summary, the running agents and the latest events, redrawn in place."""
+# --- before the first pass --------------------------------------------------------------
 
-    def __init__(self, engine) -> None:
-        from rich.live import Live
 
-        self.engine = engine
-        self.events: deque[str] = deque(maxlen=12)
-        self.live = Live(console=console(), refresh_per_second=4, transient=False, auto_refresh=False)
-        self.running = False
+def _dirty_checkout_note(engine) -> str | None:
+    """Once, before the run: the person's checkout of main has uncommitted changes (the board
+    files and kanban's own directories aside), and a merge touching them will wait."""
+    from kanban import git
+    from kanban.model import COLUMN_FILES
 
-    def start(self) -> None:
-        self.live.start()
-        self.running = True
-        self.refresh()
+    main = engine.config.main_branch
+    try:
+        checkout = git.checkout_of(engine.root, main)
+        if checkout is None:
+            return None
+        dirty = git.dirty_paths(checkout)
+    except KanbanError:
+        return None
+    skip = set(COLUMN_FILES.values())
+    skip_dirs = (".kanban/", engine.config.worktree_dir.rstrip("/") + "/")
+    paths = [p for p in dirty if p not in skip and not p.startswith(skip_dirs)]
+    if not paths:
+        return None
+    where = "" if Path(checkout).resolve() == Path(engine.root).resolve() else f" ({checkout})"
+    return (f"your checkout of {main}{where} has uncommitted changes in {_some(paths)}: tasks whose changes "
+            f"touch them wait to merge until you commit or stash them")
 
-    def stop(self) -> None:
-        if self.running:
-            self.refresh()
-            self.live.stop()
-            self.running = False
 
-    def log(self, line: str) -> None:
-        self.events.append(f"{time.strftime('%H:%M:%S')} {line}")
+def _some(paths: list[str]) -> str:
+    shown = ", ".join(paths[:DIRTY_SHOWN])
+    return shown + (f" and {len(paths) - DIRTY_SHOWN} more" if len(paths) > DIRTY_SHOWN else "")
 
-    def refresh(self) -> None:
-        if self.running:
-            self.live.update(self._render(), refresh=True)
 
-    def _render(self):
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
+# --- one run per repository -------------------------------------------------------------
 
-        from kanban.store import load_board
 
+@contextlib.contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold `.kanban/run.lock` for the whole run; KanbanError naming the holder if another has it."""
+    from kanban.store import state_dir
+
+    path = state_dir(root) / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
         try:
-            tasks = load_board(self.engine.root).tasks()
-        except Exception as exc:  # noqa: BLE001 - a half-typed hand edit must not kill the view
-            tasks, note = [], f"(board unreadable right now: {exc})"
-        else:
-            note = ""
-        counts = Text()
-        for column in ("TODO", "IN_PROGRESS", "REVIEW", "TESTING"):
-            n = sum(1 for t in tasks if t.column.value == column)
-            counts.append(f"{column} {n}   ", style="bold")
-        counts.append(f"escalated {sum(1 for t in tasks if t.escalated)}", style="red")
-        agents = Table(title="agents", title_justify="left", expand=False, show_edge=False)
-        for name in ("task", "role", "attempt", "elapsed", "timeout", "pid"):
-            agents.add_column(name)
-        now = time.time()
-        for r in self.engine.history.live_runs():
-            agents.add_row(r.task, r.role, str(r.attempt), f"{now - r.started:.0f}s", f"{r.timeout:.0f}s", str(r.pid))
-        return Group(counts, Text(note), agents, Text("\n".join(self.events)))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise _held(fd) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.time()}).encode() + b"\n", 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # still locked: no other run reads a half-cleared file
+    finally:
+        os.close(fd)
+
+
+def _held(fd: int) -> KanbanError:
+    """Who holds the run lock, from what it wrote (it may be a moment away from writing it)."""
+    holder: dict = {}
+    for _ in range(20):
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"null")
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict):
+            holder = data
+            break
+        time.sleep(0.01)
+    pid = holder.get("pid")
+    started = holder.get("started")
+    if isinstance(pid, int) and not isinstance(pid, bool) and isinstance(started, (int, float)):
+        at = time.localtime(started)
+        shown = time.strftime("%H:%M:%S" if at[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M:%S", at)
+        ago = human_duration(time.time() - started)
+        return KanbanError(f"another 'kanban run' (pid {pid}, started {shown}, {ago} ago) drives this repository",
+                           hint=f"stop it first (Ctrl-C in its terminal, or kill {pid})")
+    return KanbanError("another 'kanban run' drives this repository",
+                       hint="stop it first (Ctrl-C in its terminal)")

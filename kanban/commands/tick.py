@@ -48,11 +48,26 @@ def open_engine(root: Path, *, agents: bool = False):
 
 
 def tick(root: Path, *, dry_run: bool, as_json: bool) -> int:
+    from kanban.notify import Notifier
+
     engine = open_engine(root, agents=not dry_run)
+    # [notify]: escalations and budgets of this pass, told once (people run this from cron)
+    notifier = None if dry_run else Notifier(root, engine.config, engine.history)
     try:
         report = engine.tick(dry_run=dry_run)
+        if notifier is not None:
+            notifier.tick(report)
+        code = _show(report, as_json)
+        if notifier is not None:
+            notifier.close()  # each call bounded by [notify] timeout
+        return code
     finally:
+        if notifier is not None:
+            notifier.close(cancel=True)
         engine.history.close()
+
+
+def _show(report, as_json: bool) -> int:
     if as_json:
         emit_json({"busy": report.busy, "repaired": report.repaired, "reaped": report.reaped,
                    "started": report.started,
