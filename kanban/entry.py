@@ -287,6 +287,10 @@ def _note_item(note: str, nl: str) -> list[str]:
     raw = [ln.rstrip() for ln in note.split("\n")]
     while raw and not raw[-1]:
         raw.pop()
+    while raw and not raw[0].strip():  # a note that began with a \r or an escape starts at its text
+        raw.pop(0)
+    if raw:
+        raw[0] = raw[0].lstrip()  # "-     x" would open a code block in the item
     if not raw:
         raw = ["(empty)"]
     out = [f"- {_defuse(raw[0])}{nl}"]

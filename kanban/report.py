@@ -17,6 +17,7 @@ def build_report(root: Path) -> str:
     with History(root, readonly=True) as history:  # a report never writes: works on a read-only disk
         runs = history.runs()
         events = history.events()
+        verifications = history.verifications()
     out = ["# kanban report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
     out += _totals(runs, events)
     out += _per_role(runs)
@@ -24,7 +25,8 @@ def build_report(root: Path) -> str:
     out += _cost_per_role(runs)
     out += _runs(runs)
     out += _failures(root, runs)
-    out += _merges(events)
+    out += _verify_failures(verifications)
+    out += _merges(events, verifications)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -157,19 +159,113 @@ def _failures(root: Path, runs) -> list[str]:
     return lines
 
 
-def _merges(events) -> list[str]:
+def _verify_failures(verifications) -> list[str]:
+    """Each `[merge] verify` run that did not pass, with the last lines of its own log."""
+    failed = [v for v in verifications if v.ended is not None and v.outcome != "pass"]
+    if not verifications:
+        return []
+    if not failed:
+        return ["## Verify failures", "", "None.", ""]
+    lines = ["## Verify failures", ""]
+    for v in failed:
+        lines += [f"### {verification_title(v)}: {verification_how(v)}", "", "```text"]
+        lines += _tail(Path(v.log)) or [f"(empty or missing log: {_shown_path(v.log)})"]
+        lines += ["```", ""]
+    return lines
+
+
+def _merges(events, verifications=()) -> list[str]:
     # One task, one line: the merge queue logs "merged" both as the transition and with the commit.
     merged = list(dict.fromkeys(e[1] for e in events if e[2] == "merged"))
     conflicts = [e for e in events if e[2] == "merge_conflict"]
     failed = [e for e in events if e[2] == "verify_failed"]
-    verifies = [e for e in events if e[2] == "verify"]
-    passed = sum(1 for e in verifies if (e[5] or "").startswith("pass"))
     lines = ["## Merge queue", "",
              f"- merged: {len(merged)}" + (f" ({', '.join(merged)})" if merged else ""),
              f"- conflicts sent back to testing: {len(conflicts)}",
-             f"- post-merge check failures sent back to review: {len(failed)}",
-             f"- verification runs: {len(verifies)} ({passed} passed, {len(verifies) - passed} failed)"]
+             f"- post-merge check failures sent back to review: {len(failed)}"]
+    finished = [v for v in verifications if v.ended is not None]
+    if verifications:  # each run recorded with its own log
+        passed = sum(1 for v in finished if v.outcome == "pass")
+        repeats = sum(1 for v in verifications if v.try_ > 1)
+        lines.append(f"- verification runs: {len(finished)} ({passed} passed, {len(finished) - passed} failed"
+                     + (f", {repeats} repeat(s) of a failure" if repeats else "") + ")"
+                     + (f", {len(verifications) - len(finished)} running" if len(finished) < len(verifications)
+                        else ""))
+    else:  # a history from before per-run verify records: the queue's events
+        verifies = [e for e in events if e[2] == "verify"]
+        passed = sum(1 for e in verifies if (e[5] or "").startswith("pass"))
+        lines.append(f"- verification runs: {len(verifies)} ({passed} passed, {len(verifies) - passed} failed)")
     return lines + [""]
+
+
+# --- how a run ended, in words (here and in `kanban logs`) ------------------------------------
+
+
+def run_how(run, *, now: float | None = None, stall: float | None = None) -> str:
+    """How an agent run or a `[test] command` run ended: "exit status 1 after 3m12s", "timed out
+    after 15m", "stalled after 5m without output", "stopped by a person", "still running"."""
+    from kanban.output import human_duration as dur
+    from kanban.untrusted import clean
+
+    if run.ended is None:
+        return f"still running, {dur((now or time.time()) - run.started)} of {dur(run.timeout)}"
+    took = dur(run.ended - run.started)
+    reason = clean(run.reason or "", max_bytes=600, max_line=300).strip()
+    if run.cancelled:
+        return f"stopped by a person after {took}"
+    if run.timed_out:
+        return f"timed out after {dur(run.timeout)}"
+    if run.stalled:
+        if reason.startswith("gave up"):
+            return f"{reason} (after {took})"
+        return (f"stalled after {dur(stall)} without output" if stall else "stalled: its log stopped growing") \
+            + f" (ran {took})"
+    if run.outcome == "ok":
+        return f"{'passed' if run.role == 'test' else 'succeeded'} after {took}"
+    if run.exit_code not in (None, 0):
+        base = f"exit status {run.exit_code}"
+    elif run.signal:
+        base = f"killed by signal {run.signal}"
+    else:
+        base = "failed"
+    text = f"{base} after {took}"
+    if reason and reason not in (base, f"exit {run.exit_code}"):
+        text += f": {reason}"
+    return text
+
+
+def verification_title(v, task: str | None = None) -> str:
+    """"verify of TASK-1 + TASK-2 at 1a2b3c4d5e", or for TASK's own page "verify at 1a2b3c4d5e with TASK-2";
+    ", run again" for the run that repeats a failure (a flaky check)."""
+    if task is None:
+        text = f"verify of {' + '.join(v.task_ids()) or '(no task)'} at {v.sha[:10]}"
+    else:
+        others = [t for t in v.task_ids() if t != task]
+        text = f"verify at {v.sha[:10]}" + (f" with {' + '.join(others)}" if others else "")
+    return text + (", run again" if v.try_ > 1 else "")
+
+
+def verification_how(v, *, now: float | None = None) -> str:
+    """How a `[merge] verify` run ended: "passed after 2m", "failed: exit status 1 after 2m",
+    "timed out after 15m", "could not start: ...", "still running"."""
+    from kanban.output import human_duration as dur
+    from kanban.untrusted import clean
+
+    if v.ended is None:
+        return f"still running, {dur((now or time.time()) - v.started)} so far"
+    took = dur(v.ended - v.started)
+    how = clean(v.how or "", max_bytes=600, max_line=300).strip()
+    if v.outcome == "pass":
+        return f"passed after {took}"
+    if v.outcome in ("timeout", "error") and how:
+        return how
+    return f"failed: {how or (f'exit status {v.exit_code}' if v.exit_code is not None else v.outcome)} after {took}"
+
+
+def _shown_path(path: str) -> str:
+    from kanban.untrusted import clean
+
+    return clean(path, max_bytes=600, max_line=300)
 
 
 def _tail(path: Path) -> list[str]:

@@ -17,9 +17,17 @@ import re
 import stat
 from pathlib import Path
 
-# CSI / OSC / other ESC sequences, then any C0/C1 control but tab and newline.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Terminal escape sequences (ECMA-48), whole: what a terminal would swallow, the cleaner swallows,
+# so no `[31m` or `(B` is left behind where the ESC was taken out.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI, 7- or 8-bit, also one cut short (no final byte)
+    # OSC, DCS, SOS, PM, APC: a string up to BEL or ST; unterminated, up to the end of its line
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"  # the rest: ESC ( B, ESC # 8, ESC 7, ESC c, ESC =, ... or a lone ESC
+)
+# Then any C0/C1 control but tab and newline, and the Unicode controls that reorder or hide
+# text (bidi embeddings, overrides and isolates; a byte order mark).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def read_fd(fd: int, limit: int) -> bytes:

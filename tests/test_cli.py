@@ -122,6 +122,6 @@ def test_status_stacks_columns_in_a_narrow_terminal(tmp_path, monkeypatch):
     (tmp_path / "REVIEW.md").write_text("## [RETRY] TASK-2: second\n")
     monkeypatch.setenv("COLUMNS", "80")
     out = run_cli(tmp_path, "status", check_code=0).stdout
-    assert "TODO (1)\n  TASK-1 p1 first task\n" in out
-    assert "REVIEW (1)\n  TASK-2 p3 [RETRY] second\n" in out
+    assert "TODO (1)\n  TASK-1 p1 first task - new; starts next\n" in out
+    assert "REVIEW (1)\n  TASK-2 p3 [RETRY] second - reviewer starts next\n" in out
     assert "┃" not in out and "None" not in out

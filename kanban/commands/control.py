@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from kanban.board import Board
 from kanban.errors import KanbanError
@@ -14,36 +15,116 @@ from kanban.model import ESCALATED, RETRY, Column
 from kanban.output import say
 
 
+class _Shown(NamedTuple):
+    """One run `kanban logs` can show: an agent's, the [test] command's, or a `[merge] verify`."""
+
+    label: str  # "reviewer attempt 2", "verify at 1a2b3c4d5e with TASK-2"
+    how: str  # how it ended, in words
+    log: Path
+    started: float
+    run_id: int | None  # of an agent or test run
+    verification_id: int | None = None
+
+
 def logs(root: Path, task_id: str, *, role: str | None, follow: bool, all_runs: bool) -> int:
     from kanban.history import History
 
     check_id(task_id)
     with History(root, readonly=True) as history:  # reading a log never writes: works on a read-only disk
-        runs = [r for r in history.runs(task_id) if role is None or r.role == role]
-        if not runs:
+        shown = _runs_of(root, history, task_id, role)
+        if not shown:
+            if not _known(root, task_id, history):
+                raise unknown_task(task_id)
             raise KanbanError(f"no agent runs recorded for {task_id}" + (f" as {role}" if role else ""),
                               hint="runs appear once 'kanban tick' has started an agent for the task")
-        for r in runs if all_runs else runs[-1:]:
-            say(f"==> {r.task} {r.role} attempt {r.attempt}: {r.log}")
-            _print_log(Path(r.log), follow and r is runs[-1], history, r.id)
+        if len(shown) > 1 and not all_runs:
+            say(f"{task_id}: {len(shown)} runs, the latest shown ('kanban logs {task_id} --all' prints every log)")
+            width = min(20, max(len(s.label) for s in shown))
+            for s in shown:
+                say(f"  {s.label:<{width}}  {s.how}")
+        for s in shown if all_runs else shown[-1:]:
+            say(f"==> {task_id} {s.label}: {s.how}")
+            say(f"    {_relative(root, s.log)}")
+            _print_log(s.log, follow and s is shown[-1], history, s, root)
     return 0
 
 
-def _print_log(path: Path, follow: bool, history, run_id: int) -> None:
+def _runs_of(root: Path, history, task_id: str, role: str | None) -> list[_Shown]:
+    """The task's agent runs, test runs and verify runs (`--role verify`: only those), oldest first."""
+    from kanban.report import run_how, verification_how, verification_title
+
+    now = time.time()
+    found = [_Shown(f"{r.role} attempt {r.attempt}", run_how(r, now=now, stall=_stall_of(r)),
+                    Path(r.log), r.started, r.id)
+             for r in history.runs(task_id) if role is None or r.role == role]
+    if role in (None, "verify"):
+        found += [_Shown(verification_title(v, task_id), verification_how(v, now=now), Path(v.log),
+                         v.started, None, v.id)
+                  for v in history.verifications(task_id)]
+    return sorted(found, key=lambda s: (s.started, s.verification_id is not None))
+
+
+def _stall_of(run) -> float | None:
+    """The stall limit the run had (its spec.json, written by kanban), when it stalled."""
+    import json
+
+    from kanban.untrusted import read_capped
+
+    if not run.stalled:
+        return None
+    try:
+        stall = json.loads(read_capped(Path(run.run_dir) / "spec.json", 1 << 20) or "{}").get("stall")
+        return float(stall) if stall else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _relative(root: Path, path: Path) -> str:
+    from kanban.untrusted import clean
+
+    try:
+        shown = str(path.relative_to(root))
+    except ValueError:
+        shown = str(path)
+    return clean(shown, max_bytes=2000, max_line=1000)
+
+
+def _known(root: Path, task_id: str, history) -> bool:
+    """Whether any board file (CHANGELOG.md too) or the history knows the task."""
+    from kanban.store import load_board
+
+    if task_id in load_board(root, check=False).all_ids():  # a board that breaks a rule still names its tasks
+        return True
+    return bool(history.runs(task_id) or history.events(task_id) or history.verifications(task_id))
+
+
+def _require_known(root: Path, task_id: str) -> None:
+    from kanban.history import History
+
+    with History(root, readonly=True) as history:
+        if not _known(root, task_id, history):
+            raise unknown_task(task_id)
+
+
+def unknown_task(task_id: str) -> KanbanError:
+    """The one answer of logs, stop and retry for an ID that no board file and no history knows."""
+    return KanbanError(f"no task {task_id} on the board or in its history", hint="'kanban status' lists the tasks")
+
+
+def _print_log(path: Path, follow: bool, history, run: _Shown, root: Path) -> None:
     """An agent wrote this log: never block on it or follow a link, and never pass its escape
     sequences on to the terminal (clipboard writes, title changes, a cleared screen)."""
     from kanban.untrusted import clean
 
     offset = 0
     while True:
-        chunk = _read_from(path, offset)
-        if chunk:
+        ended = not follow or _ended(history, run, root)  # asked first: what it wrote before its end is read
+        while chunk := _read_from(path, offset):
             text = chunk.decode("utf-8", errors="replace")
             sys.stdout.write(clean(text, max_bytes=len(chunk) * 4 + 16, max_line=1 << 20))
             sys.stdout.flush()
             offset += len(chunk)
-            continue  # drain what is there before looking at the run's end
-        if not follow or _run_ended(history, run_id):
+        if ended:
             return
         time.sleep(0.2)
 
@@ -66,6 +147,13 @@ def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
         os.close(fd)
 
 
+def _ended(history, run: _Shown, root: Path) -> bool:
+    if run.verification_id is not None:
+        v = next(v for v in history.verifications() if v.id == run.verification_id)
+        return v.ended is not None or not _queue_running(root)
+    return run.run_id is None or _run_ended(history, run.run_id)
+
+
 def _run_ended(history, run_id: int) -> bool:
     from kanban.runner import LocalRunner
 
@@ -73,11 +161,30 @@ def _run_ended(history, run_id: int) -> bool:
     return run.ended is not None or not LocalRunner().poll(Path(run.run_dir)).running
 
 
+def _queue_running(root: Path) -> bool:
+    """Whether a merge queue holds its lock (a verify it left open when it died has ended too).
+    Asked without writing: the lock file is opened read-only, never created."""
+    import fcntl
+
+    try:
+        fd = os.open(root / ".kanban" / "merge.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held by the queue
+    finally:
+        os.close(fd)
+    return False
+
+
 def stop(root: Path, task_id: str, *, force: bool) -> int:
     from kanban.history import History
     from kanban.runner import LocalRunner
 
     check_id(task_id)
+    _require_known(root, task_id)  # before the history is opened for writing: an unknown ID creates nothing
     with History(root) as history:
         live = [r for r in history.live_runs() if r.task == task_id]
         if not live:
@@ -94,9 +201,15 @@ def stop(root: Path, task_id: str, *, force: bool) -> int:
 def retry(root: Path, task_id: str) -> int:
     """Clear [ESCALATED] so the task resumes with fresh strikes."""
     from kanban.history import History
-    from kanban.store import update
+    from kanban.store import load_board, update
 
     check_id(task_id)
+    board = load_board(root, check=False)
+    if board.find(task_id) is None:
+        _require_known(root, task_id)
+        where = "it is merged (in CHANGELOG.md)" if task_id in board.done_ids else "only its history is left"
+        raise KanbanError(f"{task_id} is not on the board: {where}",
+                          hint="retry applies to tasks marked [ESCALATED] or [RETRY] in a board file")
 
     def change(board: Board) -> Column:
         f, entry = board.require(task_id)

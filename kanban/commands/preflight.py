@@ -22,9 +22,9 @@ def preflight(root: Path, *, as_json: bool, repair: bool = False) -> int:
     from kanban.config import load_config
     from kanban.store import load_board
 
-    config = load_config(root)  # bad config or board: exit 2 before any check runs
+    config = load_config(root)  # a bad config: exit 2 before any check runs
     fixes = run_repair(root, config) if repair else []
-    board = load_board(root)
+    board = load_board(root, check=False)  # a board that breaks a rule fails its line; the rest still run
     results = run_checks(root, config, board)
     if as_json:
         out = {"ok": all(c.ok for c in results), "checks": [c._asdict() for c in results]}
@@ -40,6 +40,8 @@ def preflight(root: Path, *, as_json: bool, repair: bool = False) -> int:
             say(f"{'pass' if c.ok else 'FAIL'}  {c.name}: {c.detail}", style=None if c.ok else "red")
         failed = sum(not c.ok for c in results)
         say(f"{len(results) - failed} passed, {failed} failed")
+    if any(c.name == "board" and not c.ok for c in results):
+        return 2  # bad input, as every command says of that board
     return 0 if all(c.ok for c in results) else 1
 
 
@@ -69,7 +71,7 @@ def run_repair(root: Path, config) -> list[str]:
 def run_checks(root: Path, config, board) -> list[Check]:
     from kanban import git
 
-    results = [_git_version()]
+    results = [_git_version(), _board(board)]
     top = git.toplevel(root)
     if top is None:
         return results + [Check("repository", False, f"{root} is not a git repository; run 'git init'")]
@@ -104,6 +106,19 @@ def _sandbox(config) -> Check:
         return Check("sandbox", True, f'off (sandbox = "none"); bubblewrap works here ({why}): set [agent] '
                                       'sandbox = "bwrap" to confine agents to their worktree and branch')
     return Check("sandbox", True, f'off (sandbox = "none"); bubblewrap is not usable here: {why}')
+
+
+def _board(board) -> Check:
+    """The board files keep the rules (kanban.board.validate: IDs, priorities, files, depends)."""
+    from kanban.commands.status import board_problem
+
+    problem = board_problem(board)
+    if problem is not None:
+        return Check("board", False, str(problem))
+    tasks = board.tasks()
+    new = len(board.new_entries())
+    return Check("board", True, f"{len(tasks)} task(s) on the board" + (f", {new} new" if new else "")
+                 + f", {len(board.done_ids)} done; every depends names a task and has an end")
 
 
 def _git_version() -> Check:
