@@ -2,21 +2,68 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from kanban.errors import KanbanError
+
+
+class _Group(TyperGroup):
+    """The top level: command summaries never cut off, and a typo names the command meant."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))  # wrapped, never "..."
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if (args and not ctx.resilient_parsing and not name.startswith("-")
+                and self.get_command(ctx, name) is None):
+            names = [n for n in self.list_commands(ctx) if not self.commands[n].hidden]
+            close = difflib.get_close_matches(name, names, n=1)
+            shown = name if name.isprintable() else repr(name)[1:-1]
+            if close:
+                raise KanbanError(f"no command '{shown}'. Did you mean '{close[0]}'?")
+            raise KanbanError(f"no command '{shown}'", hint="run 'kanban --help' for the list")
+        return super().resolve_command(ctx, args)
+
+
+class _Command(TyperCommand):
+    """Usage lines in the usual form, `kanban add [OPTIONS] TITLE`, whatever Typer's own style."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if getattr(param, "param_type_name", "") != "argument":
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            name = (param.metavar or param.name or "ARG").upper()
+            if param.nargs != 1:
+                name += "..."
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
 
 app = typer.Typer(
     name="kanban",
     help="Run a team of coding agents over a git repository, steered by markdown files you edit by hand.",
-    add_completion=False,
+    cls=_Group,
+    add_completion=True,  # --install-completion, --show-completion
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 _ROOT: dict[str, Optional[Path]] = {"path": None}
@@ -28,26 +75,39 @@ def _root() -> Path:
     return find_root(_ROOT["path"])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from kanban import version
+
+        sys.stdout.write(f"kanban {version()}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     root: Optional[Path] = typer.Option(None, "-C", "--root", help="Run as if started in this directory."),
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="Print the version and exit."),
 ) -> None:
     _ROOT["path"] = root
 
 
 @app.command()
 def demo(
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Build the demo repository here (default: a temp dir)."),
+    directory: Optional[Path] = typer.Option(None, "--dir",
+                                             help="Build the demo repository here, a new or empty directory "
+                                                  "(default: a temporary one, removed at the end)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temporary demo repository to look around in."),
 ) -> None:
     """Build a throwaway repository with a sample board and run it offline with the scripted agent."""
     from kanban.commands.demo import demo as run
 
-    raise typer.Exit(run(directory, live=None))
+    raise typer.Exit(run(directory, live=None, keep=keep))
 
 
 @app.command()
 def init() -> None:
-    """Create the board files, kanban.toml and prompts/ (existing files are left alone)."""
+    """Set up this git repository: board files, kanban.toml (with its main branch), prompts/; never overwrites."""
     from kanban.commands.init import init as run
 
     raise typer.Exit(run(_root()))
@@ -55,7 +115,7 @@ def init() -> None:
 
 @app.command()
 def add(
-    title: str = typer.Argument(..., help="The task's title."),
+    title: str = typer.Argument(..., metavar="TITLE", help="The task's title."),
     priority: Optional[int] = typer.Option(None, "--priority", "-p", help="1 is most urgent; default 3."),
     depends: str = typer.Option("", "--depends", "-d", help="IDs that must be merged first, comma-separated."),
     files: str = typer.Option("", "--files", "-f", help="Paths or globs the task will touch, comma-separated."),
@@ -107,11 +167,14 @@ def tick(
 @app.command("run")
 def run_(
     no_merge: bool = typer.Option(False, "--no-merge", help="Stop at TESTING: do not drain the merge queue."),
+    watch: bool = typer.Option(False, "--watch", "-w",
+                               help="Keep running when nothing is left: pick up new and freed tasks until Ctrl-C."),
 ) -> None:
-    """Tick in a loop with a live view, reacting as soon as an agent ends, until nothing is left to do."""
+    """Tick in a loop with a live view, reacting as soon as an agent ends, until nothing is left to do
+    (with --watch: until Ctrl-C). One run per repository."""
     from kanban.commands.run import run
 
-    raise typer.Exit(run(_root(), no_merge=no_merge))
+    raise typer.Exit(run(_root(), no_merge=no_merge, watch=watch))
 
 
 @app.command("merge-queue")
@@ -139,15 +202,15 @@ def report(
 @app.command()
 def logs(
     task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),
-    role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer, tester, or test (the [test] command)."),
+    role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer, tester, test (the [test] command) or verify (the merge queue's checks)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Every run of the task, not just the latest."),
 ) -> None:
     """Print the log of a task's latest run (an agent, or the [test] command)."""
     from kanban.commands.control import logs as run
 
-    if role is not None and role not in ("task", "reviewer", "tester", "test"):
-        raise KanbanError(f"--role must be task, reviewer, tester or test, got {role!r}")
+    if role is not None and role not in ("task", "reviewer", "tester", "test", "verify"):
+        raise KanbanError(f"--role must be task, reviewer, tester, test or verify, got {role!r}")
     raise typer.Exit(run(_root(), task_id, role=role, follow=follow, all_runs=all_runs))
 
 
@@ -170,12 +233,18 @@ def retry(task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."
     raise typer.Exit(run(_root(), task_id))
 
 
+# Every command, `run` included, gets the usual usage line (see _Command).
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
+
+
 def main() -> None:
     """Console entry point: one readable line for any error, never a traceback."""
     from kanban.output import error
 
     try:
-        app()  # standalone: Typer itself reports usage errors (exit 2) and handles Exit
+        app(prog_name="kanban")  # also under `python -m kanban`; standalone: Typer itself reports usage errors (exit 2) and handles Exit
     except KanbanError as exc:
         error(str(exc))
         sys.exit(exc.code)

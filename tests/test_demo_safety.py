@@ -8,6 +8,7 @@ new or empty directory is refused: one line, exit 2, not a byte changed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,36 @@ def test_demo_takes_a_new_or_an_empty_directory(tmp_path):
     (tmp_path / "empty" / "x").write_text("")
     with pytest.raises(KanbanError, match="not empty"):
         _claim_empty_dir(tmp_path / "empty")
+
+
+# --- the demo explains itself, shows a rendered report, and cleans up after itself ------------------
+
+
+@pytest.mark.heavy
+def test_demo_says_what_it_shows_renders_its_report_and_removes_its_temp_dir(tmp_path):
+    from kanban.commands.demo import DEMO_TASKS
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "kanban", "demo"], check=False, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "TMPDIR": str(tmp)}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    out = proc.stdout
+    intro = out[:out.index("building the demo repository in ")]
+    assert intro.startswith("kanban demo: eight sample tasks")
+    for n in range(1, 9):
+        assert f"TASK-{n}" in DEMO_TASKS and (f"TASK-{n} " in intro or f"TASK-{n}," in intro), n
+    for shown in ("dependency chain", "fails", "3s timeout", "the reviewer", "rejects its first", "tester fails",
+                  "never runs beside"):
+        assert shown in intro, shown
+    assert len(intro.strip().splitlines()) <= 12
+    # The report is rendered for a terminal: its headings and tables, no markdown syntax.
+    report = out[out.index("kanban report"):]
+    for heading in ("Totals", "Time per role", "Failures", "Merge queue"):
+        assert re.search(rf"^\s*{heading}\s*$", report, re.M), heading
+    raw = [ln for ln in report.splitlines()
+           if re.match(r"\s*(#{1,6} |\|.*\||```|- \S)", ln) or "**" in ln]
+    assert raw == [], raw
+    # The temporary directory is gone, and the output says so.
+    assert os.listdir(tmp) == []
+    assert "the demo repository was removed; 'kanban demo --keep' keeps it" in out

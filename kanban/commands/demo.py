@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from kanban.errors import KanbanError
-from kanban.output import say
+from kanban.output import say, warn
 
 DEMO_CONFIG = """\
 # kanban demo: the built-in scripted agent, short timeouts so a hang is visible.
@@ -87,6 +89,22 @@ demo: sleep 0.8
 """
 
 
+# What the eight sample tasks show, said before the run starts (DEMO_TASKS has the `demo:` lines).
+INTRO = """\
+kanban demo: eight sample tasks go from TODO.md to CHANGELOG.md, worked on by
+task agents, reviewers and testers: a scripted agent, offline (no model; real
+git and processes). Watch for:
+  TASK-1 > TASK-2 > TASK-3  a dependency chain: each waits for the one before
+  TASK-4  fails its first attempt; kanban retries it
+  TASK-5  hangs on its first attempt, is killed at its {timeout} timeout, and retried
+  TASK-6  shares a file with TASK-4, so never runs beside it; the reviewer
+          rejects its first attempt, and it goes back to its task agent
+  TASK-7  the tester fails it once; the next test run passes
+  TASK-8  goes straight through
+Up to six agents at once; tested branches merge into main in verified batches.
+"""
+
+
 def build_demo_repo(path: Path, *, timeout: str = "3s", stall: str = "10s") -> Path:
     """A git repository with a tiny project, the board files and a demo config, committed."""
     from kanban.commands.init import init
@@ -101,25 +119,55 @@ def build_demo_repo(path: Path, *, timeout: str = "3s", stall: str = "10s") -> P
                                         "    def test_truth(self):\n        self.assertTrue(True)\n")
     (path / "kanban.toml").write_text(DEMO_CONFIG.format(timeout=timeout, stall=stall, mode="batch"))
     (path / "TODO.md").write_text(DEMO_TASKS)
-    init(path)
+    init(path, quiet=True)
     _git(path, "add", "-A")
     _git(path, "commit", "-q", "-m", "A sample project with a kanban board")
     return path
 
 
-def demo(directory: Path | None, *, live: bool | None) -> int:
+def demo(directory: Path | None, *, live: bool | None, keep: bool = False) -> int:
+    """Build the demo repository, run it, print the report. A temporary one is removed at the
+    end unless `keep` (or the run did not finish cleanly); one in --dir is the person's."""
     from kanban.commands.run import run
 
     if directory is not None:
         _claim_empty_dir(directory)  # before anything is written: never into someone's repository
-    path = directory or Path(tempfile.mkdtemp(prefix="kanban-demo-"))
-    say(f"building a demo repository in {path}")
-    build_demo_repo(path / "repo" if directory is None else path)
-    root = path / "repo" if directory is None else path
-    code = run(root, no_merge=False, live=live)
-    _report(root)
-    say(f"\nthe demo repository stays in {root}: try 'kanban -C {root} status' or 'kanban -C {root} logs TASK-5'")
+        path, root = directory, directory
+    else:
+        path = Path(tempfile.mkdtemp(prefix="kanban-demo-"))
+        root = path / "repo"
+    timeout = "3s"
+    say(INTRO.format(timeout=timeout))
+    say(f"building the demo repository in {root}")
+    code: int | None = None  # stays None if building or running raised (or was interrupted)
+    try:
+        build_demo_repo(root, timeout=timeout)
+        code = run(root, no_merge=False, live=live)
+        _report(root)
+    finally:
+        # A run that did not end cleanly may leave agents working in it: then it stays, and says where.
+        remove = directory is None and not keep and code == 0
+        if remove and _remove(path):
+            say("\nthe demo repository was removed; 'kanban demo --keep' keeps it to look around in")
+        else:
+            why = "" if keep or directory is not None else (
+                " (the demo did not finish cleanly)" if code != 0 else " (it could not be removed)")
+            say(f"\nthe demo repository stays in {root}{why}: try 'kanban -C {root} status' "
+                f"or 'kanban -C {root} logs TASK-5'")
+            if directory is None:
+                say(f"remove it with: rm -rf {path}")
     return code
+
+
+def _remove(path: Path) -> bool:
+    """rm -rf, retried briefly: an agent's supervisor may still be writing its last bytes."""
+    for _ in range(10):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return True
+        time.sleep(0.2)
+    warn(f"could not remove {path}")
+    return False
 
 
 def _claim_empty_dir(path: Path) -> None:
@@ -152,10 +200,14 @@ def _claim_empty_dir(path: Path) -> None:
 
 
 def _report(root: Path) -> None:
+    """The run's report rendered for the terminal (headings, tables), not raw markdown."""
+    from rich.markdown import Markdown
+
+    from kanban.output import show
     from kanban.report import build_report
 
     say("")
-    say(build_report(root))
+    show(Markdown(build_report(root)))
 
 
 def _git(cwd: Path, *args: str) -> None:
