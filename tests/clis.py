@@ -31,5 +31,8 @@ def require_cli(name: str) -> str:
     """The CLI's path, or skip the test: the CI installs all three (.ci/run)."""
     path = find_cli(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (looked on PATH and in {', '.join(TOOL_DIRS)}); .ci/run installs it")
+        pytest.skip(f"{name} CLI not installed (" + {"claude": "npm i -g @anthropic-ai/claude-code",
+                                                     "codex": "npm i -g @openai/codex",
+                                                     "aider": "pip install aider-chat"}.get(name, "see the README")
+                    + ", or put its folder in KANBAN_AGENT_TOOLS; .ci/run installs it)")
     return path

@@ -63,8 +63,8 @@ def find_aider() -> str | None:
 def aider_cli() -> str:
     path = find_aider()
     if path is None:
-        pytest.skip("aider is not installed (looked on PATH and in " + ", ".join(TOOL_DIRS)
-                    + "); pip install aider-chat to run this test")  # fmt: skip
+        pytest.skip("aider CLI not installed (pip install aider-chat, or put its folder in KANBAN_AGENT_TOOLS;"
+                    " .ci/run installs it)")  # fmt: skip
     return path
 
 

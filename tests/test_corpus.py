@@ -35,8 +35,8 @@ def _find_corpus() -> Path | None:
 CORPUS = _find_corpus()
 if CORPUS is None:
     FILES = [pytest.param(None, marks=pytest.mark.skip(
-        reason="markdown corpus not found (looked for shared/corpus beside the repository, "
-               "and /work/shared/corpus)"))]
+        reason="markdown corpus not found: it is not shipped with the repository (put its markdown/ "
+               "folder in shared/corpus beside the checkout)"))]
 else:
     FILES = [pytest.param(p, id=str(p.relative_to(CORPUS / "markdown")))
              for p in sorted((CORPUS / "markdown").rglob("*")) if p.is_file()]

@@ -237,7 +237,7 @@ REASON = "REVIEW-REASON-7f3: alpha.txt must end with a full stop and say 'as the
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=pytest.mark.skipif(
-    not sandbox_available()[0], reason=f"bubblewrap cannot run here: {sandbox_available()[1]}"))])
+    not sandbox_available()[0], reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {sandbox_available()[1]}"))])
 def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_main(
         repo, aider_env, projects, capsys, sandbox):
     """With sandbox = "bwrap" too: aider (its git wrapper, GitPython, ~/.aider) and the test

@@ -287,7 +287,7 @@ ALPHA_1, ALPHA_2, BETA = "alpha, first try\n", "alpha, as the review asked.\n", 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=pytest.mark.skipif(
-    not sandbox_available()[0], reason=f"bubblewrap cannot run here: {sandbox_available()[1]}"))])
+    not sandbox_available()[0], reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {sandbox_available()[1]}"))])
 def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_main(
         repo, cli, projects, capsys, sandbox):
     """With sandbox = "bwrap" too: every agent and the test command in bubblewrap, the CLI's own

@@ -34,7 +34,7 @@ from kanban.sandbox import Mount
 
 SECRET = "sekret-sandbox-" + uuid.uuid4().hex[:8]
 OK, WHY = sandbox.available()
-needs_bwrap = pytest.mark.skipif(not OK, reason=f"bubblewrap cannot run here: {WHY}")
+needs_bwrap = pytest.mark.skipif(not OK, reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {WHY}")
 
 
 # --- argv from paths (pure) ----------------------------------------------------------------------
