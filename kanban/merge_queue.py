@@ -38,7 +38,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from kanban import git
 from kanban.changelog import category_for, insert_entry
 from kanban.errors import KanbanError
-from kanban.events import ESCALATED, QUEUE_BLOCKED, Happening, QueueState
+from kanban.events import QUEUE_BLOCKED, Happening, QueueState
 from kanban.ids import branch_name
 from kanban.machine import Event
 from kanban.model import COLUMN_FILES, Column
@@ -203,8 +203,10 @@ class MergeQueue:
                     self.report.lines.append(f"would hold {t.id} for a person: {held.splitlines()[0]}")
                     continue
                 self.report.failed.append(t.id)
-                self.engine.escalate(t.id, f"{_stamp()} not merged: {held}")
-                self._say(ESCALATED, f"{t.id} held for a person, not merged: {held.splitlines()[0]}", t.id, t.title)
+                happened = self.engine.escalate_event(t.id, f"{_stamp()} not merged: {held}",
+                                                      why="held for a person, not merged: " + held.splitlines()[0])
+                self.report.lines.append(happened.text)
+                self.report.events.append(happened)
                 continue
             found.append(Candidate(t.id, t.title, sha, category, frozenset(changed)))
         return found
@@ -611,19 +613,18 @@ class MergeQueue:
         note = (f"{_stamp()} merge into {self.main} conflicts (main moved under the branch) in: "
                 + ", ".join(files) + f"\nThe tester merges {self.main} again and resolves them.")
         self.report.conflicts.append(c.task_id)
-        self._send_back(c.task_id, Event.MERGE_CONFLICT, note)
-        self._say("conflict", f"{c.task_id} conflicts with {self.main} in {_some(files)}; back to its tester",
-                  c.task_id, c.title)
+        self._send_back(c.task_id, Event.MERGE_CONFLICT, note, why=f"in {_some(files)}")
 
     def _verify_failed(self, c: Candidate, output: str) -> None:
         self.report.failed.append(c.task_id)
-        self._send_back(c.task_id, Event.VERIFY_FAILED, f"{_stamp()} post-merge check failed:\n{output}")
-        self._say("verify_failed", f"{c.task_id} failed verification on the merged tree "
-                                   f"({output.splitlines()[0].split('(', 1)[-1].split(';')[0]}); back to its tester",
-                  c.task_id, c.title)
+        how = output.splitlines()[0].split("(", 1)[-1].split(";")[0] if output else ""
+        self._send_back(c.task_id, Event.VERIFY_FAILED, f"{_stamp()} post-merge check failed:\n{output}", why=how)
 
-    def _send_back(self, task_id: str, event: Event, note: str) -> str:
-        return self.engine.apply(task_id, event, note)
+    def _send_back(self, task_id: str, event: Event, note: str, why: str = "") -> None:
+        """The machine decides where the task goes (back a stage, or escalated the second time)."""
+        happened = self.engine.apply_event(task_id, event, note, why=why)
+        self.report.lines.append(happened.text)
+        self.report.events.append(happened)
 
     def _record_landing(self, tasks: list[Candidate], commit: str) -> None:
         """The queue's own record, written before main moves: these tasks land in COMMIT, verified.
@@ -662,10 +663,11 @@ class MergeQueue:
                 f"queue never verified or merged it: something else moved {self.main} (an agent's "
                 f"`git update-ref`?). Not counted as merged.")
         self.report.failed.append(c.task_id)
-        self._say(ESCALATED, line, c.task_id, c.title)
+        self.report.lines.append(line)
         self.engine.history.event(c.task_id, "unverified_main", detail=main_sha)
-        self.engine.escalate(c.task_id, f"{_stamp()} {line}\nCheck {self.main}: `git log {self.main}` and reset it "
-                                        f"to the last commit you trust, then run 'kanban retry {c.task_id}'.")
+        note = (f"{_stamp()} {line}\nCheck {self.main}: `git log {self.main}` and reset it to the last commit "
+                f"you trust, then run 'kanban retry {c.task_id}'.")
+        self.report.events.append(self.engine.escalate_event(c.task_id, note, why="main holds its commit unverified"))
 
     def _cleanup_finished(self) -> None:
         """Worktrees and branches of tasks already in CHANGELOG.md and gone from the board."""

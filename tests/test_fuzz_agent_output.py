@@ -265,6 +265,7 @@ def fuzz_once(repo: Path, kit: Path, seed: int, *, huge: bool) -> dict[tuple[str
         project.kill_everything()
 
 
+@pytest.mark.heavy
 def test_fuzzed_agent_output_keeps_every_command_working(repo, tmp_path):
     """One seed in the default suite (a huge one-line output among the rest); the soak runs 40."""
     fuzz_once(repo, tmp_path / "kit", 2, huge=True)

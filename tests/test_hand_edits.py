@@ -301,6 +301,7 @@ def run_with_hand_edits(repo: Path, seconds: float, hz: float = 20.0) -> HandEdi
     return editor
 
 
+@pytest.mark.heavy
 def test_hand_edits_at_20_hz_without_the_lock_all_survive(repo):
     run_with_hand_edits(repo, seconds=6)
 

@@ -212,6 +212,8 @@ def make_project(tmp_path: Path, *, hook: str = "", sleep: float = 0.0, toml: st
     if before_commit:
         before_commit(root)
     git(root, "add", "-A")
+    # init keeps the working board out of git; these tests track it, as a team sharing its board does
+    git(root, "add", "-f", *BOARD)
     git(root, "commit", "-q", "-m", "initial")
     return Project(root, tmp_path, log)
 

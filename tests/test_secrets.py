@@ -108,6 +108,7 @@ def test_denied_secrets_reach_no_agent_log_prompt_note_or_history(repo, tmp_path
         assert stat.S_IMODE(spec.stat().st_mode) == 0o600  # holds the (filtered) agent environment
 
 
+@pytest.mark.heavy
 def test_allow_passes_a_named_variable(repo, tmp_path, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)

@@ -201,6 +201,7 @@ def test_a_failing_test_command_starts_the_tester_with_the_output_then_passes_af
     assert "checking with ['tests/test_thing.py']" in log
 
 
+@pytest.mark.heavy
 def test_tests_that_still_fail_after_the_tester_go_back_and_finally_escalate(kit):
     p = _test_stage(kit, [
         {"role": "task", "steps": [["write", "src/thing.py", "x = 2\n"], ["commit", "src/thing.py"]]},
