@@ -255,7 +255,10 @@ def _plan_words(t: Task, facts: dict[str, Any]) -> str:
         words.append(f"#{facts['queue_position']} in the merge queue")
     elif facts["next"]:
         words.append("starts next" if t.column is Column.TODO else f"{_ROLE_WORDS[facts['next']]} starts next")
-    words += [w["text"] for w in facts["waits"]]
+    picks = [w["on"] for w in facts["waits"] if w["kind"] == "files" and w["text"].endswith(", which starts next")]
+    words += [w["text"] for w in facts["waits"] if len(picks) < 2 or w["on"] not in picks]
+    if len(picks) > 1:  # one phrase for the picks ahead of it: "files held by TASK-7 and TASK-9, which start next"
+        words.append(f"files held by {', '.join(picks[:-1])} and {picks[-1]}, which start next")
     return "; ".join(words)
 
 
