@@ -1,20 +1,27 @@
-"""All git access. The only module that imports GitPython; nothing else runs git.
+"""All git access: nothing else in kanban starts git.
 
-Flat functions over argv, reading machine output (`-z`, `--porcelain`). Git
-runs with a cleaned environment so nothing ever waits for a password or an
-editor. Transient lock contention is retried with tenacity; everything else
-raises GitError with git's own message.
+Flat functions over argv, reading machine output (`-z`, `--porcelain`), through GitPython
+(`run`, `run_status`) or, for exact bytes in and out, a plain subprocess (`run_bytes`). Git
+runs with a cleaned environment: nothing ever waits for a password or an editor, and no
+variable left by a caller (a git hook's GIT_DIR, GIT_INDEX_FILE, `git -c`...) can point it at
+another repository than the one kanban names. Transient lock contention is retried with
+tenacity; everything else raises GitError with git's own message.
+
+Importable with the standard library only (GitPython and tenacity load on first use): the
+supervisor, started with `python -I -S`, settles a sandboxed run's objects and branch through
+`run_bytes` (kanban.sandbox).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator
-
-import git as gitpython
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from typing import IO
 
 from kanban.errors import KanbanError
 
@@ -26,13 +33,37 @@ GIT_ENV = {
     "SSH_ASKPASS": "",
     "GIT_OPTIONAL_LOCKS": "0",
     "LC_ALL": "C",
+    "LANGUAGE": "C",
 }
 # Code an agent may have written into the shared .git never runs in kanban's own git: no hooks
 # (core.hooksPath=/dev/null also hides .git/hooks), no fsmonitor daemon. Aliases cannot shadow
 # the built-in commands kanban runs; filters and the rest are put back after each run (gitguard).
 SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 MIN_VERSION = (2, 38)  # merge-tree --write-tree
-_TRANSIENT = re.compile(r"index\.lock|cannot lock ref|Unable to create .*\.lock|File exists", re.I)
+_TRANSIENT = re.compile(r"index\.lock|cannot lock ref|Unable to create .*\.lock|File exists", re.IGNORECASE)
+_ATTEMPTS = 6  # a transient failure is retried after 0.05, 0.1, 0.2, 0.4, 0.8 s
+
+# Variables that say which repository git works on, and how: never inherited by kanban's git.
+# `git rev-parse --local-env-vars` names the repository-local ones (git clears the same list
+# before it enters a submodule); these are that list as of git 2.39, in case it cannot be asked,
+# and the others a caller can leave behind: a pre-receive hook's quarantine, a namespace, a
+# ceiling, a rebase's reflog action, pathspec magic that would change what kanban's `-- PATH`
+# arguments mean, and `git -c`/GIT_CONFIG_COUNT command-scope config (GIT_CONFIG_KEY_<n> and
+# GIT_CONFIG_VALUE_<n>, by prefix). The person's identity (GIT_AUTHOR_*, GIT_COMMITTER_*), their
+# config files (HOME, XDG_CONFIG_HOME, GIT_CONFIG_GLOBAL, GIT_CONFIG_SYSTEM, GIT_CONFIG_NOSYSTEM),
+# SSH and TLS settings (GIT_SSH_COMMAND, GIT_SSL_*) and git's own GIT_EXEC_PATH stay.
+LOCAL_ENV_FALLBACK = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR",
+)  # fmt: skip
+ALSO_REMOVED = (
+    "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
+    "GIT_QUARANTINE_PATH", "GIT_REFLOG_ACTION", "GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS",
+    "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS",
+)  # fmt: skip
+REMOVED_PREFIXES = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")
 
 
 class GitError(KanbanError):
@@ -46,44 +77,111 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, GitError) and bool(_TRANSIENT.search(exc.stderr))
 
 
-@retry(
-    retry=retry_if_exception(_is_transient),
-    stop=stop_after_attempt(6),
-    wait=wait_exponential(multiplier=0.05, max=1.0),
-    reraise=True,
-)
-def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
-    """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given."""
-    _check_dot_git(cwd)
-    g = gitpython.Git(str(cwd))
+@functools.lru_cache(maxsize=1)
+def removed_variables() -> frozenset[str]:
+    """The names `environment` removes (GIT_CONFIG_KEY_<n>/GIT_CONFIG_VALUE_<n> go by prefix):
+    what this git calls repository-local, asked once per process, and the others above."""
+    names = set(LOCAL_ENV_FALLBACK) | set(ALSO_REMOVED)
+    base = {k: v for k, v in os.environ.items() if k not in names and not k.startswith(REMOVED_PREFIXES)}
     try:
-        out = g.execute(
-            ["git", *SAFE_CONFIG, *args],
-            env={**GIT_ENV, **(env or {})},
-            istream=None,
-            stdout_as_string=True,
-            strip_newline_in_stdout=False,
-            with_extended_output=False,
-        )
-    except gitpython.GitCommandError as exc:
-        if not check:
-            return ""
-        stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
-        first = stderr.splitlines()[0] if stderr else f"exit status {exc.status}"
-        raise GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr,
-                       status=exc.status if isinstance(exc.status, int) else None) from None
-    return out if isinstance(out, str) else out.decode()
+        done = subprocess.run(["git", "rev-parse", "--local-env-vars"], cwd="/", env={**base, **GIT_ENV},
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset(names)
+    if done.returncode == 0:
+        names.update(n for n in os.fsdecode(done.stdout).split() if n.startswith("GIT_"))
+    return frozenset(names)
+
+
+def environment(env: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every git kanban starts: BASE (os.environ unless given) without the
+    `removed_variables`, then GIT_ENV, then ENV: what kanban itself sets on purpose (a
+    temporary GIT_INDEX_FILE, the sandbox's GIT_DIR) wins over everything."""
+    removed = removed_variables()
+    source = os.environ if base is None else base
+    out = {k: v for k, v in source.items() if k not in removed and not k.startswith(REMOVED_PREFIXES)}
+    out.update(GIT_ENV)
+    out.update(env or {})
+    return out
+
+
+def _exec(cwd: Path | str | None, args: Sequence[str], *, stdin: bytes | IO[bytes] | None = None,
+          env: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None,
+          timeout: float | None = None) -> tuple[int, bytes, bytes]:
+    """`git SAFE_CONFIG ARGS` in CWD: (status, stdout, stderr). Status 128 (git's own for a
+    fatal error) with the reason as stderr when git cannot start there at all."""
+    if cwd is not None:
+        _check_dot_git(cwd)
+    data = stdin if isinstance(stdin, bytes) else None
+    source = None if isinstance(stdin, bytes) else (stdin if stdin is not None else subprocess.DEVNULL)
+    try:
+        done = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=cwd, input=data, stdin=source,
+                              capture_output=True, env=environment(env, base=base), timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args[:3])} timed out after {timeout:g} s", stderr="timed out") from None
+    except OSError as exc:
+        where = f" in {cwd}" if cwd is not None else ""
+        return 128, b"", os.fsencode(f"fatal: cannot run git{where}: {exc.strerror or exc}")
+    return done.returncode, done.stdout, done.stderr
+
+
+def _text(data: bytes) -> str:
+    return os.fsdecode(data)  # the file system's encoding, undecodable bytes kept as surrogates
+
+
+def _scrub_environ() -> None:
+    """Drop the `removed_variables` from this process's own environment. GitPython builds every
+    child's environment from os.environ and can only add to it, never remove: kanban never
+    wants a caller's repository variables (a hook's GIT_DIR would point every git it runs, and
+    every agent, at another repository), so they leave the process the first time git runs."""
+    removed = removed_variables()
+    for name in [k for k in os.environ if k in removed or k.startswith(REMOVED_PREFIXES)]:
+        os.environ.pop(name, None)
+
+
+def _gitpython(cwd: Path | str, args: Sequence[str], env: Mapping[str, str] | None) -> tuple[int, str, str]:
+    _scrub_environ()  # before GitPython's import, which runs `git version` itself
+    import git as gitpython  # GitPython; imported on first use (the supervisor imports this module under -I -S)
+
+    _check_dot_git(cwd)
+    if not os.path.isdir(cwd):  # GitPython would fall back to this process's own directory
+        return 128, "", f"fatal: cannot change to '{cwd}': No such file or directory"
+    status, out, err = gitpython.Git(str(cwd)).execute(
+        ["git", *SAFE_CONFIG, *args], env={**GIT_ENV, **(env or {})}, istream=subprocess.DEVNULL,
+        with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
+    return int(status), out, err
+
+
+def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given.
+    Transient lock contention (another git holding index.lock a moment) is retried."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    for attempt in Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(_ATTEMPTS),
+                            wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True):
+        with attempt:
+            status, out, err = _gitpython(cwd, args, env)
+            if status == 0 or not check:
+                return out if status == 0 else ""
+            stderr = err.strip()
+            first = stderr.splitlines()[0] if stderr else f"exit status {status}"
+            raise GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr, status=status)
+    raise AssertionError("unreachable")  # Retrying re-raises the last error
 
 
 def run_status(cwd: Path | str, *args: str) -> tuple[int, str, str]:
     """Run git and return (status, stdout, stderr) without raising on a non-zero status."""
-    _check_dot_git(cwd)
-    g = gitpython.Git(str(cwd))
-    status, out, err = g.execute(
-        ["git", *SAFE_CONFIG, *args], env=GIT_ENV, with_extended_output=True, with_exceptions=False,
-        strip_newline_in_stdout=False,
-    )
-    return status, out, err
+    status, out, err = _gitpython(cwd, args, None)
+    return status, out, err.removesuffix("\n")
+
+
+def run_bytes(cwd: Path | str | None, args: Sequence[str], *, stdin: bytes | IO[bytes] | None = None,
+              env: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None,
+              timeout: float | None = None) -> tuple[int, bytes, bytes]:
+    """git with bytes in and out (blobs keep their exact bytes: CRLF, no UTF-8): (status,
+    stdout, stderr), never raising for a status. STDIN is bytes or an open file; BASE replaces
+    os.environ as the environment cleaned (the supervisor passes the agent's)."""
+    return _exec(cwd, args, stdin=stdin, env=env, base=base, timeout=timeout)
 
 
 def _small_file(path: Path) -> str:
@@ -111,8 +209,11 @@ def _check_dot_git(cwd: Path | str) -> None:
 
 
 def version() -> tuple[int, ...]:
-    info = gitpython.Git().version_info
-    return tuple(info[:3])
+    """git's version from `git version` ("git version 2.39.5" -> (2, 39, 5)); () if it will not run."""
+    status, out, _ = _exec("/", ["version"])
+    words = _text(out).split()
+    numbers = words[2].split(".") if status == 0 and len(words) > 2 else []
+    return tuple(int(n) for n in numbers[:3] if n.isdigit())
 
 
 def toplevel(path: Path) -> Path | None:
@@ -282,6 +383,18 @@ def remove_worktree(root: Path, path: Path) -> None:
         run(root, "worktree", "prune")
 
 
+def remove_worktree_in_background(root: Path, path: Path) -> subprocess.Popen | None:
+    """Start `git worktree remove --force --force PATH` and return at once: its own session, no
+    output; the caller reaps it (its `args[-1]` is PATH). None when git cannot be started."""
+    _check_dot_git(root)
+    try:
+        return subprocess.Popen(["git", *SAFE_CONFIG, "worktree", "remove", "--force", "--force", str(path)],
+                                cwd=root, env=environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
+
+
 def delete_branch(root: Path, branch: str) -> None:
     delete_branches(root, [branch])
 
@@ -428,13 +541,9 @@ def tree_with_paths_from(root: Path, tree: str, source: str, paths: list[str]) -
 
 
 def _bytes(root: Path, args: list[str], data: bytes | None = None) -> tuple[int, bytes]:
-    """git with bytes in and out (blobs keep their exact bytes: CRLF, no UTF-8)."""
-    import subprocess
-
-    _check_dot_git(root)
-    proc = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=root, input=data, capture_output=True,
-                          env={**os.environ, **GIT_ENV}, stdin=None if data is not None else subprocess.DEVNULL)
-    return proc.returncode, proc.stdout
+    """git with bytes in and out: (status, stdout)."""
+    status, out, _ = _exec(root, args, stdin=data)
+    return status, out
 
 
 def read_blob(root: Path, rev: str, path: str) -> bytes | None:

@@ -35,7 +35,9 @@ def alive(pid: int | None, start_time: int | None) -> bool:
     if pid is None or start_time is None:
         return False
     fields = _stat(pid)
-    return bool(fields) and fields[0] not in _DEAD_STATES and int(fields[19]) == start_time
+    if not fields:
+        return False
+    return fields[0] not in _DEAD_STATES and int(fields[19]) == start_time
 
 
 def group_members(pgid: int) -> list[int]:

@@ -166,7 +166,7 @@ def _winner(task_id: str, columns: list[Column], history) -> Column:
 
 
 def _merged_on_board(root: Path, config, board, live: set[str]) -> list[Problem]:
-    found = []
+    found: list[Problem] = []
     if not board.done_ids:
         return found
     shas = git.branch_shas(root, "refs/heads/kanban/")
@@ -185,12 +185,7 @@ def _merged_on_board(root: Path, config, board, live: set[str]) -> list[Problem]
 
 def _worktree_records(root: Path) -> list[dict]:
     out = git.run(root, "worktree", "list", "--porcelain", "-z")
-    recs = []
-    for rec in git._records(out):
-        rec = dict(rec)
-        rec["path"] = Path(rec.get("worktree", ""))
-        recs.append(rec)
-    return recs
+    return [{**rec, "path": Path(rec.get("worktree", ""))} for rec in git._records(out)]
 
 
 def _half_worktrees(root: Path, wts: list[dict], wt_root: Path) -> list[Problem]:
@@ -444,7 +439,7 @@ def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
 
         with board_lock(root):
             board = load_board(root, check=False)
-            found = board.find(p.task)
+            found = board.find(p.task) if p.task else None
             if found and found[0].column is Column.TESTING:
                 found[0].remove(found[1])
                 found[0].mark_dirty()
@@ -480,12 +475,13 @@ def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
         if p.data["merged"]:
             git.delete_branches(root, [branch])
             return f"{p.what}; deleted it (fully merged into {config.main_branch})"
-        new = ORPHAN_PREFIX + p.task
+        task = p.task or branch.removeprefix("kanban/")
+        new = ORPHAN_PREFIX + task
         taken = set(git.branches(root, f"refs/heads/{ORPHAN_PREFIX}"))
         n = 1
         while new in taken:
             n += 1
-            new = f"{ORPHAN_PREFIX}{p.task}.{n}"
+            new = f"{ORPHAN_PREFIX}{task}.{n}"
         git.run(root, "branch", "-m", branch, new)
         return f"{p.what}; kept its work as branch {new}"
     if k == KIND_LOST_RUN:
@@ -547,9 +543,12 @@ def _undo_half_advance(root: Path, config, record: Path, intent: dict) -> str:
     paths = git.diff_names(root, old, new)
     at_old, at_new = git.blobs_in_commit(root, old, paths), git.blobs_in_commit(root, new, paths)
     staged, present = git.blobs_in_index(checkout, paths), git.blobs_in_worktree(checkout, paths)
+    # Git replaces a file by unlinking it and writing the new one: a file missing from the checkout
+    # that both commits have is one the killed fast-forward was writing, not a person's deletion.
     changed = [p for p in paths
                if staged.get(p) not in (at_old.get(p), at_new.get(p))
-               or present.get(p) not in (at_old.get(p), at_new.get(p))]
+               or present.get(p) not in (at_old.get(p), at_new.get(p))
+               and not (p not in present and p in at_old and p in at_new)]
     if carried is not None and CHANGELOG in changed and present.get(CHANGELOG) == _blob_id(root, carried):
         changed.remove(CHANGELOG)  # killed before it set the person's edits aside: they come back below
     if changed:

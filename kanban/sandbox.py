@@ -24,7 +24,8 @@ root (otherwise it could remount / read-write), cannot push input into a termina
 session), and dies with its supervisor. The network is shared: agents reach their model APIs.
 
 Pure functions build the argv from paths (`bwrap_argv`, `git_mounts`, `cli_mounts`); the
-supervisor imports this module with the standard library only (no site-packages).
+supervisor imports this module with the standard library only (no site-packages), and settles
+through kanban.git, which needs no more.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 MODES = ("none", "bwrap")
 FLAGS = ("--unshare-pid", "--unshare-ipc", "--new-session", "--die-with-parent", "--cap-drop", "ALL")
@@ -482,20 +484,14 @@ def absorb_loose(path: Path, name: str, shared: Path) -> str | None:
     return None
 
 
-def _git(common: Path, env: Mapping[str, str], *args: str, stdin=None) -> subprocess.CompletedProcess:
-    """git on the shared folder, outside the sandbox, as kanban's own git runs (no hooks, no
-    fsmonitor), with none of the agent's variables that would point it elsewhere."""
-    clean = {k: v for k, v in env.items() if k not in _GIT_LOCATION}
-    clean.update({"GIT_DIR": str(common), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
-    program = shutil.which("git", path=clean.get("PATH") or os.defpath) or "git"
-    return subprocess.run([program, "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args],
-                          env=clean, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                          capture_output=True, timeout=600, check=False)
+def _git(common: Path, env: Mapping[str, str], *args: str,
+         stdin: IO[bytes] | None = None) -> tuple[int, bytes, bytes]:
+    """git on the shared folder, outside the sandbox, as kanban's own git runs (kanban.git: no
+    hooks, no fsmonitor, none of the variables that would point it elsewhere), from the agent's
+    environment ENV: (status, stdout, stderr)."""
+    from kanban import git as kgit
 
-
-_GIT_LOCATION = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-                 "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES",
-                 "GIT_QUARANTINE_PATH", "GIT_REPLACE_REF_BASE", "GIT_NO_REPLACE_OBJECTS")
+    return kgit.run_bytes(common, args, stdin=stdin, base=env, env={"GIT_DIR": str(common)}, timeout=600)
 
 
 def _unpack(pack: Path, common: Path, env: Mapping[str, str]) -> str | None:
@@ -506,9 +502,9 @@ def _unpack(pack: Path, common: Path, env: Mapping[str, str]) -> str | None:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return f"pack {pack.name} is not a regular file"
-        done = _git(common, env, "unpack-objects", "-q", stdin=f)
-    if done.returncode != 0:
-        return f"pack {pack.name} from the sandbox refused: {done.stderr.decode(errors='replace').strip()[:200]}"
+        status, _, err = _git(common, env, "unpack-objects", "-q", stdin=f)
+    if status != 0:
+        return f"pack {pack.name} from the sandbox refused: {err.decode(errors='replace').strip()[:200]}"
     return None
 
 
@@ -527,14 +523,14 @@ def move_branch(git: Mapping, env: Mapping[str, str]) -> list[str]:
                  f"kanban left the branch at {(start or 'nothing')[:12]}")]
     if value == start:
         return []
-    kind = _git(Path(git["common"]), env, "cat-file", "-t", value)
-    if kind.returncode != 0 or kind.stdout.strip() != b"commit":
+    status, kind, _ = _git(Path(git["common"]), env, "cat-file", "-t", value)
+    if status != 0 or kind.strip() != b"commit":
         return [f"the agent's branch {branch} points at {value[:12]}, which is no commit"]
-    done = _git(Path(git["common"]), env, "update-ref", "-m", "kanban: commit in the sandbox",
-                f"refs/heads/{branch}", value, start or "")
-    if done.returncode != 0:
+    status, _, err = _git(Path(git["common"]), env, "update-ref", "-m", "kanban: commit in the sandbox",
+                          f"refs/heads/{branch}", value, start or "")
+    if status != 0:
         return [(f"could not move {branch} to the agent's {value[:12]}: "
-                 f"{done.stderr.decode(errors='replace').strip()[:200]}")]
+                 f"{err.decode(errors='replace').strip()[:200]}")]
     return []
 
 
