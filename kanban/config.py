@@ -103,6 +103,8 @@ class MergeConfig:
     verify_timeout: float = 1800.0
     # A branch that changes kanban.toml, [tool.kanban] or prompts/ is held for a person unless this is true.
     allow_config_changes: bool = False
+    parallel: int = 1  # verifications at once (serial mode: each on top of the ones ahead of it)
+    verify_retries: int = 1  # a failing verification runs again this often before it counts
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,8 @@ MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
 AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit",
               "sandbox")
 WORKTREE_KEYS = ("copy", "setup")
-MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes")
+MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes", "parallel",
+              "verify_retries")
 ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny", "check_allow", "check_deny")
 TEST_KEYS = ("command", "fallback", "timeout", "stall")
 NOTIFY_KEYS = ("command", "events", "timeout")
@@ -677,6 +680,10 @@ class _Loader:
                                          path + ("verify_timeout",)),
             allow_config_changes=self.boolean(table.get("allow_config_changes", defaults.allow_config_changes),
                                               path + ("allow_config_changes",)),
+            parallel=self.integer(table.get("parallel", defaults.parallel), path + ("parallel",), 1, 16,
+                                  defaults.parallel),
+            verify_retries=self.integer(table.get("verify_retries", defaults.verify_retries),
+                                        path + ("verify_retries",), 0, 5, defaults.verify_retries),
         )
 
     def test(self, value: Any) -> TestConfig:
@@ -972,6 +979,8 @@ push = false                  # push main to the remote after each merge
 verify_timeout = "30m"        # a verification running longer than this fails
 remote = "origin"
 allow_config_changes = false  # true: a branch may change kanban.toml or prompts/ (else held for you)
+parallel = 1                  # verifications at once; serial mode verifies the next ones on top of those ahead
+verify_retries = 1            # a failing verification runs once more before it counts (a pass then: flaky)
 
 # The test stage: kanban runs this in the task's worktree, after merging the latest main,
 # and its exit status is the verdict (the tester agent only fixes what fails).

@@ -66,7 +66,11 @@ CREATE TABLE IF NOT EXISTS verifications (
     outcome TEXT,
     how TEXT,
     log TEXT NOT NULL,
-    try INTEGER NOT NULL DEFAULT 1
+    try INTEGER NOT NULL DEFAULT 1,
+    run_dir TEXT,
+    base TEXT,
+    head TEXT,
+    worktree TEXT
 );
 CREATE TABLE IF NOT EXISTS ports (
     task TEXT PRIMARY KEY,
@@ -116,12 +120,18 @@ class Verification(NamedTuple):
     how: str | None  # how it ended, in words: "exit status 1", "timed out after 15m", "could not start: ..."
     log: str  # its own log file (absolute path)
     try_: int = 1  # 2 for the run that repeats a failure (flaky check)
+    run_dir: str | None = None  # its run under the executor (None: run by an older kanban, in-process)
+    base: str | None = None  # the commit the merge was built on: main, or the speculation ahead of it
+    head: str | None = None  # the task branch's commit that was merged
+    worktree: str | None = None  # the verify worktree it runs in
 
     def task_ids(self) -> list[str]:
         return [t for t in self.tasks.split(",") if t]
 
 
-_VERIFICATION_COLUMNS = "id, tasks, sha, started, ended, exit_code, timed_out, outcome, how, log, try"
+_VERIFICATION_COLUMNS = ("id, tasks, sha, started, ended, exit_code, timed_out, outcome, how, log, try, run_dir, base,"
+                         " head, worktree")
+_ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "TEXT"), ("worktree", "TEXT"))
 
 
 # Columns added after the first release, with their types: History() adds the missing
@@ -151,15 +161,18 @@ class History:
         self._migrate()
 
     def _migrate(self) -> None:
-        def missing() -> list[tuple[str, str]]:
-            have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
-            return [(name, kind) for name, kind in _ADDED_RUN_COLUMNS if name not in have]
+        def missing() -> list[tuple[str, str, str]]:
+            found = []
+            for table, added in (("runs", _ADDED_RUN_COLUMNS), ("verifications", _ADDED_VERIFICATION_COLUMNS)):
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                found += [(table, name, kind) for name, kind in added if name not in have]
+            return found
 
         if not missing():
             return
         with self.transaction():  # another process may be migrating the same file
-            for name, kind in missing():
-                self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            for table, name, kind in missing():
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -293,10 +306,23 @@ class History:
 
     # -- verifications (the merge queue's `[merge] verify` runs) ---------------------
 
-    def start_verification(self, tasks: list[str], sha: str, log: str, try_: int = 1) -> int:
-        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try) VALUES (?, ?, ?, ?, ?)",
-                              (",".join(tasks), sha, time.time(), log, try_))
+    def start_verification(self, tasks: list[str], sha: str, log: str, try_: int = 1, *,
+                           run_dir: str | None = None, base: str | None = None, head: str | None = None,
+                           worktree: str | None = None) -> int:
+        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_dir, base, head, worktree)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (",".join(tasks), sha, time.time(), log, try_, run_dir, base, head, worktree))
         return int(cur.lastrowid)
+
+    def latest_verification(self, task: str, base: str, head: str) -> Verification | None:
+        """The last verification of TASK's commit HEAD merged onto BASE (the speculation queue's memory)."""
+        row = self.db.execute(f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE tasks=? AND base=? AND"
+                              " head=? ORDER BY id DESC LIMIT 1", (task, base, head)).fetchone()
+        return Verification(*row) if row else None
+
+    def live_verifications(self) -> list[Verification]:
+        return [Verification(*row) for row in self.db.execute(
+            f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE ended IS NULL ORDER BY id")]
 
     def finish_verification(self, verification_id: int, *, outcome: str, how: str, exit_code: int | None = None,
                             timed_out: bool = False) -> None:
@@ -356,7 +382,8 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
                 raise
     if "verifications" not in tables:  # a history from before per-run verify logs
         db.execute("CREATE TEMP TABLE verifications (id INTEGER PRIMARY KEY, tasks TEXT, sha TEXT, started REAL,"
-                   " ended REAL, exit_code INTEGER, timed_out INTEGER, outcome TEXT, how TEXT, log TEXT, try INTEGER)")
+                   " ended REAL, exit_code INTEGER, timed_out INTEGER, outcome TEXT, how TEXT, log TEXT, try INTEGER,"
+                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT)")
     if not {"runs", "events", "ports"} <= tables:
         # Its schema was never completed (a full disk at the first write): nothing was recorded.
         db.close()
@@ -365,6 +392,11 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     added = [f"NULL AS {name}" for name, _ in _ADDED_RUN_COLUMNS if name not in have]
     if added:  # an older history, migrated by the next writer: the same columns meanwhile
         db.execute(f"CREATE TEMP VIEW runs AS SELECT *, {', '.join(added)} FROM main.runs")
+    if "verifications" in tables:
+        have = {row[1] for row in db.execute("PRAGMA main.table_info(verifications)")}
+        added = [f"NULL AS {name}" for name, _ in _ADDED_VERIFICATION_COLUMNS if name not in have]
+        if added:
+            db.execute(f"CREATE TEMP VIEW verifications AS SELECT *, {', '.join(added)} FROM main.verifications")
     return db
 
 

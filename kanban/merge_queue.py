@@ -27,7 +27,6 @@ import errno
 import fcntl
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +94,7 @@ class QueueReport:
     waiting: dict[str, list[str]] = field(default_factory=dict)  # task -> dirty files it waits for
     blocked: str | None = None
     busy: bool = False
+    in_flight: list[str] = field(default_factory=list)  # tasks whose verification still runs (kanban run)
     would_send_back: list[str] = field(default_factory=list)  # --dry-run: tasks a real run sends back
 
 
@@ -132,13 +132,15 @@ class MergeQueue:
         self.report.lines.append(text)
         self.report.events.append(Happening(kind, text, task, title))
 
-    def _state(self, state: str, tasks: tuple[str, ...] = (), why: str = "") -> None:
+    def _state(self, state: str, tasks: tuple[str, ...] = (), why: str = "", since: float | None = None) -> None:
         """What the queue does now, for the live view (a verification may run for minutes)."""
-        self.engine.queue_state = QueueState(state, tasks, time.time(), why)
+        self.engine.queue_state = QueueState(state, tasks, since or time.time(), why)
 
     # -- entry point ---------------------------------------------------------------
 
-    def drain(self, *, batch: bool, dry_run: bool = False) -> QueueReport:
+    def drain(self, *, batch: bool, dry_run: bool = False, wait: bool = True) -> QueueReport:
+        """One drain: merge what is ready. WAIT=False (kanban run) never waits for a verification:
+        those run beside the pool, and a later drain lands them."""
         with merge_lock(self.root) as got:
             if not got:
                 self.report.busy = True
@@ -151,27 +153,142 @@ class MergeQueue:
                                              + (" as one batch" if len(group) > 1 else ""))
                 return self.report
             self.report.lines += ["repair: " + line for line in self.engine.repair_once("merge")]
+            _kill_leftover_verify(self.root)  # one an older kanban ran in-process
             self._cleanup_finished()
             if self.config.merge.push:
                 self._push_pending()
-            candidates = self._candidates()
-            candidates = self._finish_already_merged(candidates)
-            groups = self._groups(candidates) if batch else [[c] for c in candidates]
             try:
-                for group in groups:
-                    self._merge_group(group)
+                if batch or not self.config.merge.verify:
+                    candidates = self._finish_already_merged(self._candidates())
+                    for group in (self._groups(candidates) if batch else [[c] for c in candidates]):
+                        self._merge_group(group)
+                else:
+                    self._pipeline(wait=wait)
             except MainBlocked as exc:
                 self.report.blocked = str(exc)
                 self._say(QUEUE_BLOCKED, f"merge queue stopped: {exc}")
                 self._state("blocked", why=str(exc).splitlines()[0])
             else:
-                self._state("idle")
+                if not self.report.in_flight:
+                    self._state("idle")
             if self.report.waiting:
                 files = sorted({f for fs in self.report.waiting.values() for f in fs})
                 self._say(QUEUE_BLOCKED, "waiting to merge: " + ", ".join(self.report.waiting)
                           + " (uncommitted changes in your checkout touch " + _some(files)
                           + "; commit or stash them and the queue merges them)")
         return self.report
+
+    # -- serial mode: verifications beside the pool, speculated ahead --------------------------
+
+    def _pipeline(self, *, wait: bool) -> None:
+        """Serial merges with up to `[merge] parallel` verifications at once, each on top of the
+        ones ahead of it, landed in order as they pass. What runs is in the history, so a later
+        drain (the next pass of `kanban run`, or a queue restarted after a crash) carries on."""
+        while True:
+            candidates = self._finish_already_merged(self._candidates())
+            live = self._pipeline_pass(candidates)
+            self.report.in_flight = [v.tasks for v in live]
+            if not live:
+                return
+            self._state("verifying", tuple(v.tasks for v in live), since=min(v.started for v in live))
+            if not wait:
+                return
+            self.engine.runner.wait_any([Path(v.run_dir) for v in live if v.run_dir], timeout=0.5)
+
+    def _pipeline_pass(self, candidates: list[Candidate]) -> list:
+        """Reap, land in order, start what fits; returns the verifications still running."""
+        history = self.engine.history
+        main = git.rev_parse(self.root, self.main)
+        tip, chain, running = main, {main}, 0
+        keep: set[int] = set()
+        slots_busy: set[str] = set()
+
+        def make_room() -> None:
+            # Starting a new merge on TIP: every live verification not kept so far was built on a
+            # chain that no longer exists. Stopped first, so no two checks ever share a worktree.
+            self._stop_stray_verifications(keep)
+        for c in candidates:
+            if c.task_id in self.report.waiting:
+                continue
+            v = history.latest_verification(c.task_id, tip, c.sha)
+            if v is not None and v.outcome == "discarded":
+                v = None
+            if v is not None and v.ended is None:
+                if not self.engine.runner.poll(Path(v.run_dir)).running:
+                    self._collect(v)
+                    v = history.latest_verification(c.task_id, tip, c.sha)
+                else:
+                    keep.add(v.id)
+                    slots_busy.add(v.worktree or "")
+                    running += 1
+                    tip = v.sha
+                    chain.add(tip)
+                    continue
+            if v is not None and v.outcome == "pass":
+                if tip != main:  # passed on top of one not landed yet: it waits its turn
+                    tip = v.sha
+                    chain.add(tip)
+                    continue
+                self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
+                try:
+                    self._advance(main, v.sha, landing=[c])
+                except TouchesDirty as exc:
+                    self.report.waiting[c.task_id] = exc.files
+                    break  # those behind it were built on it
+                except MainMoved:
+                    self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
+                    break
+                self._finish(c)
+                main = tip = git.rev_parse(self.root, self.main)  # past v.sha when a push merged the remote
+                chain.add(tip)
+                continue
+            if v is not None:  # failed: once more, or it counts (judged only on main itself)
+                if v.try_ <= self.config.merge.verify_retries:
+                    if running >= self.config.merge.parallel:
+                        break
+                    make_room()
+                    slot = self._free_slot(slots_busy)
+                    retry = self._start_verification(v.sha, [c.task_id], base=tip, head=c.sha, try_=v.try_ + 1,
+                                                     worktree=slot)
+                    keep.add(retry.id)
+                    slots_busy.add(str(slot))
+                    running += 1
+                    break  # nothing is built on a merge that failed until it is judged
+                if tip != main:
+                    break
+                self._verify_failed(c, self._collect(v)[1])
+                continue
+            # not verified on this base yet: build it and start its verification, if a slot is free
+            if running >= self.config.merge.parallel:
+                break
+            commit, conflicts = self._build(tip, c)
+            if conflicts:
+                if tip == main:
+                    self._conflict(c, conflicts)
+                    continue
+                break  # it conflicts with a merge ahead of it: built again once that one landed
+            try:
+                self._check_checkout(main, commit)
+            except TouchesDirty as exc:
+                self.report.waiting[c.task_id] = exc.files
+                continue
+            make_room()
+            slot = self._free_slot(slots_busy)
+            started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot)
+            keep.add(started.id)
+            slots_busy.add(str(slot))
+            running += 1
+            tip = commit
+            chain.add(tip)
+        self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
+        return [v for v in history.live_verifications() if v.id in keep]
+
+    def _free_slot(self, busy: set[str]) -> Path:
+        for slot in range(self.config.merge.parallel):
+            path = self._verify_slot_path(slot)
+            if str(path) not in busy:
+                return path
+        raise AssertionError("more verifications than [merge] parallel")  # callers count them first
 
     # -- what to merge -------------------------------------------------------------------
 
@@ -293,7 +410,7 @@ class MergeQueue:
                 self._merge_group([c])
             return
         self._check_checkout(base, chain[-1][1])
-        ok, output = self._verify(chain[-1][1], group)
+        ok, output = self._verify(chain[-1][1], group, retries=0)  # a failure is bisected, then judged
         if ok:
             self._land(base, chain)
             return
@@ -319,14 +436,27 @@ class MergeQueue:
         """
         commits = [base] + [commit for _, commit in chain]
         lo, hi = 0, len(chain)
+        failures = 1  # verifications that failed on a tree holding the culprit: the whole batch's
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            ok, output = self._verify(commits[mid], [c for c, _ in chain[:mid]])
+            ok, output = self._verify(commits[mid], [c for c, _ in chain[:mid]], retries=0)
             if ok:
                 lo = mid
             else:
-                hi, failure = mid, output
+                hi, failure, failures = mid, output, failures + 1
         culprit = chain[hi - 1][0]
+        # It counts as failed once `verify_retries + 1` checks holding it failed; else run it again.
+        again = self.config.merge.verify_retries + 1 - failures
+        if again > 0:
+            ok, output = self._verify(commits[hi], [c for c, _ in chain[:hi]], retries=again - 1,
+                                      first_try=failures + 1)
+            if ok:  # flaky: it passes after all; what broke the batch is behind it
+                self._land(base, chain[:hi])
+                rest = [c for c, _ in chain[hi:]]
+                if rest:
+                    self._merge_group(rest)
+                return
+            failure = output
         if lo:
             self._land(base, chain[:lo])
         self._verify_failed(culprit, failure)
@@ -376,48 +506,100 @@ class MergeQueue:
 
     # -- verification ---------------------------------------------------------------------
 
-    def _verify(self, commit: str, tasks: list[Candidate]) -> tuple[bool, str]:
-        """Run `[merge] verify` on COMMIT (the merged tree holding TASKS), with its own log."""
-        argv = list(self.config.merge.verify)
-        if not argv:
+    def _verify(self, commit: str, tasks: list[Candidate], *, base: str | None = None, retries: int | None = None,
+                first_try: int = 1) -> tuple[bool, str]:
+        """Run `[merge] verify` on COMMIT (the merged tree holding TASKS) and wait for it; a failure
+        runs again RETRIES times (default `[merge] verify_retries`) before it counts (a pass then
+        is recorded as flaky). FIRST_TRY: how many failures were seen already."""
+        if not self.config.merge.verify:
             return True, ""
-        _kill_leftover_verify(self.root)
-        path = self._verify_worktree(commit)
-        self.report.verifications += 1
+        self._stop_stray_verifications()
         ids = [c.task_id for c in tasks]
+        head = tasks[0].sha if len(tasks) == 1 else None
+        retries = self.config.merge.verify_retries if retries is None else retries
+        output = ""
+        for try_ in range(first_try, first_try + retries + 1):
+            v = self._start_verification(commit, ids, base=base, head=head, try_=try_,
+                                         worktree=self._verify_slot_path(0))
+            self.engine.runner.wait_any([Path(v.run_dir)], timeout=None)
+            ok, output = self._collect(v)
+            if ok:
+                return ok, output
+        return False, output
+
+    def _start_verification(self, commit: str, ids: list[str], *, base: str | None, head: str | None,
+                            try_: int, worktree: Path):
+        """Start one verification run under the executor (kanban's supervisor: its timeout, its whole
+        process tree killed); returns its history row. Never waits for it."""
+        from kanban.store import state_dir
+
         self._state("verifying", tuple(ids))
-        started = time.monotonic()
+        path = self._verify_worktree(commit, worktree)
+        self.report.verifications += 1
         log = _new_verify_log(self.root, commit)
-        vid = self.engine.history.start_verification(ids, commit, str(log))
-        timed_out, exit_code = False, None
-        with log.open("wb") as out:
-            try:
-                proc = subprocess.Popen(argv, cwd=path, stdin=subprocess.DEVNULL, stdout=out, env=self._verify_env(),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
-                ok, code, outcome = False, f"could not start: {exc.strerror}", "error"
+        runs = state_dir(self.root) / "verify-runs"
+        runs.mkdir(exist_ok=True)
+        run_dir = runs / log.stem
+        vid = self.engine.history.start_verification(ids, commit, str(log), try_, run_dir=str(run_dir), base=base,
+                                                     head=head, worktree=str(path))
+        try:
+            self.engine.runner.submit(run_dir, list(self.config.merge.verify), cwd=path, env=self._verify_env(),
+                                      log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False)
+        except KanbanError as exc:
+            self.engine.history.finish_verification(vid, outcome="error", how=f"could not start: {exc}")
+        return next(v for v in self.engine.history.verifications() if v.id == vid)
+
+    def _collect(self, v) -> tuple[bool, str]:
+        """A finished verification run: its outcome recorded, (passed, what to tell the task)."""
+        if v.ended is None:
+            state = self.engine.runner.poll(Path(v.run_dir))
+            result = state.result or {}
+            exit_code = result.get("exit_code")
+            if result.get("timed_out"):
+                outcome, how = "timeout", f"timed out after {human_duration(self.config.merge.verify_timeout)}"
+            elif result.get("error") and exit_code is None:
+                outcome, how = "error", clean(str(result["error"]).splitlines()[0], max_bytes=300)
+            elif state.result is None:
+                outcome, how = "error", "its supervisor died without a result"
+            elif result.get("signal"):
+                outcome, how = "fail", f"killed by signal {result['signal']}"
             else:
-                _record_verify(self.root, proc.pid)
-                try:
-                    proc.wait(timeout=self.config.merge.verify_timeout)
-                    exit_code = proc.returncode
-                    ok, code = proc.returncode == 0, f"exit status {proc.returncode}"
-                    outcome = "pass" if ok else "fail"
-                except subprocess.TimeoutExpired:
-                    _kill_group(proc)
-                    timed_out, outcome = True, "timeout"
-                    ok, code = False, f"timed out after {human_duration(self.config.merge.verify_timeout)}"
-        self.engine.history.finish_verification(vid, outcome=outcome, how=code, exit_code=exit_code,
-                                                timed_out=timed_out)
-        _prune_verify_logs(self.root)
-        elapsed = time.monotonic() - started
+                outcome, how = ("pass" if exit_code == 0 else "fail"), f"exit status {exit_code}"
+            self.engine.history.finish_verification(v.id, outcome=outcome, how=how, exit_code=exit_code,
+                                                    timed_out=bool(result.get("timed_out")))
+            _prune_verify_logs(self.root)
+            elapsed = time.time() - v.started
+            self.engine.history.event("-", "verify", detail=f"{outcome} {v.sha[:10]} in {elapsed:.2f}s ({how})")
+            if v.try_ > 1 and outcome == "pass":
+                for task in v.task_ids():
+                    self.engine.history.event(task, "flaky", detail=v.sha)
+                self._say("flaky", f"{', '.join(v.task_ids())}: verification failed, then passed when run again; "
+                                   f"recorded as flaky", v.task_ids()[0] if v.task_ids() else "")
+            v = next(x for x in self.engine.history.verifications() if x.id == v.id)
+        ok = v.outcome == "pass"
+        log = Path(v.log)
         # The branch's code wrote this: bounded and cleaned before it reaches REVIEW.md and a prompt.
-        output = clean(read_capped(log, 64 * 1024, tail=True), max_bytes=8000)
+        output = clean(read_capped(log, 64 * 1024, tail=True), max_bytes=8000) if log.exists() else ""
         tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL:])
-        detail = f"{'pass' if ok else 'fail'} {commit[:10]} in {elapsed:.2f}s ({code})"
-        self.engine.history.event("-", "verify", detail=detail)
-        return ok, (f"`{' '.join(argv)}` failed on the merged tree ({code}; log: "
-                    f"{log.relative_to(self.root)}):\n{tail}")
+        where = log.relative_to(self.root) if log.is_relative_to(self.root) else log
+        return ok, f"`{' '.join(self.config.merge.verify)}` failed on the merged tree ({v.how}; log: {where}):\n{tail}"
+
+    def _stop_stray_verifications(self, keep: set[int] = frozenset()) -> None:
+        """Verification runs no longer wanted (a queue killed mid-check, a speculation whose base is
+        gone): stopped with their whole tree, and waited for, so their worktree can be reused."""
+        stray = [v for v in self.engine.history.live_verifications() if v.id not in keep]
+        for v in stray:
+            if v.run_dir:
+                self.engine.runner.cancel(Path(v.run_dir), force=True)
+        if stray:
+            self.engine.runner.wait_any([Path(v.run_dir) for v in stray if v.run_dir], timeout=5.0)
+        for v in stray:
+            self.engine.history.finish_verification(v.id, outcome="discarded", how="no longer needed")
+
+    def _verify_slot_path(self, slot: int) -> Path:
+        from kanban.store import state_dir
+
+        return state_dir(self.root) / ("verify" if slot == 0 else f"verify-{slot + 1}")
 
     def _verify_env(self) -> dict[str, str]:
         """Filtered by the checks' lists: a branch's test that prints os.environ shows no secret."""
@@ -425,8 +607,7 @@ class MergeQueue:
         env["GIT_TERMINAL_PROMPT"] = "0"
         return env
 
-    def _verify_worktree(self, commit: str) -> Path:
-        path = self.root / ".kanban" / "verify"
+    def _verify_worktree(self, commit: str, path: Path) -> Path:
         if not (path / ".git").exists():
             if path.exists():
                 git.remove_worktree(self.root, path)
@@ -446,7 +627,7 @@ class MergeQueue:
 
                     shutil.rmtree(path, ignore_errors=True)
                     git.run(self.root, "worktree", "prune")
-                return self._verify_worktree(commit)
+                return self._verify_worktree(commit, path)
         return path
 
     # -- moving main -----------------------------------------------------------------------
@@ -838,13 +1019,6 @@ def git_refusal(err: str) -> str:
     return f"{head}: {shown}"
 
 
-def _record_verify(root: Path, pid: int) -> None:
-    """Remember the verify process (pid and start time) so a queue killed mid-check can stop it."""
-    from kanban.procs import process_start_time
-
-    (root / ".kanban" / "verify.pid").write_text(f"{pid} {process_start_time(pid)}\n")
-
-
 def _kill_leftover_verify(root: Path) -> None:
     """A verify left running by a killed queue would race the next checkout of .kanban/verify."""
     import signal
@@ -860,24 +1034,12 @@ def _kill_leftover_verify(root: Path) -> None:
     record.unlink(missing_ok=True)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=2)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC"
 
 
-def drain(engine, *, batch: bool | None = None, dry_run: bool = False) -> QueueReport:
-    """Merge what is ready, in the configured mode unless `batch` says otherwise."""
+def drain(engine, *, batch: bool | None = None, dry_run: bool = False, wait: bool = True) -> QueueReport:
+    """Merge what is ready, in the configured mode unless `batch` says otherwise. WAIT=False:
+    start verifications and land those that ended, never waiting for one (kanban run)."""
     mode_batch = engine.config.merge.mode == "batch" if batch is None else batch
-    return MergeQueue(engine).drain(batch=mode_batch, dry_run=dry_run)
+    return MergeQueue(engine).drain(batch=mode_batch, dry_run=dry_run, wait=wait)

@@ -161,7 +161,8 @@ def _failures(root: Path, runs) -> list[str]:
 
 def _verify_failures(verifications) -> list[str]:
     """Each `[merge] verify` run that did not pass, with the last lines of its own log."""
-    failed = [v for v in verifications if v.ended is not None and v.outcome != "pass"]
+    # a discarded run is a speculation stopped because the merge under it changed: no failure
+    failed = [v for v in verifications if v.ended is not None and v.outcome not in ("pass", "discarded")]
     if not verifications:
         return []
     if not failed:
@@ -183,14 +184,20 @@ def _merges(events, verifications=()) -> list[str]:
              f"- merged: {len(merged)}" + (f" ({', '.join(merged)})" if merged else ""),
              f"- conflicts sent back to testing: {len(conflicts)}",
              f"- post-merge check failures sent back to review: {len(failed)}"]
-    finished = [v for v in verifications if v.ended is not None]
+    finished = [v for v in verifications if v.ended is not None and v.outcome != "discarded"]
     if verifications:  # each run recorded with its own log
         passed = sum(1 for v in finished if v.outcome == "pass")
+        flaky = list(dict.fromkeys(v.tasks for v in finished if v.try_ > 1 and v.outcome == "pass"))
+        discarded = sum(1 for v in verifications if v.outcome == "discarded")
         repeats = sum(1 for v in verifications if v.try_ > 1)
         lines.append(f"- verification runs: {len(finished)} ({passed} passed, {len(finished) - passed} failed"
                      + (f", {repeats} repeat(s) of a failure" if repeats else "") + ")"
-                     + (f", {len(verifications) - len(finished)} running" if len(finished) < len(verifications)
-                        else ""))
+                     + (f", {len(verifications) - len(finished) - discarded} running"
+                        if len(finished) + discarded < len(verifications) else ""))
+        if discarded:
+            lines.append(f"- speculations stopped because a merge ahead of them failed: {discarded}")
+        if flaky:
+            lines.append(f"- flaky (failed, then passed when run again): {', '.join(flaky)}")
     else:  # a history from before per-run verify records: the queue's events
         verifies = [e for e in events if e[2] == "verify"]
         passed = sum(1 for e in verifies if (e[5] or "").startswith("pass"))

@@ -137,7 +137,7 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
             notifier.tick(report)
             merged = False
             if not no_merge:
-                queue = drain(engine)
+                queue = drain(engine, wait=False)  # its verifications run beside the pool
                 shown_blocked = _show_queue(view, queue, shown_blocked)
                 notifier.queue(queue)
                 if not queue.busy:
@@ -157,18 +157,18 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
             if not engine.history.live_runs():
                 _wait_for_change(engine, view, notifier, before)
             else:
-                engine.runner.wait_any([Path(r.run_dir) for r in engine.history.live_runs()], timeout=WAKE_INTERVAL)
+                engine.runner.wait_any(_running(engine), timeout=WAKE_INTERVAL)
             continue
         _forget_freed(engine, notifier)
         notifier.flush()
         view.refresh()
-        live_runs = engine.history.live_runs()
+        live_runs = _running(engine)
         # A pass that moved anything (a result reaped, a start that failed into a retry) may have
         # left work for the next one: stop only after a pass that found nothing to do.
         idle = not live_runs and not report.busy and not report.changed and not merged
         if not idle:
             idle_said = False
-            engine.runner.wait_any([Path(r.run_dir) for r in live_runs], timeout=WAKE_INTERVAL)
+            engine.runner.wait_any(live_runs, timeout=WAKE_INTERVAL)
             continue
         if not watch:
             break
@@ -177,6 +177,12 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
             view.log(Happening("info", "nothing to do now; watching the board for new work (Ctrl-C to stop)"))
         _wait_for_change(engine, view, notifier, before)
     return _summary(engine, time.monotonic() - started_at, no_merge=no_merge, queue=last_queue)
+
+
+def _running(engine) -> list[Path]:
+    """The run directories of everything running: agents, and the merge queue's verifications."""
+    return ([Path(r.run_dir) for r in engine.history.live_runs()]
+            + [Path(v.run_dir) for v in engine.history.live_verifications() if v.run_dir])
 
 
 def _wait_for_change(engine, view, notifier, before: tuple) -> None:

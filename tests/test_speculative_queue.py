@@ -1,0 +1,175 @@
+"""The merge queue beside the pool: verifications under kanban's executor, `[merge] parallel`
+speculations on top of each other landed in order, a failure run once more before it counts
+(a pass then recorded as flaky), and a queue that picks up its running checks after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import git, run_cli
+from test_merge_queue import assert_task_done, good, has_bad
+from test_merge_queue import make_project as make_queue_project
+
+from kanban.history import History
+
+# Logs start and end of each run with its head, sleeps, fails where a BAD file is in the tree;
+# a FLAKY file makes the first run on each commit fail.
+VERIFY = '''\
+import json, os, subprocess, sys, time
+LOG, SLEEP, TMP = {log!r}, {sleep!r}, {tmp!r}
+head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+def note(kind):
+    with open(LOG, "a") as out:
+        out.write(json.dumps({{"kind": kind, "head": head, "t": time.time(), "pid": os.getpid()}}) + "\\n")
+note("start")
+time.sleep(SLEEP)
+bad = any(name.startswith("BAD") for name in os.listdir("."))
+flaky_mark = os.path.join(TMP, "flaky-" + head)
+flaky = os.path.exists("FLAKY") and not os.path.exists(flaky_mark)
+if flaky:
+    open(flaky_mark, "w").close()
+note("end")
+sys.exit(1 if bad or flaky else 0)
+'''
+
+
+def project(tmp_path: Path, *, sleep: float, toml: str = ""):
+    p = make_queue_project(tmp_path, toml=toml)
+    script = tmp_path / "spec-verify.py"
+    log = tmp_path / "spec-runs.jsonl"
+    script.write_text(VERIFY.format(log=str(log), sleep=sleep, tmp=str(tmp_path)))
+    text = (p.root / "kanban.toml").read_text()
+    start = text.index("verify = ")
+    end = text.index("\n", start)
+    (p.root / "kanban.toml").write_text(text[:start] + f"verify = {json.dumps([sys.executable, str(script)])}"
+                                        + text[end:])
+    git(p.root, "commit", "-q", "-am", "the speculation test's verify")
+    return p, log
+
+
+def records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def most_at_once(recs: list[dict]) -> int:
+    points = sorted([(r["t"], 1 if r["kind"] == "start" else -1) for r in recs], key=lambda x: (x[0], x[1]))
+    best = now = 0
+    for _, step in points:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def landed_order(p) -> list[str]:
+    out = git(p.root, "log", "--first-parent", "--merges", "--reverse", "--format=%s", "main")
+    return [line.split(":")[0].removeprefix("Merge ") for line in out.splitlines()]
+
+
+def test_parallel_verifications_speculate_in_order_and_a_bad_task_stays_off_main(tmp_path):
+    p, log = project(tmp_path, sleep=0.6, toml="parallel = 3\n")
+    start = p.main()
+    for n in range(1, 7):
+        p.add_task(n, f"Add module {n}", good(f"mod{n}") if n != 3 else {"BAD": "x\n"}, priority=n)
+
+    out = p.queue(code=1)
+
+    assert out["merged"] == ["TASK-1", "TASK-2", "TASK-4", "TASK-5", "TASK-6"], out
+    assert out["failed"] == ["TASK-3"]
+    assert landed_order(p) == ["TASK-1", "TASK-2", "TASK-4", "TASK-5", "TASK-6"]
+    assert not has_bad(p, "main") and git(p.root, "merge-base", "--is-ancestor", start, "main") == ""
+    with History(p.root, readonly=True) as history:
+        spans = [(v.started, v.ended) for v in history.verifications()]
+    assert most_at_once([{"t": a, "kind": "start"} for a, _ in spans] + [{"t": b, "kind": "end"} for _, b in spans]) \
+        == 3, "three verifications ran at once, never more"
+    for tid in ("TASK-1", "TASK-2", "TASK-4", "TASK-5", "TASK-6"):
+        assert_task_done(p, tid)
+    with History(p.root, readonly=True) as history:
+        checks = history.verifications()
+    # every landed commit was verified exactly as it landed: its own verification passed on its base
+    main_merges = git(p.root, "log", "--first-parent", "--merges", "--format=%H", "main").split()
+    passed = {v.sha for v in checks if v.outcome == "pass"}
+    assert set(main_merges) <= passed
+    assert [v.try_ for v in checks if v.tasks == "TASK-3" and v.outcome == "fail"][-2:] == [1, 2]
+    assert any(v.outcome == "discarded" for v in checks), "speculations on top of TASK-3 were rebuilt"
+
+
+def test_parallel_3_is_much_faster_than_1(tmp_path):
+    """The bench measures it; here only that speculation overlaps (a ratio, not a wall-clock figure)."""
+    figures = {}
+    for parallel in (1, 3):
+        (tmp_path / f"p{parallel}").mkdir()
+        p, log = project(tmp_path / f"p{parallel}", sleep=0.4, toml=f"parallel = {parallel}\n")
+        for n in range(1, 7):
+            p.add_task(n, f"Add module {n}", good(f"mod{n}"), priority=n)
+        assert p.queue(code=0)["merged"] == [f"TASK-{n}" for n in range(1, 7)]
+        figures[parallel] = most_at_once(records(log))
+    assert figures == {1: 1, 3: 3}
+
+
+def test_a_failure_is_run_once_more_and_a_pass_then_is_flaky(tmp_path):
+    p, log = project(tmp_path, sleep=0.0)
+    p.add_task(1, "Add one", {**good("one"), "FLAKY": "x\n"})
+
+    out = p.queue(code=0)
+
+    assert out["merged"] == ["TASK-1"]
+    assert any("recorded as flaky" in line for line in out["lines"]), out["lines"]
+    with History(p.root, readonly=True) as history:
+        assert [(v.outcome, v.try_) for v in history.verifications("TASK-1")] == [("fail", 1), ("pass", 2)]
+        assert any(kind == "flaky" for _, _, kind, *_ in history.events("TASK-1"))
+    report = run_cli(p.root, "report", check_code=0).stdout
+    assert "flaky" in report.lower(), report
+
+
+def test_a_queue_killed_mid_verification_picks_its_check_up_again(tmp_path):
+    p, log = project(tmp_path, sleep=2.0)
+    p.add_task(1, "Add one", good("one"))
+    queue = subprocess.Popen([sys.executable, "-m", "kanban", "-C", str(p.root), "merge-queue"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.monotonic() + 20
+    while not records(log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    queue.send_signal(signal.SIGKILL)
+    queue.wait(timeout=10)
+    assert [r["kind"] for r in records(log)] == ["start"], "the check outlives the queue, under its supervisor"
+
+    out = p.queue(code=0)
+
+    assert out["merged"] == ["TASK-1"]
+    assert [r["kind"] for r in records(log)] == ["start", "end"], "the same check was waited for, not run again"
+    assert out["verifications"] == 0
+    assert_task_done(p, "TASK-1")
+
+
+def test_kanban_run_keeps_the_pool_going_while_a_verification_runs(kit):
+    """24 agents' worth of work would wait behind a blocking verify; beside the pool they do not."""
+    from agents_kit import task_md
+
+    from kanban.commands.run import run as run_loop
+
+    tasks = "".join(task_md(f"TASK-{n}", f"Add module {n}", files=f"src/m{n}.py") for n in range(1, 5))
+    p = kit(tasks, pool_size=2, extra_toml=textwrap.dedent(f"""
+        [merge]
+        verify = {json.dumps([sys.executable, "-c", "import time; time.sleep(1.5)"])}
+        """))
+    p.set_rules([{"role": "task", "steps": [["sleep", 0.3], ["commit"]]},
+                 {"role": "reviewer", "steps": [["sleep", 0.1]]}, {"role": "tester", "steps": [["sleep", 0.1]]}])
+
+    assert run_loop(p.root, no_merge=False, live=False) == 0
+
+    with History(p.root, readonly=True) as history:
+        checks = [v for v in history.verifications() if v.outcome == "pass"]
+        runs = history.runs()
+    assert len(checks) == 4
+    # some agent started while a verification ran: the loop did not block on it
+    assert any(v.started < r.started < v.ended for v in checks for r in runs), \
+        [(v.started, v.ended) for v in checks]
+    for n in range(1, 5):
+        assert f"TASK-{n}:" in (p.root / "CHANGELOG.md").read_text()
