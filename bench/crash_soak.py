@@ -59,11 +59,14 @@ INTRO = "Crash soak tasks.\n"
 HAND_NOTES = "\n# Hand notes\n\nLines appended by hand go here: after the last entry, not in one.\n"
 
 
-def build(path: Path, mode: str, hand_edits: bool = False) -> Path:
+def build(path: Path, mode: str, hand_edits: bool = False, parallel: int = 1) -> Path:
     from kanban.commands.demo import DEMO_CONFIG, build_demo_repo
 
     root = build_demo_repo(path)
-    (root / "kanban.toml").write_text(DEMO_CONFIG.format(timeout="20s", stall="20s", mode=mode))
+    config = DEMO_CONFIG.format(timeout="20s", stall="20s", mode=mode)
+    if parallel > 1:  # speculative verifications: several checks at once, landed in order
+        config = config.replace(f'mode = "{mode}"', f'mode = "{mode}"\nparallel = {parallel}', 1)
+    (root / "kanban.toml").write_text(config)
     (root / "TODO.md").write_text("# TODO\n\n" + INTRO + (HAND_NOTES if hand_edits else ""))
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "soak config")
@@ -408,6 +411,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--mode", choices=("serial", "batch"), default="serial")
+    ap.add_argument("--parallel", type=int, default=1, help="[merge] parallel: verifications at once")
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None, help="stop starting trials after this many seconds")
@@ -423,7 +427,7 @@ def main() -> int:
 
     rng = random.Random(args.seed)
     work = args.dir or Path(tempfile.mkdtemp(prefix="kanban-soak-"))
-    root = build(work / "repo", args.mode, hand_edits=args.hand_edits > 0)
+    root = build(work / "repo", args.mode, hand_edits=args.hand_edits > 0, parallel=args.parallel)
     editor = readers = None
     if args.hand_edits > 0:
         editor = HandEditor(root, args.hand_edits, args.seed)

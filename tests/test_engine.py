@@ -548,10 +548,12 @@ def test_demo_runs_to_its_end(tmp_path):
         changelog = (where / "CHANGELOG.md").read_text()
         for n in range(1, 9):
             assert f"TASK-{n}:" in changelog
-        # the closing report: every task merged once, the planned hang timed out
-        assert "- tasks: 8 worked on, 8 merged, 0 escalated" in proc.stdout
-        assert "- merged: 8 (" in proc.stdout
-        assert "- timeouts: 1," in proc.stdout
+        # the closing report, rendered for a terminal (list items as bullets, no raw markdown):
+        # every task merged once, the planned hang timed out
+        assert "• tasks: 8 worked on, 8 merged, 0 escalated" in proc.stdout
+        assert "• merged: 8 (" in proc.stdout
+        assert "• timeouts: 1," in proc.stdout
+        assert "\n## " not in proc.stdout and "- tasks:" not in proc.stdout
         assert live_pids(str(where)) == []
     finally:
         for pid in live_pids(str(where)):
