@@ -241,17 +241,22 @@ for _info in app.registered_commands:
 
 def main() -> None:
     """Console entry point: one readable line for any error, never a traceback."""
-    from kanban.output import error
-
     try:
         app(prog_name="kanban")  # also under `python -m kanban`; standalone: Typer itself reports usage errors (exit 2) and handles Exit
     except KanbanError as exc:
+        # Here, not above: --version and --help never need it.
+        from kanban.output import error
+
         error(str(exc))
         sys.exit(exc.code)
     except KeyboardInterrupt:
+        from kanban.output import error
+
         error("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
+        from kanban.output import error
+
         # A read-only or full file system, a permission: the environment, not a bug.
         mapped = _environment_error(exc)
         if mapped is not None:

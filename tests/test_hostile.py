@@ -1,5 +1,10 @@
 """Hostile input beyond tests/test_validation.py: a clear error (exit 2, one line, no traceback), nothing changed.
 
+The CLI cases run the real entry point in this process (conftest.run_inproc); a few go through a
+real `python -m kanban` (run_cli) so that the process boundary stays tested: exit 2
+(test_configured_worktree_dir_symlink_leading_outside), exit 0 (test_one_megabyte_single_line) and
+a real tick (test_task_worktree_symlink_leading_outside).
+
 Covered there and not repeated here: hostile `depends` values and `add --depends`
 arguments, hostile heading text, invalid UTF-8 and NUL bytes, a board file that
 is a directory or a symlink leading outside the repository.
@@ -16,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import git, run_cli, snapshot
+from conftest import git, run_cli, run_inproc, snapshot
 from kanban.board import MAX_FILE_BYTES
 from kanban.config import load_config
 from kanban.errors import KanbanError
@@ -54,7 +59,7 @@ HOSTILE_IDS = ["../x", "../../etc/passwd", "TASK-1/..", "a b", "-rf", "--force-x
 def test_command_id_arguments_are_refused(repo, command, bad):
     (repo / "TODO.md").write_text("## TASK-1: a\n")
     before = snapshot(repo)
-    line = _one_line_exit_2(run_cli(repo, command, "--", bad))
+    line = _one_line_exit_2(run_inproc(repo, command, "--", bad))
     assert "not a valid ID" in line
     _unchanged(before, repo)
 
@@ -62,7 +67,7 @@ def test_command_id_arguments_are_refused(repo, command, bad):
 def test_leading_dash_argument_is_a_usage_error_not_an_id(repo):
     """`kanban stop -rf` without `--`: the parser refuses the option, exit 2, nothing runs."""
     before = snapshot(repo)
-    proc = run_cli(repo, "stop", "-rf")
+    proc = run_inproc(repo, "stop", "-rf")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     _unchanged(before, repo)
 
@@ -80,7 +85,7 @@ def _garbage(seed: int, size: int = 4096) -> bytes:
 def test_binary_garbage_board_file(repo, name, command):
     (repo / name).write_bytes(_garbage(hash(name) & 0xFFFF))
     before = snapshot(repo)
-    line = _one_line_exit_2(run_cli(repo, *command))
+    line = _one_line_exit_2(run_inproc(repo, *command))
     if name != "CHANGELOG.md":
         assert name in line
     _unchanged(before, repo)
@@ -91,7 +96,7 @@ def test_binary_garbage_board_file(repo, name, command):
 def test_binary_garbage_config(repo, name, command):
     (repo / name).write_bytes(_garbage(7))
     before = snapshot(repo)
-    line = _one_line_exit_2(run_cli(repo, command))
+    line = _one_line_exit_2(run_inproc(repo, command))
     assert name in line
     _unchanged(before, repo)
 
@@ -155,7 +160,7 @@ def test_malformed_config_is_one_line_exit_2(repo, kind, name, text):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "config")
     before = snapshot(repo)
-    line = _one_line_exit_2(run_cli(repo, "tick"))
+    line = _one_line_exit_2(run_inproc(repo, "tick"))
     assert kind in line
     _unchanged(before, repo)
 
@@ -194,7 +199,7 @@ def test_worktree_dir_symlink_leading_outside(repo, tmp_path):
     os.symlink(elsewhere, repo / ".worktrees")
     before = snapshot(repo)
     for command in ("tick", "merge-queue"):
-        line = _one_line_exit_2(run_cli(repo, command))
+        line = _one_line_exit_2(run_inproc(repo, command))
         assert "worktree_dir" in line and "outside the repository" in line
     _unchanged(before, repo)
     assert _listing(elsewhere) == []
@@ -252,7 +257,7 @@ def test_ten_megabyte_board_file_is_handled(tmp_path):
     (tmp_path / "CHANGELOG.md").write_bytes(data)
     (tmp_path / "TODO.md").write_text("## TASK-1: a\n")
     start = time.monotonic()
-    run_cli(tmp_path, "status", check_code=0)
+    run_inproc(tmp_path, "status", check_code=0)
     assert time.monotonic() - start < 50  # generous: must not hang, not a speed benchmark
     assert (tmp_path / "CHANGELOG.md").read_bytes() == data
 
@@ -261,7 +266,7 @@ def test_ten_megabyte_todo_file_no_op_is_byte_identical(tmp_path):
     body = ("Line of prose in the person's own notes.\n" * 250000).encode()
     data = b"# TODO\n\n" + body + b"\n## TASK-1: a\n"
     (tmp_path / "TODO.md").write_bytes(data)
-    run_cli(tmp_path, "status", check_code=0)
+    run_inproc(tmp_path, "status", check_code=0)
     assert (tmp_path / "TODO.md").read_bytes() == data
 
 
@@ -270,7 +275,7 @@ def test_board_file_over_the_limit_is_refused(tmp_path):
     assert len(data) > MAX_FILE_BYTES
     (tmp_path / "TODO.md").write_bytes(data)
     before = snapshot(tmp_path)
-    line = _one_line_exit_2(run_cli(tmp_path, "status"))
+    line = _one_line_exit_2(run_inproc(tmp_path, "status"))
     assert "TODO.md" in line and "over the 16 MiB limit" in line
     _unchanged(before, tmp_path)
 

@@ -1,4 +1,9 @@
-"""Every validation error: one clear line naming file and line, exit 2, and no byte changed."""
+"""Every validation error: one clear line naming file and line, exit 2, and no byte changed.
+
+The cases run the real entry point in this process (conftest.run_inproc); two go through a real
+`python -m kanban` (run_cli) so that the process boundary stays tested: exit 2
+(test_board_file_that_is_a_directory) and exit 0 (test_hostile_heading_text_is_never_an_id).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, snapshot
+from conftest import run_cli, run_inproc, snapshot
 
 CASES = [
     # (name, {file: text}, expected fragments of the single error line)
@@ -49,7 +54,7 @@ def _write(root: Path, files: dict) -> None:
 def test_bad_board_is_one_line_exit_2_nothing_written(tmp_path, name, files, fragments, command):
     _write(tmp_path, files)
     before = snapshot(tmp_path)
-    proc = run_cli(tmp_path, *command)
+    proc = run_inproc(tmp_path, *command)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -82,7 +87,7 @@ def test_board_file_symlink_outside_repository(tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
     os.symlink(outside, root / "TODO.md")
-    proc = run_cli(root, "add", "x")
+    proc = run_inproc(root, "add", "x")
     assert proc.returncode == 2
     assert "TODO.md: is a symbolic link to" in proc.stderr and "outside the repository" in proc.stderr
     assert outside.read_text() == "## TASK-1: a\n"
@@ -92,7 +97,7 @@ def test_symlink_inside_repository_is_followed_and_kept(tmp_path):
     (tmp_path / "board").mkdir()
     (tmp_path / "board" / "todo.md").write_text("## TASK-1: a\n")
     os.symlink("board/todo.md", tmp_path / "TODO.md")
-    run_cli(tmp_path, "add", "second", check_code=0)
+    run_inproc(tmp_path, "add", "second", check_code=0)
     assert (tmp_path / "TODO.md").is_symlink()
     assert "## TASK-2: second" in (tmp_path / "board" / "todo.md").read_text()
 
@@ -101,7 +106,7 @@ def test_symlink_inside_repository_is_followed_and_kept(tmp_path):
 def test_add_rejects_bad_depends_argument(tmp_path, bad):
     (tmp_path / "TODO.md").write_text("## TASK-1: a\n")
     before = snapshot(tmp_path)
-    proc = run_cli(tmp_path, "add", "new", "--depends", bad)
+    proc = run_inproc(tmp_path, "add", "new", "--depends", bad)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "not a task ID" in proc.stderr
     assert snapshot(tmp_path) == before
@@ -109,14 +114,14 @@ def test_add_rejects_bad_depends_argument(tmp_path, bad):
 
 def test_add_rejects_unknown_depends(tmp_path):
     (tmp_path / "TODO.md").write_text("## TASK-1: a\n")
-    proc = run_cli(tmp_path, "add", "new", "--depends", "TASK-7")
+    proc = run_inproc(tmp_path, "add", "new", "--depends", "TASK-7")
     assert proc.returncode == 2 and "TASK-7, which is not on the board" in proc.stderr
     assert (tmp_path / "TODO.md").read_text() == "## TASK-1: a\n"
 
 
 @pytest.mark.parametrize("title", ["", "   ", "# heading", "two\nlines"])
 def test_add_rejects_bad_titles(tmp_path, title):
-    proc = run_cli(tmp_path, "add", title)
+    proc = run_inproc(tmp_path, "add", title)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
     assert not (tmp_path / "TODO.md").exists()
 
