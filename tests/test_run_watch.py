@@ -54,7 +54,7 @@ class Watch:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
-    def interrupt(self, timeout: float = 10.0) -> int:
+    def interrupt(self, timeout: float = 30.0) -> int:  # a bound on a loaded machine, not a speed check
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout=timeout)
 
@@ -171,7 +171,7 @@ def test_watch_resumes_an_escalated_task_a_person_frees(kit, watches, tmp_path):
     assert [r.attempt for r in p.runs("TASK-1") if r.role == "task"] == [1, 2, 3]
     assert w.out.count("this pass stopped") == 1 and "the board reads again" in w.out
     w.proc.send_signal(signal.SIGTERM)  # `kill PID`, as the second run's hint says: ends it as Ctrl-C does
-    assert w.proc.wait(timeout=10) == 130 and "interrupted: " in w.out, (w.out, w.err)
+    assert w.proc.wait(timeout=30) == 130 and "interrupted: " in w.out, (w.out, w.err)
 
 
 def test_a_lock_file_left_behind_does_not_block(kit):
