@@ -49,7 +49,9 @@ def run(root: Path, *, no_merge: bool, live: bool | None = None, watch: bool = F
 
 @contextlib.contextmanager
 def _term_as_interrupt() -> Iterator[None]:
-    """`kill PID` (SIGTERM) ends a run as Ctrl-C does: the same message, agents left supervised."""
+    """`kill PID` (SIGTERM) ends a run as Ctrl-C does: the same message, agents left supervised.
+    SIGINT is made to interrupt even when it came ignored (a run started in the background of a
+    script inherits SIGINT ignored, and Python then never installs its handler)."""
     import signal
     import threading
 
@@ -61,10 +63,12 @@ def _term_as_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
     before = signal.signal(signal.SIGTERM, interrupt)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_int)
 
 
 def _run(engine, *, no_merge: bool, live: bool, watch: bool) -> int:
