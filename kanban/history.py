@@ -320,6 +320,11 @@ class History:
                               " head=? ORDER BY id DESC LIMIT 1", (task, base, head)).fetchone()
         return Verification(*row) if row else None
 
+    def verification(self, verification_id: int) -> Verification:
+        row = self.db.execute(f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE id=?",
+                              (verification_id,)).fetchone()
+        return Verification(*row)
+
     def live_verifications(self) -> list[Verification]:
         return [Verification(*row) for row in self.db.execute(
             f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE ended IS NULL ORDER BY id")]

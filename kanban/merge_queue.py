@@ -199,7 +199,7 @@ class MergeQueue:
         """Reap, land in order, start what fits; returns the verifications still running."""
         history = self.engine.history
         main = git.rev_parse(self.root, self.main)
-        tip, chain, running = main, {main}, 0
+        tip, running = main, 0
         keep: set[int] = set()
         slots_busy: set[str] = set()
 
@@ -222,12 +222,10 @@ class MergeQueue:
                     slots_busy.add(v.worktree or "")
                     running += 1
                     tip = v.sha
-                    chain.add(tip)
                     continue
             if v is not None and v.outcome == "pass":
                 if tip != main:  # passed on top of one not landed yet: it waits its turn
                     tip = v.sha
-                    chain.add(tip)
                     continue
                 self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
                 try:
@@ -240,7 +238,6 @@ class MergeQueue:
                     break
                 self._finish(c)
                 main = tip = git.rev_parse(self.root, self.main)  # past v.sha when a push merged the remote
-                chain.add(tip)
                 continue
             if v is not None:  # failed: once more, or it counts (judged only on main itself)
                 if v.try_ <= self.config.merge.verify_retries:
@@ -279,7 +276,6 @@ class MergeQueue:
             slots_busy.add(str(slot))
             running += 1
             tip = commit
-            chain.add(tip)
         self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
         return [v for v in history.live_verifications() if v.id in keep]
 
@@ -547,7 +543,7 @@ class MergeQueue:
                                       log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False)
         except KanbanError as exc:
             self.engine.history.finish_verification(vid, outcome="error", how=f"could not start: {exc}")
-        return next(v for v in self.engine.history.verifications() if v.id == vid)
+        return self.engine.history.verification(vid)
 
     def _collect(self, v) -> tuple[bool, str]:
         """A finished verification run: its outcome recorded, (passed, what to tell the task)."""
@@ -575,7 +571,7 @@ class MergeQueue:
                     self.engine.history.event(task, "flaky", detail=v.sha)
                 self._say("flaky", f"{', '.join(v.task_ids())}: verification failed, then passed when run again; "
                                    f"recorded as flaky", v.task_ids()[0] if v.task_ids() else "")
-            v = next(x for x in self.engine.history.verifications() if x.id == v.id)
+            v = self.engine.history.verification(v.id)
         ok = v.outcome == "pass"
         log = Path(v.log)
         # The branch's code wrote this: bounded and cleaned before it reaches REVIEW.md and a prompt.
@@ -674,16 +670,16 @@ class MergeQueue:
         if push and self.config.merge.push:
             self._push()
 
-    def _check_checkout(self, old: str, new: str, checkout: Path | None | bool = False) -> bytes | None:
+    def _check_checkout(self, old: str, new: str, checkout: Path | None = None) -> bytes | None:
         """Raise TouchesDirty if the person's uncommitted work is in files moving main brings in.
 
         A CHANGELOG.md with uncommitted edits in the board's own checkout is no obstacle: its
         bytes are returned, to be carried over the fast-forward (three-way merged with the new
         entry). Returns None when there is nothing to carry.
         """
-        if checkout is False:
+        if checkout is None:
             checkout = git.checkout_of(self.root, self.main)
-        if checkout is None or checkout is True:
+        if checkout is None:  # main is checked out nowhere: no one's work is in the way
             return None
         incoming = set(git.diff_names(self.root, old, new))
         dirty = set(git.dirty_paths(checkout))
