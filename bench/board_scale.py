@@ -16,6 +16,24 @@ some fenced code, some notes) and prints the median of several repetitions of:
 and the ratio parse+save / mistune; then `kanban --help` as a subprocess (median
 of 10). Targets are printed beside the figures. --profile adds a cProfile of
 parse+save at the largest size and of the status command's work at the smallest.
+
+Then reading the board the way a running `kanban run` does (issue 12), side by side
+for a small and a large board (--read-sizes, default 10,10000), caches warm unless
+said otherwise:
+
+  load cold        load_board after kanban's memo caches are cleared
+  load warm        load_board again, every file's bytes unchanged
+  load 1 changed   load_board after a hand edit of one file (IN_PROGRESS.md; TODO.md,
+                   the big one, in its own column)
+  pick             update(): move one entry TODO -> IN_PROGRESS and touch it, as the
+                   engine's PICKED transition does; `pick+load` adds the load that
+                   follows it in Engine._start
+  changelog        merge_queue.add_to_changelog of one new entry into a CHANGELOG.md
+                   holding that many entries under Unreleased (a drain: every call
+                   adds one more); `+load` adds the load that reads the new done IDs;
+                   `released`: 10 entries under Unreleased, the rest in past releases
+
+--only reads (or scale) runs one of the two parts.
 """
 
 from __future__ import annotations
@@ -123,8 +141,8 @@ def clear_caches() -> None:
     for name, module in list(sys.modules.items()):
         if name == "kanban" or name.startswith("kanban."):
             for value in list(vars(module).values()):
-                if callable(getattr(value, "cache_clear", None)):
-                    value.cache_clear()
+                if not isinstance(value, type) and callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()  # functools caches, and kanban's own (a class's instances)
 
 
 def parse_and_save(root: Path) -> None:
@@ -161,13 +179,136 @@ def profile(label: str, fn, limit: int = 18) -> None:
     print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:4000])
 
 
+def timed(setup, fn, reps: int) -> float:
+    """The median time of FN, SETUP run untimed before each repetition."""
+    times = []
+    for _ in range(reps):
+        setup()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def hand_edit(path: Path, counter: list[int]) -> None:
+    """A person's edit of one file: a new line of prose at its end."""
+    counter[0] += 1
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"A note, edit {counter[0]}.\n")
+
+
+def build_changelog(path: Path, n_entries: int, *, released: bool = False) -> None:
+    """N_ENTRIES merged tasks under Unreleased (a long drain), or RELEASED: 10 under Unreleased
+    and the rest in past releases of 50 entries each."""
+    cats = ["Added", "Changed", "Fixed"]
+    out = ["# Changelog\n\nAll notable changes.\n\n"]
+    n = 0
+
+    def section(title: str, count: int) -> None:
+        nonlocal n
+        out.append(f"## {title}\n\n")
+        per = -(-count // len(cats))
+        last = n + count
+        for cat in cats:
+            out.append(f"### {cat}\n\n")
+            for _ in range(per):
+                if n < last:
+                    n += 1
+                    out.append(f"- CL-{n}: {TITLES[n % len(TITLES)]} ({n})\n")
+            out.append("\n")
+
+    section("[Unreleased]", min(10, n_entries) if released else n_entries)
+    version = 1000
+    while n < n_entries:
+        version -= 1
+        section(f"[0.{version}.0] - 2026-01-01", min(50, n_entries - n))
+    out.append("## [0.1.0] - 2025-01-01\n\n### Added\n\n- the first release\n")
+    path.write_text("".join(out), encoding="utf-8")
+
+
+def read_figures(n: int, reps: int) -> dict[str, float]:
+    from kanban.merge_queue import add_to_changelog
+
+    out: dict[str, float] = {}
+    noop = lambda: None
+    with tempfile.TemporaryDirectory(prefix=f"kanban-bench-read-{n}-") as d:
+        root = Path(d)
+        (root / ".kanban").mkdir()
+        ids = build_board(root, n)
+        load_board(root)
+        out["load cold"] = timed(clear_caches, lambda: load_board(root), reps)
+        load_board(root)
+        out["load warm"] = timed(noop, lambda: load_board(root), reps)
+        edits = [0]
+        out["load 1 changed"] = timed(lambda: hand_edit(root / COLUMN_FILES[Column.IN_PROGRESS], edits),
+                                      lambda: load_board(root), reps)
+        out["load TODO changed"] = timed(lambda: hand_edit(root / COLUMN_FILES[Column.TODO], edits),
+                                         lambda: load_board(root), reps)
+        to_pick = ids[Column.TODO][::-1]  # a different task each time: no file's text comes back
+        picked: list[str] = []
+
+        def pick() -> None:
+            task_id = to_pick[len(picked) % len(to_pick)]
+            picked.append(task_id)
+
+            def change(board) -> None:
+                board.move(task_id, Column.IN_PROGRESS)
+                board.touch(task_id).add_marker("RETRY")
+
+            update(root, change)
+
+        def put_back() -> None:  # untimed: the board keeps its size (and a small one its TODO tasks)
+            if picked:
+                update(root, lambda board: board.move(picked[-1], Column.TODO))
+                load_board(root)  # as the engine would, planning its next pass
+
+        load_board(root)
+        out["pick"] = timed(put_back, pick, reps)
+        out["pick+load"] = timed(put_back, lambda: (pick(), load_board(root)), reps)
+        changelog = root / COLUMN_FILES[Column.DONE]
+        build_changelog(changelog, n)
+        load_board(root)
+        merged = iter(range(1, 10**9))
+
+        def merge_one() -> None:
+            add_to_changelog(root, [(f"TASK-{next(merged) + 10**6}", "Fix the importer", "Fixed")])
+
+        merge_one()  # the drain under way: the timed merges follow another one
+        out["changelog"] = timed(noop, merge_one, reps)
+        out["changelog+load"] = timed(noop, lambda: (merge_one(), load_board(root)), reps)
+        build_changelog(changelog, n, released=True)
+        load_board(root)
+        merge_one()
+        out["changelog released"] = timed(noop, merge_one, reps)
+    return out
+
+
+def print_reads(sizes: list[int], reps: int) -> None:
+    figures = {}
+    for n in sizes:
+        print(f"reading the board: {n} tasks; timing ...", file=sys.stderr, flush=True)
+        figures[n] = read_figures(n, reps)
+    print(f"\nreading the board (issue 12): median of {reps} runs, milliseconds\n")
+    head = f"{'':<20}" + "".join(f"{f'{n} tasks':>14}" for n in sizes)
+    print(head)
+    print("-" * len(head))
+    for key in figures[sizes[0]]:
+        print(f"{key:<20}" + "".join(f"{figures[n][key] * 1000:>14.2f}" for n in sizes))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--read-sizes", default="10,10000")
+    ap.add_argument("--only", choices=["scale", "reads"], help="run only this part")
     ap.add_argument("--profile", action="store_true", help="cProfile parse+save and status at the largest size")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.only != "scale":
+        print_reads([int(s) for s in args.read_sizes.split(",")], args.reps)
+    if args.only == "reads":
+        return
 
     rows = []
     for n in sizes:

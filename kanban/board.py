@@ -8,13 +8,23 @@ touches only the lines of the entries it changes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from kanban.entry import Entry, line_ending, new_entry_lines, strip_ending
+from kanban.entry import (
+    Entry,
+    HeadingParts,
+    line_ending,
+    new_entry_lines,
+    parse_heading,
+    strip_ending,
+)
 from kanban.errors import KanbanError
 from kanban.ids import ID_RE, is_valid_id, next_ids
 from kanban.mdblocks import split_lines, top_headings
@@ -259,6 +269,84 @@ def decode_text(path: Path, data: bytes) -> str:
 
 def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
     """Split a file's bytes into prose blocks and entries. Raises KanbanError if unreadable."""
+    return parse_blocks(path, column, data).board_file(path, column)
+
+
+class _Memo:
+    """A bounded memo: two generations of a dict, the older dropped when the newer fills up."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.new, self.old = limit, {}, {}
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        try:
+            return self.new[key]
+        except KeyError:
+            pass
+        value = self.old[key] if key in self.old else compute()
+        if len(self.new) >= self.limit:
+            self.old, self.new = self.new, {}
+        self.new[key] = value
+        return value
+
+    def cache_clear(self) -> None:
+        self.new, self.old = {}, {}
+
+
+class _EntrySpec(NamedTuple):
+    """An entry as a cached parse keeps it: nothing a caller can change."""
+
+    lines: tuple[str, ...]
+    line_no: int
+    heading: tuple[str, str, tuple[str, ...], str | None, str, str]  # HeadingParts' fields
+
+
+@dataclass(frozen=True, eq=False)
+class ParsedFile:
+    """What a board file's bytes parse into, immutable, so that one parse serves every load of
+    the same bytes: prose blocks as tuples of lines, entries as _EntrySpecs. `board_file` gives
+    each load its own BoardFile to change (equality is identity: a new parse is a new object)."""
+
+    raw: bytes
+    bom: bool
+    blocks: tuple[tuple[str, ...] | _EntrySpec, ...]
+
+    def board_file(self, path: Path, column: Column, exists: bool = True) -> BoardFile:
+        blocks: list[list[str] | Entry] = []
+        restored, heading_parts = Entry.restored, HeadingParts
+        for b in self.blocks:
+            if type(b) is _EntrySpec:
+                prefix, space, markers, task_id, rest, ending = b.heading
+                blocks.append(restored(list(b.lines), b.line_no,
+                                       heading_parts(prefix, space, list(markers), task_id, rest, ending)))
+            else:
+                blocks.append(list(b))
+        return BoardFile(path, column, self.raw, self.bom, blocks, exists)
+
+
+# Parsed `## ` lines, by line: most headings of a file are the same from one version to the next.
+_HEADINGS = _Memo(32768)
+
+
+def _heading_fields(line: str) -> tuple[str, str, tuple[str, ...], str | None, str, str]:
+    found = _HEADINGS.new.get(line)
+    if found is not None:
+        return found
+
+    def compute():
+        parts = parse_heading(line)
+        if parts is None:
+            return None
+        return parts.prefix, parts.space, tuple(parts.markers), parts.task_id, parts.rest, parts.ending
+
+    found = _HEADINGS.get(line, compute)
+    if found is None:
+        raise ValueError(f"not a level-2 heading: {line!r}")  # as Entry() says it
+    return found
+
+
+def parse_blocks(path: Path, column: Column, data: bytes) -> ParsedFile:
+    """`parse_file`, as an immutable ParsedFile. Raises KanbanError if unreadable."""
     if len(data) > MAX_FILE_BYTES:
         raise KanbanError(
             f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit for board files",
@@ -269,13 +357,13 @@ def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
     bom = text.startswith(BOM)
     if bom:
         text = text[1:]
-    lines = split_lines(text)
-    blocks: list[list[str] | Entry] = []
-    cuts = [h for h in top_headings(text)]
-    starts = [(h.line, h) for h in cuts]
-    prev = 0
-    for i, (start, h) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else len(lines)
+    lines = tuple(split_lines(text))  # slices of a tuple are the tuples the blocks keep
+    blocks: list[tuple[str, ...] | _EntrySpec] = []
+    starts = top_headings(text)
+    prev = 0  # the first line not in a block yet
+    for i, h in enumerate(starts):
+        start = h.line
+        end = starts[i + 1].line if i + 1 < len(starts) else len(lines)
         entry = _entry_at(lines, start, end, h, column)
         if entry is None:
             continue
@@ -285,22 +373,22 @@ def parse_file(path: Path, column: Column, data: bytes) -> BoardFile:
         prev = end
     if prev < len(lines):
         blocks.append(lines[prev:])
-    return BoardFile(path, column, data, bom, _merge_prose(blocks))
+    return ParsedFile(data, bom, tuple(_merge_prose(blocks)))
 
 
-def _entry_at(lines: list[str], start: int, end: int, h, column: Column) -> Entry | None:
+def _entry_at(lines: tuple[str, ...], start: int, end: int, h, column: Column) -> _EntrySpec | None:
     if h.level != 2 or not h.atx or column is Column.DONE:
         return None
-    entry = Entry(lines[start:end], start + 1)
-    if entry.task_id is None and column is not Column.TODO:
+    heading = _heading_fields(lines[start])
+    if heading[3] is None and column is not Column.TODO:
         return None  # outside TODO.md a heading with no ID is the person's own text
-    return entry
+    return tuple.__new__(_EntrySpec, (lines[start:end], start + 1, heading))
 
 
-def _merge_prose(blocks: list[list[str] | Entry]) -> list[list[str] | Entry]:
-    merged: list[list[str] | Entry] = []
+def _merge_prose(blocks: list[tuple[str, ...] | _EntrySpec]) -> list[tuple[str, ...] | _EntrySpec]:
+    merged: list[tuple[str, ...] | _EntrySpec] = []
     for b in blocks:
-        if isinstance(b, list) and merged and isinstance(merged[-1], list):
+        if type(b) is tuple and merged and type(merged[-1]) is tuple:
             merged[-1] = merged[-1] + b
         else:
             merged.append(b)
@@ -324,9 +412,11 @@ class Board:
                 yield f, entry
 
     def find(self, task_id: str) -> tuple[BoardFile, Entry] | None:
-        for f, entry in self.located():
-            if entry.task_id == task_id:
-                return f, entry
+        for column in BOARD_COLUMNS:  # located(), without its generators: a pick looks up 3 times
+            f = self.files[column]
+            for entry in f.blocks:
+                if isinstance(entry, Entry) and entry.heading.task_id == task_id:
+                    return f, entry
         return None
 
     def tasks(self) -> list[Task]:
@@ -400,19 +490,70 @@ class Board:
 
 
 def to_task(f: BoardFile, entry: Entry, order: int) -> Task:
-    meta = entry.meta()
+    """The entry as a Task. Tasks are immutable: one is built per distinct entry (its lines and
+    parsed heading) and column, and copied for another order, as an idle `kanban run` plans every
+    pass from the same board."""
+    h = entry.heading
+    key = (tuple(entry.lines), f.column, h.task_id, tuple(h.markers), h.rest)
+    task = _TASKS.new.get(key)
+    if task is None:
+        task = _TASKS.get(key, lambda: _build_task(f, entry, order))
+    if task.order == order:
+        return task
+    if hasattr(task, "__dict__"):  # dataclasses.replace, without running __init__ again
+        copy = object.__new__(Task)
+        copy.__dict__.update(task.__dict__)
+        copy.__dict__["order"] = order
+        return copy
+    return dataclasses.replace(task, order=order)
+
+
+def _build_task(f: BoardFile, entry: Entry, order: int) -> Task:
+    facts = _facts(entry)
     return Task(
         id=entry.task_id or "",
         title=entry.title,
         column=f.column,
-        priority=_int_or(meta.get("priority"), DEFAULT_PRIORITY),
-        depends=tuple(split_list(meta.get("depends", ""))),
-        files=tuple(split_list(meta.get("files", ""))),
+        priority=facts.priority,
+        depends=facts.deps or (),
+        files=facts.files,
         markers=frozenset(entry.markers),
-        status=meta.get("status"),
-        track=meta.get("track"),
+        status=facts.meta.get("status"),
+        track=facts.meta.get("track"),
         order=order,
     )
+
+
+class _Facts(NamedTuple):
+    """What validation and `to_task` read from an entry's lines, parsed once per distinct lines."""
+
+    meta: Mapping[str, str]  # read-only
+    meta_ok: bool  # _validate_meta finds nothing
+    deps: tuple[str, ...] | None  # the depends line split, None without one
+    deps_ok: bool  # every one of them is a task ID
+    priority: int
+    files: tuple[str, ...]
+
+
+# Entries by their lines: most entries of a board are the same from one load (and update) to the next.
+_FACTS = _Memo(32768)
+_TASKS = _Memo(32768)
+
+
+def _facts(entry: Entry) -> _Facts:
+    lines = tuple(entry.lines)
+    found = _FACTS.new.get(lines)
+    if found is not None:
+        return found
+
+    def compute() -> _Facts:
+        meta = entry.meta()  # a view of the lines alone
+        deps = tuple(split_list(meta["depends"])) if "depends" in meta else None
+        return _Facts(types.MappingProxyType(meta), _meta_ok(meta), deps,
+                      deps is None or all(is_valid_id(d) for d in deps),
+                      _int_or(meta.get("priority"), DEFAULT_PRIORITY), tuple(split_list(meta.get("files", ""))))
+
+    return _FACTS.get(lines, compute)
 
 
 def split_list(value: str) -> list[str]:
@@ -426,19 +567,52 @@ def _int_or(value: str | None, default: int) -> int:
         return default
 
 
+class _LastChangelog:
+    """The IDs of the last CHANGELOG.md text scanned: merging reads them again and again."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, frozenset[str]] | None = None
+
+    def ids(self, text: str) -> frozenset[str]:
+        last = self.last
+        if last is not None and last[0] == text:
+            return last[1]
+        ids = frozenset(m.group(1) for m in _CHANGELOG_ID_RE.finditer(text) if is_valid_id(m.group(1)))
+        self.last = (text, ids)
+        return ids
+
+    def cache_clear(self) -> None:
+        self.last = None
+
+
+_LAST_CHANGELOG = _LastChangelog()
+
+
 def changelog_ids(text: str) -> set[str]:
-    return {m.group(1) for m in _CHANGELOG_ID_RE.finditer(text) if is_valid_id(m.group(1))}
+    """The task IDs merged, as listed in CHANGELOG.md (a new set, the caller's to change)."""
+    return set(_LAST_CHANGELOG.ids(text))
+
+
+def changelog_ids_frozen(text: str) -> frozenset[str]:
+    return _LAST_CHANGELOG.ids(text)
 
 
 # -- validation ------------------------------------------------------------------
 
 
 def validate(board: Board) -> None:
-    """Raise a KanbanError for the first problem found, naming file and line."""
+    """Raise a KanbanError for the first problem found, naming file and line.
+
+    Each entry's metadata is parsed and checked once per distinct lines (_facts); an entry
+    with a problem is checked again by the functions that name it, so the error is the same."""
     seen: dict[str, tuple[BoardFile, Entry]] = {}
-    located = [(f, entry, entry.meta()) for f, entry in board.located()]  # metadata parsed once
-    for f, entry, meta in located:
-        tid = entry.task_id
+    located: list[tuple[BoardFile, Entry, _Facts, str | None]] = []
+    for column in BOARD_COLUMNS:  # board.located(), without a generator per file
+        f = board.files[column]
+        for entry in f.blocks:
+            if isinstance(entry, Entry):
+                located.append((f, entry, _facts(entry), entry.heading.task_id))
+    for f, entry, facts, tid in located:
         if tid is None:
             continue
         if tid in seen:
@@ -450,17 +624,41 @@ def validate(board: Board) -> None:
                 hint="give one of them a new ID, or delete the stale copy",
             )
         seen[tid] = (f, entry)
-        _validate_meta(f, entry, meta)
-    known = board.all_ids()  # once: a set per entry made validation quadratic
-    for f, entry, meta in located:
-        _validate_depends(known, f, entry, meta)
-    _check_cycles(located, known)
+        if not facts.meta_ok:
+            _validate_meta(f, entry, facts.meta)
+    known = seen.keys() | board.done_ids  # board.all_ids(), once: a set per entry made validation quadratic
+    for f, entry, facts, tid in located:
+        deps = facts.deps
+        if deps is None or tid is None and f.column is not Column.TODO:
+            continue
+        if not facts.deps_ok or tid in deps or not known.issuperset(deps):
+            _validate_depends(known, f, entry, facts.meta)
+    # Every depends of an entry with an ID names a known ID now: the graph _check_cycles walks
+    # is each ID's depends as written.
+    graph = {tid: facts.deps for _, _, facts, tid in located if tid}
+    if graph != _LAST_ACYCLIC.graph:
+        _check_cycles([(f, entry, facts.meta) for f, entry, facts, _ in located], known)
+        _LAST_ACYCLIC.graph = graph
 
 
-def _validate_meta(f: BoardFile, entry: Entry, meta: dict[str, str]) -> None:
+def _bad_priority(value: str) -> bool:
+    return not re.fullmatch(r"[0-9]{1,4}", value) or int(value) < 1
+
+
+def _bad_path(path: str) -> bool:
+    return path.startswith("/") or ".." in path.split("/") or "\\" in path
+
+
+def _meta_ok(meta: Mapping[str, str]) -> bool:
+    if "priority" in meta and _bad_priority(meta["priority"]):
+        return False
+    return not ("files" in meta and any(_bad_path(path) for path in split_list(meta["files"])))
+
+
+def _validate_meta(f: BoardFile, entry: Entry, meta: Mapping[str, str]) -> None:
     if "priority" in meta:
         value = meta["priority"]
-        if not re.fullmatch(r"[0-9]{1,4}", value) or int(value) < 1:
+        if _bad_priority(value):
             raise KanbanError(
                 f"priority of {entry.task_id} must be a whole number from 1 (most urgent), got {value!r}",
                 file=f.name,
@@ -469,7 +667,7 @@ def _validate_meta(f: BoardFile, entry: Entry, meta: dict[str, str]) -> None:
             )
     if "files" in meta:
         for path in split_list(meta["files"]):
-            if path.startswith("/") or ".." in path.split("/") or "\\" in path:
+            if _bad_path(path):
                 raise KanbanError(
                     f"files of {entry.task_id} names {path!r}, which is not a path inside the repository",
                     file=f.name,
@@ -478,7 +676,7 @@ def _validate_meta(f: BoardFile, entry: Entry, meta: dict[str, str]) -> None:
                 )
 
 
-def _validate_depends(known: set[str], f: BoardFile, entry: Entry, meta: dict[str, str]) -> None:
+def _validate_depends(known: set[str], f: BoardFile, entry: Entry, meta: Mapping[str, str]) -> None:
     if "depends" not in meta or entry.task_id is None and f.column is not Column.TODO:
         return
     line = entry.meta_line_no("depends")
@@ -504,7 +702,22 @@ def _validate_depends(known: set[str], f: BoardFile, entry: Entry, meta: dict[st
             )
 
 
-def _check_cycles(located: list[tuple[BoardFile, Entry, dict[str, str]]], known: set[str]) -> None:
+class _LastAcyclic:
+    """The last dependency graph found to have no cycle: most validations see it again. Whether
+    a graph has a cycle does not depend on the order it is walked in (which cycle is named does,
+    so a graph not seen before is always walked by _check_cycles)."""
+
+    def __init__(self) -> None:
+        self.graph: dict[str, tuple[str, ...] | None] | None = None
+
+    def cache_clear(self) -> None:
+        self.graph = None
+
+
+_LAST_ACYCLIC = _LastAcyclic()
+
+
+def _check_cycles(located: list[tuple[BoardFile, Entry, Mapping[str, str]]], known: set[str]) -> None:
     graph: dict[str, list[str]] = {}
     where: dict[str, tuple[BoardFile, Entry]] = {}
     for f, entry, meta in located:

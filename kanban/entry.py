@@ -91,6 +91,14 @@ class Entry:
             raise ValueError(f"not a level-2 heading: {self.lines[0]!r}")
         self.heading = parts
 
+    @classmethod
+    def restored(cls, lines: list[str], line_no: int, heading: HeadingParts) -> Entry:
+        """An entry from parts already parsed (a cached parse of its file): LINES and HEADING
+        become the entry's own, so they must be fresh objects, not shared with the cache."""
+        entry = cls.__new__(cls)
+        entry.lines, entry.line_no, entry.heading = lines, line_no, heading
+        return entry
+
     # -- views -------------------------------------------------------------
 
     @property

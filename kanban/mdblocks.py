@@ -9,6 +9,21 @@ line count, so offsets map back to the original lines one to one.
 
 This leans on mistune's parser internals: the version is pinned in
 pyproject.toml and tests/test_corpus.py runs real files through it.
+
+Re-parsing after a small edit. A running board re-reads files that kanban or a
+person just changed a little, and a full parse of a 10,000-task file takes
+seconds. A large text is therefore parsed from a recent parse of a similar one
+(the file before the edit): the headings before the edit are kept, mistune runs
+from the last top-level ATX heading before the edit until it meets, after the
+edit, a top-level ATX heading the old parse also had in the unchanged tail, and
+the headings after that are the old ones, shifted. The result is the one a full
+parse gives, because mistune's block parser, at a top-level heading, holds no
+state but its cursor (the token before it being a heading, not a paragraph), and
+every block before a top-level heading is decided by the text up to that
+heading's line, with one exception: a link reference definition's title may run
+on to the next blank line, so the restart heading must have a blank line after
+it, before the edit. tests/test_board_cache.py checks this against full parses
+of random edits.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+import threading
 from typing import Any, NamedTuple
 
 from mistune.block_parser import BlockParser
@@ -37,10 +53,18 @@ class _PositionState(BlockState):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.starts: dict[int, int] = {}
+        # For a parse from a restart point: (start of the unchanged tail, offset shift, the old
+        # parse's ATX heading offsets); `resync` is the heading where it stopped.
+        self.resync_at: tuple[int, int, frozenset[int]] | None = None
+        self.resync: dict[str, Any] | None = None
 
     def append_token(self, token: dict[str, Any]) -> None:
         if self.parent is None:
             self.starts[id(token)] = self.cursor
+            if self.resync_at is not None and token["type"] == "heading" and token.get("style") == "atx":
+                tail, shift, old = self.resync_at
+                if self.cursor >= tail and self.cursor - shift in old:
+                    self.resync = token
         super().append_token(token)
 
     def add_paragraph(self, text: str) -> None:
@@ -103,9 +127,23 @@ class _Parser(BlockParser):
                 end_pos3 = state.find_line_end()
                 state.add_paragraph(state.get_text(end_pos3))
                 state.cursor = end_pos3
+            if getattr(state, "resync", None) is not None:
+                if _at_resync(state):
+                    return
+                state.resync = None
         if state.cursor < state.cursor_max:
             state.add_paragraph(state.src[state.cursor:])
             state.cursor = state.cursor_max
+
+
+def _at_resync(state: _PositionState) -> bool:
+    """True if the parse from a restart point has just read, in the unchanged tail, a top-level
+    ATX heading the old parse had at the same place: from its line end on, the two agree."""
+    token = state.resync
+    if not state.tokens or state.tokens[-1] is not token:
+        return False
+    start = state.starts[id(token)]
+    return state.cursor == state.find_line_end_at(start)
 
 
 def _search_line_starts(sc, src: str, pos: int):
@@ -124,45 +162,181 @@ def _search_line_starts(sc, src: str, pos: int):
 
 
 _PARSER = _Parser()
+# Line breaks other than \r\n, \r and \n, where str.splitlines would split and mistune does not.
+_OTHER_BREAKS = ("\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+# A blank line as mistune sees one (its BLANK_LINE rule), in normalised text.
+_BLANK_LINE = re.compile(r"^[ \t\v\f]*\n", re.MULTILINE)
+# Texts shorter than this are parsed in full; longer ones from a recent parse of a similar text.
+INCREMENTAL_MIN = 16 * 1024
+# Set by tests: every parse from a recent one is checked against a full parse.
+_check_incremental = False
 
 
 def split_lines(text: str) -> list[str]:
     """Split keeping each line's own ending; only \\r\\n, \\r and \\n break lines."""
+    if not any(c in text for c in _OTHER_BREAKS):  # `in`: far faster than a regex over the text
+        return text.splitlines(keepends=True)  # the same lines, several times faster
     return _LINE_RE.findall(text)
 
 
 def top_headings(text: str, max_level: int = 2) -> list[Heading]:
     """Top-level headings up to `max_level`, in order, by 0-based line index."""
-    return list(_top_headings(text, max_level))
+    return [h for h in _parsed(text).headings if h.level <= max_level]
+
+
+class _Parse(NamedTuple):
+    """A normalised text and its top-level headings (every level), with their offsets."""
+
+    src: str
+    headings: tuple[Heading, ...]
+    offsets: tuple[int, ...]  # of each heading's first line in src
+    lines: int  # "\n" in src
+
+
+def _normalise(text: str) -> str:
+    src = text.replace("\r\n", "\n").replace("\r", "\n")
+    return src if src.endswith("\n") else src + "\n"
 
 
 @functools.lru_cache(maxsize=32)
-def _top_headings(text: str, max_level: int) -> tuple[Heading, ...]:
+def _parsed(text: str) -> _Parse:
     # Cached by text: a running board re-reads the same files many times a second.
-    src = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not src.endswith("\n"):
-        src += "\n"
+    src = _normalise(text)
+    if len(src) < INCREMENTAL_MIN:
+        return _full(src)
+    base = _RECENT.best(src)
+    result = _from(base, src) if base is not None else _full(src)
+    if _check_incremental and base is not None:
+        full = _full(src)
+        assert result == full, "a parse from a recent one differs from a full parse"
+    _RECENT.add(result)
+    return result
+
+
+def _full(src: str) -> _Parse:
     state = _PositionState()
     state.process(src)
     _PARSER.parse(state)
+    headings, offsets = _collect(state, src, 0, 0)
+    return _Parse(src, tuple(headings), tuple(offsets), src.count("\n"))
 
-    line_starts = [0]
-    find = src.find
-    pos = find("\n")
-    while pos != -1:
-        line_starts.append(pos + 1)
-        pos = find("\n", pos + 1)
 
-    found = []
+def _collect(state: _PositionState, src: str, base_offset: int, base_line: int) -> tuple[list[Heading], list[int]]:
+    """The top-level headings of a parse (from BASE_OFFSET, which is on line BASE_LINE)."""
+    headings, offsets = [], []
+    at, line = base_offset, base_line
     for token in state.tokens:
         if token["type"] != "heading":
-            continue
-        level = token["attrs"]["level"]
-        if level > max_level:
             continue
         offset = state.starts.get(id(token))
         if offset is None:  # not created at top level: cannot happen, but never guess
             continue
-        line = bisect.bisect_right(line_starts, offset) - 1
-        found.append(Heading(line, level, token.get("style") == "atx"))
-    return tuple(found)
+        line += src.count("\n", at, offset)
+        at = offset
+        headings.append(Heading(line, token["attrs"]["level"], token.get("style") == "atx"))
+        offsets.append(offset)
+    return headings, offsets
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix of A and B (slice comparisons, at C speed)."""
+    limit = min(len(a), len(b))
+    lo, step = 0, 4096
+    while lo < limit and a[lo:lo + step] == b[lo:lo + step]:
+        lo += step
+        step *= 2
+    hi = min(lo + step, limit)  # a[:lo] == b[:lo]; they differ before hi (or hi is the limit)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """The length (at most LIMIT) of the longest common suffix of A and B."""
+    la, lb = len(a), len(b)
+    lo, step = 0, 4096
+    while lo < limit and a[la - min(lo + step, limit):la - lo] == b[lb - min(lo + step, limit):lb - lo]:
+        lo = min(lo + step, limit)
+        step *= 2
+    hi = min(lo + step, limit)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[la - mid:la - lo] == b[lb - mid:lb - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _from(old: _Parse, src: str) -> _Parse:
+    """The parse of SRC, from OLD's (see the module doc)."""
+    p = _common_prefix(old.src, src)
+    if p == len(src) == len(old.src):
+        return old
+    s = _common_suffix(old.src, src, min(len(old.src), len(src)) - p)
+    # The restart: the last top-level ATX heading whose line, and a blank line after it, are unchanged.
+    k = bisect.bisect_left(old.offsets, p)
+    restart = None
+    for i in range(k - 1, max(k - 9, -1), -1):
+        if not old.headings[i].atx:
+            continue
+        line_end = src.find("\n", old.offsets[i]) + 1
+        blank = _BLANK_LINE.search(src, line_end, p)
+        if line_end and blank is not None:
+            restart = i
+            break
+    start, start_line = (old.offsets[restart], old.headings[restart].line) if restart is not None else (0, 0)
+    kept = restart if restart is not None else 0
+    shift = len(src) - len(old.src)
+    state = _PositionState()
+    state.process(src)
+    state.cursor = start
+    atx = frozenset(o for o, h in zip(old.offsets, old.headings) if h.atx and o >= p)
+    state.resync_at = (len(src) - s, shift, atx)
+    _PARSER.parse(state)
+    headings, offsets = _collect(state, src, start, start_line)
+    headings[:0], offsets[:0] = old.headings[:kept], old.offsets[:kept]
+    lines = src.count("\n")
+    if state.resync is not None and state.tokens and state.tokens[-1] is state.resync:
+        old_at = state.starts[id(state.resync)] - shift
+        j = bisect.bisect_right(old.offsets, old_at)
+        line_shift = lines - old.lines
+        headings += [Heading(h.line + line_shift, h.level, h.atx) for h in old.headings[j:]]
+        offsets += [o + shift for o in old.offsets[j:]]
+    return _Parse(src, tuple(headings), tuple(offsets), lines)
+
+
+class _Recent:
+    """The last few large parses, for parsing a text after a small edit from one of them."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.parses: list[_Parse] = []
+        self.lock = threading.Lock()
+
+    def best(self, src: str) -> _Parse | None:
+        """The recent parse sharing the most text with SRC at its two ends (None if none shares any)."""
+        with self.lock:
+            parses = list(self.parses)
+        best, best_shared = None, 0
+        for old in parses:
+            p = _common_prefix(old.src, src)
+            shared = p + _common_suffix(old.src, src, min(len(old.src), len(src)) - p)
+            if shared > best_shared:
+                best, best_shared = old, shared
+        return best
+
+    def add(self, parse: _Parse) -> None:
+        with self.lock:
+            self.parses = [parse] + [p for p in self.parses if p.src is not parse.src][: self.size - 1]
+
+    def cache_clear(self) -> None:
+        with self.lock:
+            self.parses = []
+
+
+_RECENT = _Recent()

@@ -22,6 +22,18 @@ target first, and undoes the files already exchanged if a later one meets a
 hand edit: all or nothing. Where the exchange is not supported (not Linux, a
 filesystem that answers EINVAL), the check and a plain rename follow each other
 as closely as they can.
+
+Reading cheaply. A running board is loaded many times a second and mostly
+unchanged. Every load reads every file's bytes (the only safe change detector:
+two quick writes can leave the same size and mtime); what those bytes parse
+into is kept per file path with the bytes it came from (_ParseCache), and reused
+when the bytes read are the same bytes (compared in full, not by a hash or a
+stat). A cached parse is immutable (board.ParsedFile): each load gets its own
+BoardFiles and entries, built from it, for `update`'s change to edit. The IDs of
+CHANGELOG.md are kept the same way, and so is the fact that a board of exactly
+these parses (by identity) passed validation, so a load of an unchanged board
+does not validate it again. Errors are never cached: bytes that do not parse or
+validate raise, with the same message, on every load.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +60,10 @@ from typing import TypeVar
 from kanban.board import (
     MAX_FILE_BYTES,
     Board,
-    changelog_ids,
+    ParsedFile,
+    changelog_ids_frozen,
     decode_text,
-    parse_file,
+    parse_blocks,
     validate,
 )
 from kanban.errors import ConcurrentEdit, KanbanError
@@ -161,24 +175,96 @@ def read_bytes(path: Path) -> bytes | None:
     return data
 
 
+class _DoneIds:
+    """The task IDs of one CHANGELOG.md text (equality is identity, as for ParsedFile)."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: frozenset[str]) -> None:
+        self.ids = ids
+
+
+class _ParseCache:
+    """Per board file path, the bytes last read and what they parse into (see the module doc).
+
+    Bounded: the last version of each of the last MAX_PATHS files, and for the last MAX_ROOTS
+    repositories the parses that last passed validation together."""
+
+    MAX_PATHS = 40
+    MAX_ROOTS = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: OrderedDict[tuple[str, Column], tuple[bytes, object]] = OrderedDict()
+        self._valid: OrderedDict[str, tuple] = OrderedDict()
+
+    def _get(self, key: tuple[str, Column], data: bytes, parse: Callable[[], T]) -> T:
+        with self._lock:
+            found = self._files.get(key)
+            if found is not None:
+                self._files.move_to_end(key)
+        if found is not None and found[0] == data:  # the same bytes, compared in full
+            return found[1]  # type: ignore[return-value]
+        parsed = parse()  # raises for bytes that do not parse: never cached
+        with self._lock:
+            self._files[key] = (data, parsed)
+            self._files.move_to_end(key)
+            while len(self._files) > self.MAX_PATHS:
+                self._files.popitem(last=False)
+        return parsed
+
+    def parsed(self, path: Path, column: Column, data: bytes) -> ParsedFile:
+        return self._get((str(path), column), data, lambda: parse_blocks(path, column, data))
+
+    def done_ids(self, path: Path, data: bytes) -> _DoneIds:
+        return self._get((str(path), Column.DONE), data,
+                         lambda: _DoneIds(changelog_ids_frozen(decode_text(path, data))))
+
+    def validated(self, root: Path, key: tuple) -> bool:
+        with self._lock:
+            return self._valid.get(str(root)) == key  # tuples of identity-compared parses
+
+    def mark_validated(self, root: Path, key: tuple) -> None:
+        with self._lock:
+            self._valid[str(root)] = key
+            self._valid.move_to_end(str(root))
+            while len(self._valid) > self.MAX_ROOTS:
+                self._valid.popitem(last=False)
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._files.clear()
+            self._valid.clear()
+
+
+_CACHE = _ParseCache()
+
+
 def load_board(root: Path, *, check: bool = True) -> Board:
-    """The board as on disk; never a move half done (a shared lock, see the module doc)."""
+    """The board as on disk; never a move half done (a shared lock, see the module doc).
+
+    Every call reads every file; parsing and validation are reused for bytes already seen."""
     raw: dict[Column, tuple[Path, bytes | None]] = {}
     with _read_lock(root):  # the bytes under the lock; parsing them needs none
         for column in (*BOARD_COLUMNS, Column.DONE):
             path = board_path(root, column)
             raw[column] = path, read_bytes(path)
     files = {}
+    parses: list[object] = []
     for column in BOARD_COLUMNS:
         path, data = raw[column]
-        bf = parse_file(path, column, data or b"")
-        bf.exists = data is not None
-        files[column] = bf
+        parsed = _CACHE.parsed(path, column, data or b"")
+        files[column] = parsed.board_file(path, column, exists=data is not None)
+        parses.append(parsed)
     changelog_path, changelog = raw[Column.DONE]
-    done = changelog_ids(decode_text(changelog_path, changelog or b""))
-    board = Board(root, files, done)
+    done = _CACHE.done_ids(changelog_path, changelog or b"")
+    parses.append(done)
+    board = Board(root, files, set(done.ids))
     if check:
-        validate(board)
+        key = tuple(parses)
+        if not _CACHE.validated(root, key):
+            validate(board)
+            _CACHE.mark_validated(root, key)
     return board
 
 
