@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +59,16 @@ def run_dir(root: Path, task_id: str, role: str, attempt: int) -> Path:
 
 
 def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
-    """The task's worktree on its branch: created from main when new, checked when reused."""
+    """The task's worktree on its branch: checked when it exists, else an idle one reused (see
+    `release_worktrees`) or a new one from main; prepared (copies, set-up) before its first agent."""
     path = worktree_path(root, config, task_id)
     branch = branch_name(task_id)
     if path.is_symlink():
         raise KanbanError(f"worktree {path} is a symbolic link", hint="remove it; kanban recreates the worktree")
     check_worktree_dir(root, config)  # again per task: the directory may have been swapped since the start
     if git.worktree_branch(path) == branch:  # the common case, read from files: no git process
+        if _needs_stamp(config) and not _stamp_file(path, SETUP_STAMP).exists():
+            _prepare_or_drop(root, config, path, reused=True)  # a pick killed before its set-up finished
         return path
     known = {w.path.resolve(): w for w in git.worktrees(root)}
     existing = known.get(path.resolve()) if path.exists() else None
@@ -71,34 +77,57 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
             raise KanbanError(f"worktree {path.name} is on branch {existing.branch}, not {branch}",
                               hint=f"remove {path} by hand (git worktree remove) so kanban can recreate it")
         return path
+    idle = idle_path(root, config).resolve()
+    held = None
     for w in known.values():
         if w.branch == branch:  # the branch is checked out somewhere else
+            if _is_slot(w.path, idle) and not w.locked:
+                held = w.path  # by an idle worktree whose reuse was killed before its move: finish it
+                continue
             raise KanbanError(f"branch {branch} is checked out at {w.path}",
                               hint="remove that worktree (git worktree remove) and run kanban again")
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()  # an empty directory holds no work: a `git worktree add` killed before its checkout
+    if path.exists() and _repair_moved(root, path):
+        return ensure_worktree(root, config, task_id)  # a `git worktree move` killed midway, put right
     if path.exists():
         raise KanbanError(f"{path} exists but is not a git worktree", hint="move it away and run kanban again")
     path.parent.mkdir(parents=True, exist_ok=True)
-    git.add_worktree(root, path, branch, config.main_branch)
-    try:
-        _prepare(root, config, path)
-    except BaseException:
-        # A half-prepared worktree must not be reused as if set up: the next attempt recreates it.
-        git.remove_worktree(root, path)
-        raise
+    slots = [held] if held else sorted(w.path for w in known.values() if _is_slot(w.path, idle) and not w.locked)
+    reused = bool(slots) and (held is not None or reuse_active(config)) and \
+        _take_idle(root, config, slots, path, branch)
+    if not reused:
+        git.add_worktree(root, path, branch, config.main_branch)
+    _prepare_or_drop(root, config, path, reused=reused)
     return path
 
 
-def _prepare(root: Path, config: Config, path: Path) -> None:
-    """Copy the ignored files a task needs, then run the set-up commands once."""
-    for rel in config.worktree.copy:
-        source = root / rel
-        if source.is_dir():
-            shutil.copytree(source, path / rel, dirs_exist_ok=True, symlinks=True)
-        elif source.is_file():
-            (path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, path / rel)
+def _prepare_or_drop(root: Path, config: Config, path: Path, *, reused: bool) -> None:
+    try:
+        _prepare(root, config, path, reused=reused)
+    except BaseException:
+        # A half-prepared worktree must not be used as if set up: it goes (back to the idle ones, with
+        # no set-up record, when reuse is on), and the next attempt takes or creates one afresh.
+        _release(root, config, [path])
+        raise
+
+
+def _prepare(root: Path, config: Config, path: Path, *, reused: bool = False) -> None:
+    """Copy the ignored files a task needs, then run the set-up commands, recorded in the
+    worktree's own git folder: a reused worktree runs them again only when their inputs changed."""
+    _copy_files(root, config, path, fresh=reused)
+    if not _needs_stamp(config):
+        return
+    key = _setup_key(path, config) if config.worktree.setup else ""
+    before = _read_stamp(path, PREVIOUS_STAMP) if reused else None
+    if config.worktree.setup and (before is None or before.get("key") != key):
+        _stamp_file(path, PREVIOUS_STAMP).unlink(missing_ok=True)  # killed midway: run again next time
+        _run_setup(config, path)
+    _write_stamp(path, {"key": key, "commit": git.head(path), "at": time.time()})
+    _stamp_file(path, PREVIOUS_STAMP).unlink(missing_ok=True)
+
+
+def _run_setup(config: Config, path: Path) -> None:
     for argv in config.worktree.setup:
         try:
             done = subprocess.run(list(argv), cwd=path, stdin=subprocess.DEVNULL, capture_output=True,
@@ -109,6 +138,390 @@ def _prepare(root: Path, config: Config, path: Path) -> None:
             tail = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-15:]
             raise KanbanError(f"worktree set-up '{' '.join(argv)}' exited {done.returncode}:\n" + "\n".join(tail),
                               code=1)
+
+
+def _copy_files(root: Path, config: Config, path: Path, *, fresh: bool) -> None:
+    """`[worktree] copy`. In a reused worktree the last task's copy (ignored, so kept) goes first,
+    and nothing is written through a link it may have left in its place."""
+    for rel in config.worktree.copy:
+        source, target = root / rel, path / rel
+        if not (source.is_dir() or source.is_file()):
+            continue
+        if fresh:
+            _clear_target(path, rel)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True, symlinks=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _clear_target(path: Path, rel: str) -> None:
+    """Make PATH/REL free to write: real directories on the way (a link or file there is removed),
+    nothing at REL itself."""
+    here = path
+    parts = Path(rel).parts
+    for part in parts[:-1]:
+        here = here / part
+        if here.is_symlink() or (here.exists() and not here.is_dir()):
+            here.unlink()
+    target = path / rel
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.is_symlink() or target.exists():
+        target.unlink()
+
+
+# -- warm worktrees: the idle pool ---------------------------------------------------------
+#
+# A merged task's worktree is not deleted: it is detached and moved to WORKTREE_DIR/.idle/<n>
+# (a name no task ID can have: IDs start with a letter), its ignored files (node_modules/, .venv/)
+# kept. The next pick takes one: quits any rebase or cherry-pick left in it, checks out the task's
+# branch (new from main) with --force, `git clean -ffdq` (untracked files go, ignored ones stay),
+# then moves it to WORKTREE_DIR/<ID>. A crash between those steps leaves either an idle worktree
+# (cleaned again at its next use; one holding the task's branch is taken by that task's next pick)
+# or a task worktree like any other. Idle worktrees over `keep_idle` are moved aside to
+# .idle/.trash-<x> and removed by a `git worktree remove` in the background.
+
+IDLE_DIR = ".idle"
+TRASH_PREFIX = ".trash-"
+TRASH_STALE = 120.0  # seconds: a trash worktree unchanged this long has no remover left
+SETUP_STAMP = "kanban-setup.json"  # in the worktree's own git folder: never in the checkout
+PREVIOUS_STAMP = "kanban-setup.previous.json"  # a taken idle worktree's record, until its set-up is settled
+_BACKGROUND: list[tuple[str, subprocess.Popen]] = []  # (trash path, its remover)
+
+
+def idle_path(root: Path, config: Config) -> Path:
+    return root / config.worktree_dir / IDLE_DIR
+
+
+def reuse_active(config: Config) -> bool:
+    """Reuse is on, and no role is sandboxed: a reused worktree carries ignored files (and its git
+    index) from one task's agent to the next, which the sandbox exists to prevent."""
+    return config.worktree.reuse and all(agent.sandbox == "none" for agent in config.roles.values())
+
+
+def idle_limit(config: Config) -> int:
+    return config.worktree.idle_limit(config.pool_size) if reuse_active(config) else 0
+
+
+def idle_worktrees(root: Path, config: Config) -> list[Path]:
+    """The idle worktrees ready for reuse (not those on their way out)."""
+    idle = idle_path(root, config).resolve()
+    return sorted(w.path for w in git.worktrees(root) if _is_slot(w.path, idle))
+
+
+def _is_slot(path: Path, idle: Path) -> bool:
+    """An idle worktree ready for reuse (IDLE resolved): `<idle>/<n>`, not trash on its way out."""
+    return path.name.isdigit() and path.parent.resolve() == idle
+
+
+def release_worktrees(root: Path, config: Config, task_ids: list[str]) -> None:
+    """The worktrees of finished tasks, whose branches are deleted next: each is detached and
+    parked for reuse, or removed (past `keep_idle`, with reuse off, or where it cannot move)."""
+    _release(root, config, [worktree_path(root, config, t) for t in task_ids])
+
+
+def _release(root: Path, config: Config, paths: list[Path]) -> None:
+    _reap_background()
+    limit = idle_limit(config)
+    idle = idle_path(root, config)
+    if limit == 0 and not idle.is_dir():  # reuse off: as before warm worktrees
+        git.remove_worktrees(root, [p for p in paths if p.exists() or p.is_symlink()])
+        return
+    leftover: list[Path] = []
+    gone = False  # a worktree deleted by hand: its record must be pruned before its branch can go
+    common = _common_dir(root)
+    with git._worktree_lock(root):
+        listed = git.worktrees(root)
+        registered = {w.path.resolve(): w for w in listed}
+        slots = sorted(w.path for w in listed if _is_slot(w.path, idle.resolve()))
+        _stray_slots(root, idle, registered)  # before the moves below, while `registered` is git's list
+        for path in paths:
+            if not path.exists() and not path.is_symlink():
+                gone = True
+                continue
+            w = registered.get(path.resolve()) if not path.is_symlink() else None
+            if limit == 0 or w is None or w.locked or _linked(path, common) is None:
+                leftover.append(path)
+                continue
+            try:
+                _detach(path)
+                if len(slots) < limit:
+                    slots.append(_move(root, path, _free_slot(idle)))
+                else:
+                    _trash(root, idle, path)
+            except (git.GitError, OSError):
+                leftover.append(path)
+        for extra in slots[limit:]:  # keep_idle lowered (or reuse switched off) since they were parked
+            try:
+                _trash(root, idle, extra)
+            except (git.GitError, OSError):
+                leftover.append(extra)
+        _retry_stale_trash(root, idle, listed)
+        _tidy(idle)
+        if gone and not leftover:
+            git.run(root, "worktree", "prune")
+    if leftover:
+        git.remove_worktrees(root, leftover)  # their files, then one prune
+
+
+def _take_idle(root: Path, config: Config, slots: list[Path], path: Path, branch: str) -> bool:
+    """Make an idle worktree the task's: its branch checked out and cleaned, moved to PATH."""
+    common = _common_dir(root)
+    with git._worktree_lock(root):
+        for slot in slots:
+            if not slot.exists() and not slot.is_symlink():
+                continue  # taken or removed since it was listed
+            if _linked(slot, common) is None:  # not what git recorded (a link, a rewritten `.git`)
+                _drop_broken(root, slot)
+                continue
+            try:
+                _switch(root, slot, branch, config.main_branch)
+                if path.exists() or path.is_symlink():  # git would move the worktree into it
+                    raise git.GitError(f"{path} appeared while a worktree was being prepared for it")
+                _move(root, slot, path)
+            except (git.GitError, OSError):
+                try:
+                    _detach(slot)  # so the branch is free for `git worktree add`
+                    _trash(root, slot.parent, slot)
+                except (git.GitError, OSError):
+                    _drop_broken(root, slot)
+                continue
+            _tidy(slot.parent)
+            return True
+    return False
+
+
+def _repair_moved(root: Path, path: Path) -> bool:
+    """PATH was renamed by a `git worktree move` killed before it updated git's record (which
+    still names the old place, now gone): `git worktree repair` points the record at PATH."""
+    from kanban.untrusted import read_capped
+
+    if path.is_symlink() or not path.is_dir():
+        return False
+    admin = git.worktree_gitdir(path)
+    common = _common_dir(root)
+    if admin is None or not admin.is_dir() or admin.resolve().parent != (common / "worktrees").resolve():
+        return False
+    old = read_capped(admin / "gitdir", 4096).strip()
+    if not old or Path(old).exists() or not Path(old).parent.parent.resolve().is_relative_to(
+            (root / ".").resolve()):
+        return False
+    git.run(root, "worktree", "repair", str(path), check=False)
+    return _linked(path, common) is not None
+
+
+def _stray_slots(root: Path, idle: Path, recorded: dict) -> None:
+    """Folders in the idle directory git has no record of (RECORDED: git's list, by resolved path):
+    a move into it killed midway, put right with `git worktree repair`, or removed when its record
+    has been pruned since."""
+    if not idle.is_dir():
+        return
+    for child in idle.iterdir():
+        if not child.name.isdigit() or child.resolve() in recorded:
+            continue
+        if child.is_symlink():
+            child.unlink()
+        elif not _repair_moved(root, child) and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _drop_broken(root: Path, slot: Path) -> None:
+    """An idle worktree kanban cannot use: removed now (rare: a crash, or a person's doing)."""
+    if slot.is_symlink():
+        slot.unlink()
+    else:
+        git.run(root, "worktree", "remove", "--force", "--force", str(slot), check=False)
+        if slot.is_dir():
+            shutil.rmtree(slot, ignore_errors=True)
+    git.run(root, "worktree", "prune")
+
+
+def _switch(root: Path, slot: Path, branch: str, base: str) -> None:
+    """The task's branch checked out in SLOT, tracked files as committed, untracked ones gone,
+    ignored ones kept. Every step may be repeated: a slot half-switched is simply switched again."""
+    admin = git.worktree_gitdir(slot)
+    assert admin is not None
+    stamp = admin / SETUP_STAMP
+    if stamp.exists():  # what the worktree was set up for; settled once the new checkout is prepared
+        os.replace(stamp, admin / PREVIOUS_STAMP)
+    _quit_operations(slot, admin)
+    status, _, err = git.run_status(slot, "checkout", "--force", "-q", "--no-track", "-b", branch, base, "--")
+    if status != 0:  # the branch exists (a crash, or its worktree removed): its own commits, not main
+        if not git.branch_exists(root, branch):
+            raise git.GitError(f"git checkout -b {branch} failed: {err.strip()[:200]}", stderr=err)
+        git.run(slot, "checkout", "--force", "-q", branch, "--")
+    git.run(slot, "clean", "-ffdq")
+
+
+def _detach(path: Path) -> None:
+    """HEAD detached at its commit, index and files untouched (whatever state they are in), and no
+    rebase or bisect left holding its branch (git would refuse to delete it)."""
+    admin = git.worktree_gitdir(path)
+    if admin is not None:
+        _quit_operations(path, admin)
+    git.run(path, "update-ref", "--no-deref", "-m", "kanban: worktree released", "HEAD", git.head(path))
+
+
+def _quit_operations(path: Path, admin: Path) -> None:
+    """Forget a rebase, cherry-pick, revert or bisect under way, leaving HEAD and files as they are
+    (a merge's state goes with the checkout that follows)."""
+    if (admin / "rebase-merge").exists() or (admin / "rebase-apply").exists():
+        git.run(path, "rebase", "--quit", check=False)
+    if (admin / "sequencer").exists():
+        git.run(path, "cherry-pick", "--quit", check=False)
+    if (admin / "BISECT_START").exists():
+        git.run(path, "bisect", "reset", "HEAD", check=False)
+
+
+def _move(root: Path, source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    git.run(root, "worktree", "move", str(source), str(target))
+    return target
+
+
+def _free_slot(idle: Path) -> Path:
+    taken = {p.name for p in idle.iterdir()} if idle.is_dir() else set()
+    n = 0
+    while str(n) in taken:
+        n += 1
+    return idle / str(n)
+
+
+def _trash(root: Path, idle: Path, path: Path) -> None:
+    """Out of the way at once (a rename), removed by git in the background."""
+    import uuid
+
+    target = _move(root, path, idle / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}")
+    _remove_in_background(root, target)
+
+
+def _remove_in_background(root: Path, path: Path) -> None:
+    proc = git.remove_worktree_in_background(root, path)
+    if proc is not None:  # else left as trash: a later release removes it
+        _BACKGROUND.append((str(path), proc))
+
+
+def _retry_stale_trash(root: Path, idle: Path, listed: list) -> None:
+    """Trash whose remover was killed (its directory unchanged for a while): removed now."""
+    now = time.time()
+    mine = {where for where, _ in _BACKGROUND}
+    registered = {w.path.resolve() for w in listed}
+    if not idle.is_dir():
+        return
+    for child in idle.iterdir():
+        if not child.name.startswith(TRASH_PREFIX) or str(child) in mine or child.is_symlink():
+            continue
+        try:
+            info = child.lstat()  # ctime: a move into the trash sets it, a remover's deletions too
+            if now - max(info.st_mtime, info.st_ctime) < TRASH_STALE:
+                continue
+        except OSError:
+            continue
+        if child.resolve() in registered:
+            git.run(root, "worktree", "remove", "--force", "--force", str(child), check=False)
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)  # past what git would remove (its `.git` gone)
+
+
+def _reap_background() -> None:
+    _BACKGROUND[:] = [(where, p) for where, p in _BACKGROUND if p.poll() is None]
+
+
+def wait_background(timeout: float = 60.0) -> None:
+    """Wait for the background removals this process started (tests, benchmarks)."""
+    deadline = time.monotonic() + timeout
+    for _, proc in list(_BACKGROUND):
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    _reap_background()
+
+
+def _tidy(idle: Path) -> None:
+    """No empty idle folder left behind (repair would take it for a half-created worktree)."""
+    try:
+        idle.rmdir()
+    except OSError:
+        pass  # not empty, or not there
+
+
+_COMMON: dict[str, Path] = {}
+
+
+def _common_dir(root: Path) -> Path:
+    """The repository's shared git folder, asked once per process (one git less per pick)."""
+    key = str(root.resolve())
+    if key not in _COMMON:
+        _COMMON[key] = git.common_dir(root)
+    return _COMMON[key]
+
+
+def _linked(path: Path, common: Path) -> Path | None:
+    """PATH's own git folder, if PATH is a linked worktree of this repository whose `.git` leads to
+    kanban's record of it and back (an agent may have rewritten it)."""
+    from kanban.untrusted import read_capped
+
+    if path.is_symlink() or not path.is_dir():
+        return None
+    admin = git.worktree_gitdir(path)
+    if admin is None or admin.resolve().parent != (common / "worktrees").resolve():
+        return None
+    back = read_capped(admin / "gitdir", 4096).strip()
+    try:
+        return admin if back and Path(back).resolve() == (path / ".git").resolve() else None
+    except (OSError, ValueError):
+        return None
+
+
+# -- set-up records ------------------------------------------------------------------------
+
+
+def _needs_stamp(config: Config) -> bool:
+    return bool(config.worktree.setup or config.worktree.copy)
+
+
+def _stamp_file(path: Path, name: str) -> Path:
+    admin = git.worktree_gitdir(path)
+    return (admin if admin is not None else path / ".git") / name
+
+
+def _read_stamp(path: Path, name: str) -> dict | None:
+    from kanban.untrusted import read_capped
+
+    try:
+        data = json.loads(read_capped(_stamp_file(path, name), 4096) or "null")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_stamp(path: Path, data: dict) -> None:
+    """Whole or not at all (a rename), not synced: a record lost to a power cut runs set-up again."""
+    target = _stamp_file(path, SETUP_STAMP)
+    if not target.parent.is_dir():
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with open(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    os.replace(tmp, target)
+
+
+def _setup_key(path: Path, config: Config) -> str:
+    """What the set-up depends on, at the commit checked out: its commands, and the blobs of the
+    tracked files matching `setup_inputs` (without any, the whole tree)."""
+    inputs = config.worktree.setup_inputs
+    if inputs:
+        blobs = git.blobs_in_index(path, [f":(glob){g}" for g in inputs])  # after a checkout: the commit's
+        listing = "\n".join(f"{blob} {name}" for name, blob in sorted(blobs.items()))
+    else:
+        listing = git.tree_of(path, "HEAD")
+    text = json.dumps({"setup": [list(a) for a in config.worktree.setup], "inputs": list(inputs)}) + "\n" + listing
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def report_file(worktree: Path) -> Path:

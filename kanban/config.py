@@ -92,6 +92,16 @@ def model_for(agent: AgentConfig, attempt: int) -> str | None:
 class WorktreeConfig:
     copy: tuple[str, ...] = ()
     setup: tuple[tuple[str, ...], ...] = ()  # argv per command, run in order
+    # A merged task's worktree is parked (detached, ignored files kept) for the next pick.
+    reuse: bool = True
+    keep_idle: int | None = None  # parked worktrees kept at most; None: pool_size
+    setup_inputs: tuple[str, ...] = ()  # git glob pathspecs; empty: every tracked file
+
+    def idle_limit(self, pool_size: int) -> int:
+        """How many parked worktrees to keep: 0 when reuse is off."""
+        if not self.reuse:
+            return 0
+        return pool_size if self.keep_idle is None else self.keep_idle
 
 
 @dataclass(frozen=True)
@@ -373,7 +383,7 @@ PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
 MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
 AGENT_KEYS = ("preset", "command", "timeout", "stall", "model", "extra_args", "kill_grace", "retry_limit",
               "sandbox")
-WORKTREE_KEYS = ("copy", "setup")
+WORKTREE_KEYS = ("copy", "setup", "reuse", "keep_idle", "setup_inputs")
 MERGE_KEYS = ("mode", "verify", "push", "remote", "verify_timeout", "allow_config_changes", "parallel",
               "verify_retries")
 ENV_KEYS = ("allow", "deny", "extend_allow", "extend_deny", "check_allow", "check_deny")
@@ -649,10 +659,33 @@ class _Loader:
         path = ("worktree",)
         table = self.table(value, path, WORKTREE_KEYS)
         copy = self.strings(table.get("copy", []), path + ("copy",), "a list of paths")
+        defaults = WorktreeConfig()
+        keep_idle = table.get("keep_idle")
         return WorktreeConfig(
             copy=tuple(self.relative_path(item, path + ("copy",)) for item in copy),
             setup=self.setup(table.get("setup", []), path + ("setup",)),
+            reuse=self.boolean(table.get("reuse", defaults.reuse), path + ("reuse",)),
+            keep_idle=None if keep_idle is None else self.keep_idle(keep_idle, path + ("keep_idle",)),
+            setup_inputs=self.setup_inputs(table.get("setup_inputs", []), path + ("setup_inputs",)),
         )
+
+    def keep_idle(self, value: Any, path: KeyPath) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.wrong_type(path, "an integer", value, "e.g. keep_idle = 2")
+        if not 0 <= value <= 64:
+            raise self.error(path, f"{self.name(path)} must be between 0 and 64, got {_describe(value)}",
+                             "without it, as many as pool_size are kept")
+        return value
+
+    def setup_inputs(self, value: Any, path: KeyPath) -> tuple[str, ...]:
+        """Glob patterns over tracked files, from the top of the repository (git's `:(glob)` pathspecs)."""
+        globs = self.strings(value, path, "a list of glob patterns", 'e.g. ["package-lock.json", "requirements*.txt"]')
+        for item in globs:
+            self.relative_path(item, path)
+            if item.startswith(":"):
+                raise self.error(path, f"{self.name(path)} has a pathspec with magic, got {_describe(item)}",
+                                 'give plain globs like "**/package-lock.json"')
+        return globs
 
     def setup(self, value: Any, path: KeyPath) -> tuple[tuple[str, ...], ...]:
         """One argv list, or a list of argv lists."""
@@ -971,6 +1004,10 @@ sandbox = "none"              # "bwrap": each agent in bubblewrap, writing only 
 copy = []                     # ignored files each new worktree needs, e.g. [".env"]
 setup = []                    # run once in each new worktree, before its first agent:
                               # ["npm", "ci"], or several: [["npm", "ci"], ["make"]]
+setup_inputs = []             # tracked files setup depends on, e.g. ["package-lock.json"]: a reused
+                              # worktree reruns setup only when they changed ([]: any tracked file)
+reuse = true                  # a merged task's worktree waits, ignored files kept, for the next task
+# keep_idle = 6               # at most this many waiting worktrees (default: pool_size)
 
 [merge]
 mode = "serial"               # "serial": one branch at a time; "batch": several at once

@@ -779,9 +779,9 @@ class MergeQueue:
                               f"carries its own line")
 
     def _remove_task_state(self, task_ids: list[str]) -> None:
-        from kanban.agents import worktree_path
+        from kanban.agents import release_worktrees
 
-        git.remove_worktrees(self.root, [worktree_path(self.root, self.config, t) for t in task_ids])
+        release_worktrees(self.root, self.config, task_ids)  # parked for the next pick, or removed
         git.delete_branches(self.root, [branch_name(t) for t in task_ids])
         for task_id in task_ids:
             self.engine.history.release_port(task_id)

@@ -185,8 +185,11 @@ class Project:
                               cwd=self.root, capture_output=True).returncode == 0
 
     def worktree_paths(self) -> set[str]:
+        """The worktrees git lists, but the idle ones a merged task's worktree is parked in for reuse."""
         out = git(self.root, "worktree", "list", "--porcelain")
-        return {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")}
+        idle = str(self.root / ".worktrees" / ".idle") + "/"
+        listed = {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")}
+        return {path for path in listed if not path.startswith(idle)}
 
     def has_worktree(self, tid: str) -> bool:
         wt = self.root / ".worktrees" / tid
