@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kanban import git, procs
+from kanban.agents import IDLE_DIR
 from kanban.errors import KanbanError
 from kanban.ids import branch_name
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
@@ -195,6 +196,8 @@ def _half_worktrees(root: Path, wts: list[dict], wt_root: Path) -> list[Problem]
     listed = {rec["path"] for rec in wts}
     if wt_root.is_dir():
         for child in wt_root.iterdir():
+            if child.name == IDLE_DIR:  # the warm worktrees' waiting room (kanban.agents), emptied as it likes
+                continue
             if child.is_dir() and not child.is_symlink() and child not in listed and not any(child.iterdir()):
                 found.append(Problem(KIND_HALF_WORKTREE, child.name,
                                      f"found {child.name} in the worktree directory left empty by a killed "
