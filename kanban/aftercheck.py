@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kanban import git
-from kanban.gitguard import GUARD_DIR, GitGuard
+from kanban import git, paths
+from kanban.atomic import write_text_atomic
+from kanban.gitguard import GitGuard
 from kanban.ids import branch_name
 
 MAIN_RECORD = "main"  # the last main the checks accepted, in .kanban/gitguard/
@@ -25,7 +26,7 @@ class AfterCheck:
         self.main = main
         self.history = history
         self.guard = GitGuard(root, git.common_dir(root))
-        self.record = root / ".kanban" / GUARD_DIR / MAIN_RECORD
+        self.record = paths.gitguard_dir(root) / MAIN_RECORD
 
     def accept_current(self) -> None:
         """Nothing in flight: what the shared git directory holds now is the person's."""
@@ -70,9 +71,7 @@ class AfterCheck:
 
     def _remember_main(self, sha: str) -> None:
         self.record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.record.with_name(".main.tmp")
-        tmp.write_text(sha + "\n", encoding="utf-8")
-        tmp.replace(self.record)
+        write_text_atomic(self.record, sha + "\n")
 
     def _recorded_main(self) -> str | None:
         try:

@@ -11,14 +11,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kanban import git
+from kanban import git, paths
+from kanban.atomic import write_text_atomic
 from kanban.config import Config
 from kanban.errors import KanbanError
-from kanban.ids import branch_name, check_id
+from kanban.ids import branch_name
 from kanban.prompts import render_role
 from kanban.targets import covering_tests
 
 SETUP_TIMEOUT = 900.0
+SETUP_OUTPUT = 1 << 20  # bytes of a set-up command's output kept (the last: its error is there)
 # The agent's report lives inside its worktree (aider cannot write outside its repository), in a
 # directory that ignores itself: git never sees it, and the person's git config is not touched.
 REPORT_DIR = ".kanban-run"
@@ -41,13 +43,12 @@ class Launch:
 
 
 def worktree_path(root: Path, config: Config, task_id: str) -> Path:
-    check_id(task_id)  # IDs become path segments: never let anything else through
-    return root / config.worktree_dir / task_id
+    return paths.worktree_path(root, config.worktree_dir, task_id)  # the ID checked: it becomes a path segment
 
 
 def check_worktree_dir(root: Path, config: Config) -> None:
     """Refuse a worktree directory that leads outside the repository (a symlink, or `..`)."""
-    where = (root / config.worktree_dir).resolve()
+    where = paths.worktree_root(root, config.worktree_dir).resolve()
     if not where.is_relative_to(root.resolve()):
         raise KanbanError(f"worktree_dir {config.worktree_dir!r} leads to {where}, outside the repository",
                           file=config.source and Path(config.source).name,
@@ -55,7 +56,7 @@ def check_worktree_dir(root: Path, config: Config) -> None:
 
 
 def run_dir(root: Path, task_id: str, role: str, attempt: int) -> Path:
-    return root / ".kanban" / "runs" / check_id(task_id) / f"{role}-{attempt}"
+    return paths.run_dir(root, task_id, role, attempt)
 
 
 def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
@@ -128,14 +129,18 @@ def _prepare(root: Path, config: Config, path: Path, *, reused: bool = False) ->
 
 
 def _run_setup(config: Config, path: Path) -> None:
+    from kanban.runner import run_bounded
+
     for argv in config.worktree.setup:
         try:
-            done = subprocess.run(list(argv), cwd=path, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=SETUP_TIMEOUT, start_new_session=True)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = run_bounded(argv, path, timeout=SETUP_TIMEOUT, output_limit=SETUP_OUTPUT, keep_tail=True)
+        except OSError as exc:
             raise KanbanError(f"worktree set-up '{' '.join(argv)}' failed: {exc}", code=1) from None
+        if done.timed_out:  # its whole group was stopped: no half-run installer left in the worktree
+            raise KanbanError(f"worktree set-up '{' '.join(argv)}' failed: Command '{list(argv)}' timed out "
+                              f"after {SETUP_TIMEOUT} seconds", code=1)
         if done.returncode != 0:
-            tail = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-15:]
+            tail = (done.output + done.errors).decode(errors="replace").strip().splitlines()[-15:]
             raise KanbanError(f"worktree set-up '{' '.join(argv)}' exited {done.returncode}:\n" + "\n".join(tail),
                               code=1)
 
@@ -183,7 +188,7 @@ def _clear_target(path: Path, rel: str) -> None:
 # or a task worktree like any other. Idle worktrees over `keep_idle` are moved aside to
 # .idle/.trash-<x> and removed by a `git worktree remove` in the background.
 
-IDLE_DIR = ".idle"
+IDLE_DIR = paths.IDLE_DIR
 TRASH_PREFIX = ".trash-"
 TRASH_STALE = 120.0  # seconds: a trash worktree unchanged this long has no remover left
 SETUP_STAMP = "kanban-setup.json"  # in the worktree's own git folder: never in the checkout
@@ -192,7 +197,7 @@ _BACKGROUND: list[tuple[str, subprocess.Popen]] = []  # (trash path, its remover
 
 
 def idle_path(root: Path, config: Config) -> Path:
-    return root / config.worktree_dir / IDLE_DIR
+    return paths.idle_dir(root, config.worktree_dir)
 
 
 def reuse_active(config: Config) -> bool:
@@ -503,12 +508,7 @@ def _write_stamp(path: Path, data: dict) -> None:
     target = _stamp_file(path, SETUP_STAMP)
     if not target.parent.is_dir():
         return
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with open(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out)
-    os.replace(tmp, target)
+    write_text_atomic(target, json.dumps(data))
 
 
 def _setup_key(path: Path, config: Config) -> str:
@@ -553,12 +553,11 @@ def collect_report(worktree: Path, run_dir: Path) -> str:
     FIFO, a link to /dev/zero or to a secret in its place.
     """
     from kanban.untrusted import read_capped
-    from kanban.supervisor import write_text_atomic
 
     source = report_file(worktree)
     text = read_capped(source, REPORT_READ_LIMIT)
     if not (run_dir / REPORT_NAME).exists():  # already collected by an earlier, interrupted reap
-        write_text_atomic(run_dir / REPORT_NAME, text)
+        write_text_atomic(run_dir / REPORT_NAME, text, durable=True)
     else:
         text = read_capped(run_dir / REPORT_NAME, REPORT_READ_LIMIT) or text
     try:

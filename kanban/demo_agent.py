@@ -45,8 +45,14 @@ def work(seconds: float) -> None:
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], check=True, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL).stdout
+    """git in the worktree, through kanban's git room. Its environment is ours as given (no
+    cleaning: the agent's command-scope config and a sandbox's GIT_DIR are meant for it)."""
+    from kanban import git as kgit
+
+    status, out, err = kgit.run_bytes(".", args, base={}, env=dict(os.environ))
+    if status != 0:
+        raise SystemExit(f"git {' '.join(args[:2])} failed: {os.fsdecode(err).strip()}")
+    return os.fsdecode(out)
 
 
 def report(text: str) -> None:

@@ -8,25 +8,22 @@ scheduler decide, and this module carries the decision out: board writes
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
-from kanban import agents, git
+from kanban import agents, git, locks, paths
 from kanban.aftercheck import AfterCheck
-from kanban.board import Board, to_task
+from kanban.board import Board, BoardFile, to_task
 from kanban.config import Config
 from kanban.entry import Entry
 from kanban.errors import KanbanError
 from kanban.events import BUDGET_REACHED, Happening
 from kanban.events import ESCALATED as ESCALATED_KIND
 from kanban.history import History, Run
-from kanban.machine import Action, Event, InvalidTransition, TaskState, transition
-from kanban.model import COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
+from kanban.machine import Action, Event, InvalidTransition, TaskState, Transition, describe_state, transition
+from kanban.model import COLUMN_FILES, COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
 from kanban.procs import process_start_time
 from kanban.presets import build_argv, cli_error, missing_credentials
 from kanban.prompts import render_role
@@ -79,24 +76,9 @@ def tick_lock(root: Path, wait: float = 0.0) -> Iterator[bool]:
     """One tick at a time per repository; yields False if another one holds it."""
     from kanban.store import state_dir
 
-    state = state_dir(root)
-    fd = os.open(state / "tick.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.02)
-        yield True
-    finally:
-        os.close(fd)
+    state_dir(root)  # created, or one clear line where it cannot be
+    with locks.hold(paths.tick_lock(root), timeout=wait) as got:
+        yield got
 
 
 class Engine:
@@ -193,9 +175,7 @@ class Engine:
             if run.pid is None and state.agent_pid:
                 self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
             if state.running and not state.supervisor_alive:  # nothing enforces its timeout any more
-                from kanban.repair import stop_unsupervised
-
-                stop_unsupervised(Path(run.run_dir), "kanban tick")
+                self.runner.reclaim(Path(run.run_dir), "kanban tick")
                 report.add("problems", self._problem(
                     run.task, f"{run.task} {_who(run.role)} lost its supervisor; the agent was stopped"))
                 state = self.runner.poll(Path(run.run_dir))
@@ -301,7 +281,8 @@ class Engine:
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
         self.history.finish_run(run.id, outcome=outcome, result=result, reason=why or None)
         took = f" in {_human(float(result['duration']))}" if result and result.get("duration") is not None else ""
-        shown = " ".join((read_capped(Path(run.run_dir) / "argv.txt", 2000) or self.config.test.shown()).split())
+        spec = self.runner.spec(Path(run.run_dir))  # its command as submitted, before any sandbox
+        shown = " ".join(((" ".join(spec.command)[:2000] if spec else "") or self.config.test.shown()).split())
         if ok:
             return self.apply_event(run.task, Event.TEST_OK, f"{_stamp()} tests passed: `{clean(shown)}`{took}",
                                     who=TESTS)
@@ -380,17 +361,9 @@ class Engine:
                 return
             f, entry = found
             outcome["title"] = entry.title
-            task = to_task(f, entry, 0)
-            tr = transition(TaskState.of(task, strikes), event)
+            tr = transition(state_of(f, entry, strikes), event)
             outcome.update(tr=tr, source=f.column)
-            if tr.column is Column.DONE:  # merged: it lives on in CHANGELOG.md
-                f.remove(entry)
-                return
-            entry = board.move(task_id, tr.column)
-            board.touch(task_id)
-            _set_flags(entry, retry=tr.retry, escalated=tr.escalated, ready=tr.ready)
-            if note:
-                entry.add_note(note)
+            carry_out(board, task_id, tr, note)
 
         try:
             update(self.root, change)
@@ -412,19 +385,52 @@ class Engine:
         kind, text = _transition_words(task_id, event, tr.column, tr.escalated, why, who, self.config.main_branch)
         return Happening(kind, _one_line(text), task_id, title)
 
-    def remove_merged(self, task_ids: dict[str, str]) -> None:
-        """MERGED for tasks main already holds ({task: merged commit}): entries leave TESTING in one write."""
+    def remove_merged(self, task_ids: dict[str, str]) -> list[Happening]:
+        """MERGED for tasks main already holds ({task: merged commit}): the entries leave the board in one write.
+
+        The table decides (TESTING ready + MERGED -> DONE). An entry a person changed while it merged
+        (ready removed, [ESCALATED] set, moved to another file) matches no row, and leaves the board
+        all the same: main holds its commit and CHANGELOG.md its line, and an entry left behind would
+        show finished work as pending. The history records that ("overruled", then "merged"), and the
+        lines returned, one per such entry, tell the person.
+        """
+        strikes = {task_id: self.history.strikes(task_id) for task_id in task_ids}
+        seen: dict[str, tuple[Column, Transition | InvalidTransition]] = {}
 
         def change(board: Board) -> None:
+            seen.clear()  # update() runs this again after a concurrent hand edit
             for task_id in task_ids:
                 found = board.find(task_id)
-                if found is not None:
-                    found[0].remove(found[1])
+                if found is None:
+                    continue
+                f, entry = found
+                try:
+                    tr = transition(state_of(f, entry, strikes[task_id]), Event.MERGED)
+                except InvalidTransition as exc:
+                    seen[task_id] = (f.column, exc)
+                    f.remove(entry)  # outside the table: main already holds it
+                    continue
+                seen[task_id] = (f.column, tr)
+                carry_out(board, task_id, tr)
 
         update(self.root, change)
+        lines = []
+        main = self.config.main_branch
         with self.history.transaction():
             for task_id, sha in task_ids.items():
-                self.history.event(task_id, Event.MERGED.value, Column.TESTING.value, Column.DONE.value, sha)
+                if task_id not in seen:  # gone already (a crash after the board write): main holds it
+                    self.history.event(task_id, Event.MERGED.value, None, Column.DONE.value, sha)
+                    continue
+                source, tr = seen[task_id]
+                if isinstance(tr, InvalidTransition):
+                    self.history.event(task_id, "overruled", source.value, Column.DONE.value,
+                                       f"{Event.MERGED.value}: {tr}; {main} holds it ({sha}), so the entry "
+                                       f"left the board anyway")
+                    lines.append(Happening("problem", f"{task_id} was changed by hand while it merged "
+                                                      f"({describe_state(tr.state)}); {main} holds it, so it "
+                                                      f"left {COLUMN_FILES[source]} all the same", task_id))
+                self.history.event(task_id, Event.MERGED.value, source.value, Column.DONE.value, sha)
+        return lines
 
     def _note(self, task_id: str, note: str) -> None:
         def change(board: Board) -> None:
@@ -437,24 +443,57 @@ class Engine:
         return self.escalate_event(task_id, note).text
 
     def escalate_event(self, task_id: str, note: str, *, why: str | None = None) -> Happening:
-        """Hold a task for a person. The line says why: WHY, or the first line of NOTE (its stamp dropped)."""
-        title: list[str] = []
+        """Hold a task for a person: the table's HELD row, in place (a run stopped with `kanban stop`,
+        a budget, a run that could not be judged, a branch the merge queue must not merge).
+
+        The line says why: WHY, or the first line of NOTE (its stamp dropped). A task already
+        escalated (say, by hand while its agent ran) matches no row: it stays as it is, and gets
+        NOTE, since the person who looks at it should read why kanban would have held it too.
+        """
+        strikes = self.history.strikes(task_id)
+        outcome: dict = {}
 
         def change(board: Board) -> None:
-            if board.find(task_id):
-                entry = board.touch(task_id)
-                title.append(entry.title)
-                _set_flags(entry, retry=False, escalated=True, ready=False)
-                entry.add_note(note)
+            outcome.clear()  # update() runs this again after a concurrent hand edit
+            found = board.find(task_id)
+            if found is None:
+                return
+            f, entry = found
+            outcome.update(title=entry.title, source=f.column)
+            try:
+                outcome["tr"] = transition(state_of(f, entry, strikes), Event.HELD)
+            except InvalidTransition as exc:
+                outcome["refused"] = exc
+                board.touch(task_id).add_note(note)
+                return
+            carry_out(board, task_id, outcome["tr"], note)
 
         update(self.root, change)
-        self.history.event(task_id, "escalated", detail=note)
         said = why if why is not None else _unstamped(note.strip().splitlines()[0] if note.strip() else "")
+        title = outcome.get("title", "")
+        if "source" not in outcome:
+            self.history.event(task_id, "ignored", detail=f"{Event.HELD.value}: the entry is no longer on the "
+                                                          f"board: {note}")
+            return Happening("info", _one_line(f"{task_id} is no longer on the board; not held"
+                                               + (f" ({said})" if said else "")), task_id)
+        if "refused" in outcome:
+            self.history.event(task_id, "ignored", detail=f"{Event.HELD.value}: {outcome['refused']}: {note}")
+            return Happening("info", _one_line(f"{task_id} is already escalated; noted" + (f": {said}" if said else "")),
+                             task_id, title)
+        tr = outcome["tr"]
+        self.history.event(task_id, Event.HELD.value, outcome["source"].value, tr.column.value, note)
+        if tr.action is Action.ESCALATE:  # every HELD row's
+            self.history.event(task_id, "escalated")
         return Happening(ESCALATED_KIND, _one_line(f"{task_id} escalated" + (f": {said}" if said else "")),
-                         task_id, title[-1] if title else "")
+                         task_id, title)
 
     def _notice_person_resets(self) -> None:
-        """A person removed [ESCALATED] by hand: the task starts over with no strikes."""
+        """A person removed [ESCALATED] by hand: the task starts over with no strikes.
+
+        Not a transition of the table: the person's edit already changed the board, and kanban
+        only records what it means for the strikes ("reset"). `kanban retry` is the same wish
+        carried out by kanban, through the RETRY_REQUESTED rows.
+        """
         escalated = self.history.escalated_tasks()
         if not escalated:
             return
@@ -560,7 +599,6 @@ class Engine:
         attempt = self.history.next_attempt(task_id, TEST_RUN)
         rdir = agents.run_dir(self.root, task_id, TEST_RUN, attempt)
         rdir.mkdir(parents=True, exist_ok=True)
-        (rdir / "argv.txt").write_text(" ".join(argv) + "\n", encoding="utf-8")
         env = agents.test_env(self.config, task_id, worktree, self.history.port_for(task_id, self.config.port_base))
         test = self.config.test
         return self._submit(task_id, TEST_RUN, attempt, rdir, argv, worktree, env, rdir / "test.log",
@@ -632,7 +670,7 @@ _RESULT_OF = {Event.PICKED: "pick", Event.TASK_OK: "task agent's result", Event.
               Event.REVIEW_OK: "review", Event.REVIEW_REJECTED: "review", Event.TEST_OK: "test result",
               Event.TEST_FAILED: "test result", Event.TESTS_FAILED_FIRST: "test result",
               Event.MERGED: "merge", Event.MERGE_CONFLICT: "merge conflict",
-              Event.VERIFY_FAILED: "post-merge check", Event.RETRY_REQUESTED: "retry"}
+              Event.VERIFY_FAILED: "post-merge check", Event.RETRY_REQUESTED: "retry", Event.HELD: "hold"}
 
 
 def _result_of(event: Event, who: str) -> str:
@@ -726,6 +764,28 @@ def _ended_badly(run: Run, result: dict | None) -> str | None:
     if result.get("exit_code") is None:
         return str(result.get("error") or f"killed by signal {result.get('signal')}")
     return None
+
+
+# -- carrying out a transition on the board ----------------------------------------------
+
+def state_of(f: BoardFile, entry: Entry, strikes: Mapping[str, int] | None = None) -> TaskState:
+    """The machine's view of an entry: its column, markers, ready line, and STRIKES."""
+    return TaskState.of(to_task(f, entry, 0), strikes)
+
+
+def carry_out(board: Board, task_id: str, tr: Transition, note: str | None = None) -> None:
+    """Do to the entry what TR says, inside one board update: DONE takes it off the board (it lives
+    on in CHANGELOG.md); any other column gets the entry, TR's markers and ready line, and NOTE.
+    The action itself (spawning, merging, resetting strikes) is the caller's."""
+    f, entry = board.require(task_id)
+    if tr.column is Column.DONE:
+        f.remove(entry)
+        return
+    entry = board.move(task_id, tr.column)
+    board.touch(task_id)
+    _set_flags(entry, retry=tr.retry, escalated=tr.escalated, ready=tr.ready)
+    if note:
+        entry.add_note(note)
 
 
 def _set_flags(entry: Entry, *, retry: bool, escalated: bool, ready: bool) -> None:

@@ -6,6 +6,8 @@ import errno
 import os
 from pathlib import Path
 
+from kanban import paths
+
 BAD_INPUT = 2
 WORK_FAILED = 1
 
@@ -76,7 +78,7 @@ _OS_ERRORS = {
 _VERBS = {"EROFS": "cannot write", "ENOSPC": "cannot write", "EDQUOT": "cannot write", "EFBIG": "cannot write",
           "EACCES": "cannot access", "EPERM": "cannot change", "ELOOP": "cannot open", "EIO": "cannot read or write",
           "EMFILE": "cannot open", "ENFILE": "cannot open"}
-HISTORY_FILE = ".kanban/history.sqlite"
+HISTORY_FILE = paths.HISTORY_FILE
 
 
 def _shown(path: object, root: Path | None) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from kanban import locks, paths
 from kanban.errors import KanbanError
 
 GIT_ENV = {
@@ -322,20 +323,7 @@ def branches(root: Path, pattern: str = "refs/heads/") -> list[str]:
 
 def _worktree_lock(root: Path):
     """Serialise worktree add/remove/prune: concurrent `worktree add -b` races on config."""
-    import contextlib
-    import fcntl
-
-    @contextlib.contextmanager
-    def held():
-        path = common_dir(root) / "kanban-worktree.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    return held()
+    return locks.hold(paths.worktree_lock(common_dir(root)))
 
 
 def add_worktree(root: Path, path: Path, branch: str, base: str) -> None:

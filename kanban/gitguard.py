@@ -24,13 +24,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kanban import paths
+from kanban.atomic import write_bytes_atomic, write_text_atomic
+
 # Relative to the common git directory: what git reads as configuration or runs as code.
 WATCHED_FILES = ("config", "config.worktree", "info/attributes")
 WATCHED_DIRS = ("hooks",)
 MAX_ENTRIES = 500  # a hooks folder bigger than this is moved aside whole
 MAX_FILE = 4 << 20  # bytes of one watched file kept in the baseline
 
-GUARD_DIR = "gitguard"
+GUARD_DIR = paths.GITGUARD
 
 
 @dataclass
@@ -60,9 +63,14 @@ def _entry(path: Path) -> dict | None:
 
 
 def _digest(path: Path) -> str:
+    return hashlib.sha256(_content(path)).hexdigest()
+
+
+def _content(path: Path) -> bytes:
+    """Up to MAX_FILE + 1 bytes of the file at PATH, never through a link (OSError if it is one)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
-        return hashlib.sha256(f.read(MAX_FILE + 1)).hexdigest()
+        return f.read(MAX_FILE + 1)
 
 
 def snapshot(gitdir: Path) -> dict[str, dict | None]:
@@ -99,7 +107,7 @@ def _differences(before: dict[str, dict | None], after: dict[str, dict | None]) 
 class GitGuard:
     def __init__(self, root: Path, gitdir: Path) -> None:
         self.gitdir = gitdir
-        self.home = root / ".kanban" / GUARD_DIR
+        self.home = paths.gitguard_dir(root)
         self.baseline_file = self.home / "baseline.json"
         self.blobs = self.home / "blobs"
 
@@ -111,9 +119,7 @@ class GitGuard:
             if entry and entry["kind"] == "file" and not entry["sha"].startswith("size:"):
                 blob = self.blobs / entry["sha"]
                 if not blob.exists():
-                    tmp = blob.with_suffix(".tmp")
-                    shutil.copyfile(self.gitdir / rel, tmp, follow_symlinks=False)
-                    os.replace(tmp, blob)
+                    write_bytes_atomic(blob, _content(self.gitdir / rel))
         _write_json(self.baseline_file, {"taken": time.time(), "entries": snap})
 
     def baseline(self) -> dict[str, dict | None] | None:
@@ -173,14 +179,9 @@ class GitGuard:
         elif entry["kind"] == "file":
             blob = self.blobs / entry["sha"]
             if blob.exists():
-                tmp = path.with_name(f".{path.name}.kanban-restore")
-                shutil.copyfile(blob, tmp)
-                os.chmod(tmp, entry.get("mode", 0o644))
-                os.replace(tmp, path)
+                write_bytes_atomic(path, blob.read_bytes(), mode=entry.get("mode", 0o644))
 
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")

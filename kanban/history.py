@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from kanban import paths
 from kanban.budget import Spend
 
-DB_NAME = "history.sqlite"
+DB_NAME = paths.HISTORY_DB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -146,8 +147,7 @@ _SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
 
 class History:
     def __init__(self, root: Path, *, readonly: bool = False) -> None:
-        state = root / ".kanban"
-        self.path = state / DB_NAME
+        self.path = paths.history_db(root)
         if readonly:
             self.db = _open_readonly(self.path)
             return
@@ -407,7 +407,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
 
 def running_agents(root: Path) -> list[dict[str, Any]]:
     """Live runs for `kanban status`, without creating a history where there is none."""
-    if not (root / ".kanban" / DB_NAME).exists():
+    if not paths.history_db(root).exists():
         return []
     now = time.time()
     with History(root, readonly=True) as history:

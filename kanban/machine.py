@@ -26,7 +26,8 @@ class Event(str, Enum):
     MERGED = "merged"
     MERGE_CONFLICT = "merge_conflict"
     VERIFY_FAILED = "verify_failed"
-    RETRY_REQUESTED = "retry_requested"  # a person ran `kanban retry` on an escalated task
+    RETRY_REQUESTED = "retry_requested"  # a person ran `kanban retry` on an escalated or [RETRY] task
+    HELD = "held"  # a person must look: stopped with `kanban stop`, a budget, a run that could not be judged
 
 
 class Action(str, Enum):
@@ -36,7 +37,7 @@ class Action(str, Enum):
     ENQUEUE_MERGE = "enqueue_merge"
     FINISH = "finish"  # changelog entry, worktree and branch removed
     ESCALATE = "escalate"  # leave it for a person
-    RESUME = "resume"  # spawn the column's role again; the caller resets strikes
+    RESUME = "resume"  # spawn the column's role again (TODO: wait to be picked); the caller resets strikes
 
 
 # Strike counters, named for the stage a task was sent back from.
@@ -144,9 +145,21 @@ ROWS: tuple[Row, ...] = (
         stage=MERGE_STAGE, struck=False, to_retry=True, strike=MERGE_STAGE),
     Row(_C.TESTING, _E.VERIFY_FAILED, _C.TESTING, _A.ESCALATE, ready=True,
         stage=MERGE_STAGE, struck=True, to_escalated=True),
+    # A person resumes a task: escalated, or only [RETRY] (say, to give it fresh strikes). A TODO
+    # entry has these markers only when a person moved it back there; it then waits to be picked.
+    Row(_C.TODO, _E.RETRY_REQUESTED, _C.TODO, _A.RESUME, escalated=True),
+    Row(_C.TODO, _E.RETRY_REQUESTED, _C.TODO, _A.RESUME, retry=True),
     Row(_C.IN_PROGRESS, _E.RETRY_REQUESTED, _C.IN_PROGRESS, _A.RESUME, escalated=True),
+    Row(_C.IN_PROGRESS, _E.RETRY_REQUESTED, _C.IN_PROGRESS, _A.RESUME, retry=True),
     Row(_C.REVIEW, _E.RETRY_REQUESTED, _C.REVIEW, _A.RESUME, escalated=True),
+    Row(_C.REVIEW, _E.RETRY_REQUESTED, _C.REVIEW, _A.RESUME, retry=True),
     Row(_C.TESTING, _E.RETRY_REQUESTED, _C.TESTING, _A.RESUME, escalated=True),
+    Row(_C.TESTING, _E.RETRY_REQUESTED, _C.TESTING, _A.RESUME, retry=True),
+    # Held for a person, in place, from any column on the board (escalated already: no row).
+    Row(_C.TODO, _E.HELD, _C.TODO, _A.ESCALATE, to_escalated=True),
+    Row(_C.IN_PROGRESS, _E.HELD, _C.IN_PROGRESS, _A.ESCALATE, to_escalated=True),
+    Row(_C.REVIEW, _E.HELD, _C.REVIEW, _A.ESCALATE, to_escalated=True),
+    Row(_C.TESTING, _E.HELD, _C.TESTING, _A.ESCALATE, to_escalated=True),
 )
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
-import fcntl
 import os
 import re
 import time
@@ -34,7 +32,8 @@ from typing import Iterator, NamedTuple
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from kanban import git
+from kanban import git, locks, paths
+from kanban.atomic import write_json_atomic
 from kanban.changelog import category_for, insert_entry
 from kanban.errors import KanbanError
 from kanban.events import QUEUE_BLOCKED, Happening, QueueState
@@ -102,19 +101,9 @@ class QueueReport:
 def merge_lock(root: Path) -> Iterator[bool]:
     from kanban.store import state_dir
 
-    state = state_dir(root)
-    fd = os.open(state / "merge.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    state_dir(root)  # created, or one clear line where it cannot be
+    with locks.hold(paths.merge_lock(root), timeout=0) as got:
+        yield got
 
 
 class MergeQueue:
@@ -533,7 +522,8 @@ class MergeQueue:
         path = self._verify_worktree(commit, worktree)
         self.report.verifications += 1
         log = _new_verify_log(self.root, commit)
-        runs = state_dir(self.root) / "verify-runs"
+        state_dir(self.root)
+        runs = paths.verify_runs_dir(self.root)
         runs.mkdir(exist_ok=True)
         run_dir = runs / log.stem
         vid = self.engine.history.start_verification(ids, commit, str(log), try_, run_dir=str(run_dir), base=base,
@@ -595,7 +585,8 @@ class MergeQueue:
     def _verify_slot_path(self, slot: int) -> Path:
         from kanban.store import state_dir
 
-        return state_dir(self.root) / ("verify" if slot == 0 else f"verify-{slot + 1}")
+        state_dir(self.root)
+        return paths.verify_slot(self.root, slot)
 
     def _verify_env(self) -> dict[str, str]:
         """Filtered by the checks' lists: a branch's test that prints os.environ shows no secret."""
@@ -645,15 +636,13 @@ class MergeQueue:
             carry = self._check_checkout(old, new, checkout)
             # the intent, for repair: a `git merge --ff-only` killed after it wrote files and index
             # but before it moved the ref leaves the checkout half-way between old and new
-            from kanban.supervisor import write_json_atomic
-
             record = advance_record(self.root)
             intent = {"checkout": str(checkout), "old": old, "new": new}
             entries = [[c.task_id, c.title, c.category] for c in landing]
             if carry is not None:
                 intent["changelog"] = base64.b64encode(carry).decode()
                 intent["entries"] = entries
-            write_json_atomic(record, intent)
+            write_json_atomic(record, intent, durable=True)
             try:
                 if carry is not None:
                     _set_changelog(self.root, git.read_blob(self.root, old, CHANGELOG) or b"", expect=carry)
@@ -767,7 +756,9 @@ class MergeQueue:
         """After main moved: CHANGELOG lines in the working copy (already there when they came with
         the merge commit), then TESTING entries gone, then worktrees and branches."""
         add_to_changelog(self.root, [(c.task_id, c.title, c.category) for c in done])
-        self.engine.remove_merged({c.task_id: c.sha for c in done})
+        for overruled in self.engine.remove_merged({c.task_id: c.sha for c in done}):  # edited by hand meanwhile
+            self.report.lines.append(overruled.text)
+            self.report.events.append(overruled)
         self._remove_task_state([c.task_id for c in done])
         for c in done:
             self.report.merged.append(c.task_id)
@@ -865,7 +856,7 @@ CONFIG_DIRS = ("prompts/",)
 
 def state_paths(changed: list[str], worktree_dir: str) -> list[str]:
     """Changed paths inside kanban's state folders (.kanban/, the worktree folder)."""
-    roots = (".kanban/", worktree_dir.strip("/") + "/")
+    roots = (f"{paths.STATE_DIR}/", worktree_dir.strip("/") + "/")
     return [p for p in changed if p.startswith(roots) or p in {r.rstrip("/") for r in roots}]
 
 
@@ -967,7 +958,8 @@ def restore_changelog(root: Path, carried: bytes, old: str, head: str, entries: 
     if outcome[0] == "saved":
         from kanban.store import state_dir
 
-        found = state_dir(root) / "found"
+        state_dir(root)
+        found = paths.found_dir(root)
         found.mkdir(exist_ok=True)
         (found / f"{CHANGELOG}.{int(time.time())}").write_bytes(carried)
     return outcome[0]
@@ -976,20 +968,21 @@ def restore_changelog(root: Path, carried: bytes, old: str, head: str, entries: 
 def _new_verify_log(root: Path, commit: str) -> Path:
     from kanban.store import state_dir
 
-    folder = state_dir(root) / "verify-logs"
+    state_dir(root)
+    folder = paths.verify_logs_dir(root)
     folder.mkdir(exist_ok=True)
     return folder / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}-{commit[:10]}.log"
 
 
 def _prune_verify_logs(root: Path) -> None:
-    logs = sorted((root / ".kanban" / "verify-logs").glob("*.log"))
+    logs = sorted(paths.verify_logs_dir(root).glob("*.log"))
     for old in logs[:-VERIFY_LOGS_KEPT]:
         old.unlink(missing_ok=True)
 
 
 def advance_record(root: Path) -> Path:
     """Written just before the checkout of main is fast-forwarded, removed just after."""
-    return root / ".kanban" / "advance.json"
+    return paths.advance_record(root)
 
 
 def git_refusal(err: str) -> str:
@@ -1021,7 +1014,7 @@ def _kill_leftover_verify(root: Path) -> None:
 
     from kanban.procs import signal_group
 
-    record = root / ".kanban" / "verify.pid"
+    record = paths.verify_pid_record(root)
     try:
         pid, start = (int(x) for x in record.read_text().split())
     except (OSError, ValueError):

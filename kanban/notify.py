@@ -29,9 +29,6 @@ import contextlib
 import os
 import queue as queue_mod
 import re
-import select
-import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -103,82 +100,30 @@ class Outcome:
 
 def deliver(command: tuple[str, ...], timeout: float, root: Path, notice: Notice,
             on_start=None) -> Outcome:
-    """Run the command for one notice, bounded; never raises. ON_START(proc): told the process once started."""
+    """Run the command for one notice, bounded; never raises. ON_START(stop): given, once it
+    started, a function that stops it with its whole group."""
+    from kanban.runner import run_bounded
+
     argv = fill(command, notice.values())
     env = dict(os.environ)
     env.update({"KANBAN_EVENT": notice.event, "KANBAN_TASK": notice.task, "KANBAN_TITLE": notice.title,
                 "KANBAN_SUMMARY": notice.summary, "KANBAN_REPO": str(root)})
     try:
-        proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        done = run_bounded(argv, root, env, timeout=timeout, output_limit=OUTPUT_MAX, merge_stderr=True,
+                           grace=KILL_GRACE, on_start=on_start)
     except FileNotFoundError:
         return Outcome(notice, False, f"not found: {one_line(argv[0], 120)}")
     except (OSError, ValueError) as exc:  # not executable, a NUL byte, ...
         return Outcome(notice, False, f"could not start {one_line(argv[0], 120)}: "
                                       f"{one_line(getattr(exc, 'strerror', None) or exc, 120)}")
-    try:
-        if on_start is not None:
-            on_start(proc)
-        output, timed_out = _read_bounded(proc, time.monotonic() + timeout)
-        if timed_out:
-            _kill_group(proc)
-            return Outcome(notice, False, f"timed out after {timeout:g}s; its process group was killed")
-        code = proc.wait()
     except Exception as exc:  # noqa: BLE001 - a notification must never break the run
-        _kill_group(proc)
         return Outcome(notice, False, f"failed: {one_line(exc, 200)}")
-    if code == 0:
+    if done.timed_out:
+        return Outcome(notice, False, f"timed out after {timeout:g}s; its process group was killed")
+    if done.returncode == 0:
         return Outcome(notice, True, "exit status 0")
-    last = [line for line in output.decode("utf-8", errors="replace").splitlines() if line.strip()][-1:]
-    return Outcome(notice, False, f"exit status {code}" + (f": {one_line(last[0], 200)}" if last else ""))
-
-
-def _read_bounded(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bool]:
-    """Its output (the first OUTPUT_MAX bytes), until it exits; True when the deadline came first.
-
-    Once the command has exited, output still held open by a child it left behind is not
-    waited for."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    kept = b""
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return kept, proc.poll() is None
-            ready, _, _ = select.select([fd], [], [], min(left, 0.1))
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:  # EOF: wait for the exit itself, within the deadline
-                    try:
-                        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                    except subprocess.TimeoutExpired:
-                        return kept, True
-                    return kept, False
-                if len(kept) < OUTPUT_MAX:
-                    kept += chunk[: OUTPUT_MAX - len(kept)]
-            elif proc.poll() is not None:
-                return kept, False
-    finally:
-        proc.stdout.close()
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to its whole group (its own session), SIGKILL after a short grace. Not yet reaped,
-    so its pid (= the group's id) cannot have been reused."""
-    from kanban.procs import killpg
-
-    if proc.poll() is None:
-        killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    killpg(proc.pid, signal.SIGKILL)  # children of its group that ignored SIGTERM
-    try:
-        proc.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
+    last = [line for line in done.output.decode("utf-8", errors="replace").splitlines() if line.strip()][-1:]
+    return Outcome(notice, False, f"exit status {done.returncode}" + (f": {one_line(last[0], 200)}" if last else ""))
 
 
 class Notifier:
@@ -196,7 +141,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._queue: queue_mod.Queue[Notice | None] = queue_mod.Queue()
         self._thread: threading.Thread | None = None
-        self._current: subprocess.Popen | None = None
+        self._current = None  # stops the command being delivered (kanban.runner.run_bounded)
         self._closed = False
 
     @property
@@ -295,7 +240,7 @@ class Notifier:
                 if notice is None:
                     return
                 outcome = deliver(self.config.command, self.config.timeout, self.root, notice,
-                                  on_start=lambda proc: setattr(self, "_current", proc))
+                                  on_start=lambda stop: setattr(self, "_current", stop))
                 self._current = None
                 with self._lock:
                     self._results.append(outcome)
@@ -349,6 +294,6 @@ class Notifier:
             thread.join(min(1.0, bound) if cancel else bound)
             current = self._current
             if thread.is_alive() and current is not None:  # interrupted, or past every bound
-                _kill_group(current)
+                current()
                 thread.join(2 * KILL_GRACE + 0.5)
         return self.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,19 +66,30 @@ def owned_group(pgid: int, leader_start: int) -> list[int]:
 
 
 def signal_group(pgid: int, leader_start: int, sig: int) -> bool:
-    """Send SIG to the group we started, if it still has live members."""
+    """Send SIG to the group we started, if it still has live members: the one place kanban
+    signals a process group, so a reused pgid (another program's group) is never hit."""
     if not owned_group(pgid, leader_start):
         return False
-    return killpg(pgid, sig)
-
-
-def killpg(pgid: int, sig: int) -> bool:
-    """os.killpg that treats an empty group as nothing to do."""
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         return False
     return True
+
+
+def stop_group(pgid: int, leader_start: int, grace: float, kill_limit: float = 2.0) -> None:
+    """SIGTERM, up to GRACE for the group to go, then SIGKILL until nothing of it is left (at
+    most KILL_LIMIT seconds). A zombie leader counts as gone, and keeps the pgid reserved."""
+    if grace > 0 and signal_group(pgid, leader_start, signal.SIGTERM):
+        end = time.monotonic() + grace
+        while time.monotonic() < end and owned_group(pgid, leader_start):
+            time.sleep(_STOP_STEP)
+    end = time.monotonic() + kill_limit
+    while signal_group(pgid, leader_start, signal.SIGKILL) and time.monotonic() < end:
+        time.sleep(_STOP_STEP)
+
+
+_STOP_STEP = 0.01  # stop_group's polling interval
 
 
 def terminate(pid: int, start_time: int, sig: int = signal.SIGTERM) -> bool:

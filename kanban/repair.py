@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kanban import git, procs
+from kanban import git, paths, procs
 from kanban.agents import IDLE_DIR
 from kanban.errors import KanbanError
 from kanban.ids import branch_name
@@ -86,7 +85,7 @@ def find_problems(root: Path, config, history=None, runner=None, *, scope: str =
     if scope != "tick":  # beside a running merge queue, finished tasks are its job (_cleanup_finished)
         problems += _merged_on_board(root, config, board, live)
     wts = _worktree_records(root)
-    wt_root = (root / config.worktree_dir).resolve()
+    wt_root = paths.worktree_root(root, config.worktree_dir).resolve()
     if scope in ("full", "tick"):  # worktrees are created only inside the tick lock
         problems += _half_worktrees(root, wts, wt_root)
     problems += _orphans(root, config, board, wts, wt_root, live, skip_done=scope == "tick")
@@ -109,7 +108,7 @@ def _temp_files(root: Path, scope: str) -> list[Problem]:
         for p in parent.glob(f".{COLUMN_FILES[column]}.*.kanban-tmp"):
             found.append(Problem(KIND_TEMP_FILE, None, f"found half-written temp file {p.name}",
                                  {"path": p, "board": True}))
-    state = root / ".kanban"
+    state = paths.state_dir(root)
     if state.is_dir():
         now = time.time()
         for p in state.rglob(".*tmp"):
@@ -264,21 +263,16 @@ def _missing_worktrees(root: Path, config, board, wts, wt_root: Path, live: set[
 
 
 def _runs(history, runner) -> list[Problem]:
-    from kanban.supervisor import AGENT, RESULT, read_json
-
     found = []
     for run in history.live_runs():
         rdir = Path(run.run_dir)
-        if (rdir / RESULT).exists():
-            continue  # finished: the next tick reaps it
         state = runner.poll(rdir)
         if state.result is not None:
-            continue
+            continue  # finished: the next tick reaps it
         desc = f"{run.task} {run.role} attempt {run.attempt}"
         if state.running and not state.supervisor_alive:
             found.append(Problem(KIND_SUPERVISOR_DIED, run.task,
-                                 f"found {desc} running with its supervisor dead",
-                                 {"run_dir": rdir, "info": read_json(rdir / AGENT)}))
+                                 f"found {desc} running with its supervisor dead", {"run_dir": rdir}))
         elif not state.running and not state.supervisor_alive:
             found.append(Problem(KIND_LOST_RUN, run.task,
                                  f"found {desc} recorded as running with neither supervisor nor agent left",
@@ -288,7 +282,7 @@ def _runs(history, runner) -> list[Problem]:
 
 def _verify(root: Path, wts: list[dict]) -> list[Problem]:
     found = []
-    record = root / ".kanban" / "verify.pid"
+    record = paths.verify_pid_record(root)
     if record.exists():
         try:
             pid, start = (int(x) for x in record.read_text().split())
@@ -297,7 +291,7 @@ def _verify(root: Path, wts: list[dict]) -> list[Problem]:
         if pid and procs.owned_group(pid, start):
             found.append(Problem(KIND_VERIFY, None, "found a verify process left by a killed merge queue",
                                  {"record": record}))
-    path = root / ".kanban" / "verify"
+    path = paths.verify_slot(root, 0)
     registered = any(rec["path"] == path.resolve() or rec["path"] == path for rec in wts)
     if path.exists() and (not (path / ".git").exists() or not registered):
         found.append(Problem(KIND_VERIFY, None, "found .kanban/verify half-created", {"path": path}))
@@ -330,7 +324,7 @@ def _stale_locks(root: Path, config, wts: list[dict], wt_root: Path, live: set[s
     """
     common = git.common_dir(root)
     found: list[tuple[Path, str | None]] = []
-    verify = (root / ".kanban" / "verify").resolve()
+    verify = paths.verify_slot(root, 0).resolve()
     if scope in ("full", "tick"):
         for lock in (common / "refs" / "heads" / "kanban").glob("*.lock"):
             if lock.name.removesuffix(".lock") not in live:
@@ -488,15 +482,10 @@ def _fix(root: Path, config, history, runner, p: Problem) -> str | None:
         git.run(root, "branch", "-m", branch, new)
         return f"{p.what}; kept its work as branch {new}"
     if k == KIND_LOST_RUN:
-        from kanban.supervisor import RESULT, now_iso, write_json_atomic
-
-        write_json_atomic(p.data["run_dir"] / RESULT, {
-            "exit_code": None, "signal": None, "timed_out": False, "stalled": False, "cancelled": False,
-            "started": None, "ended": now_iso(), "duration": None,
-            "error": "lost: its supervisor and agent were gone (found by repair)"})
+        runner.reclaim(p.data["run_dir"], "repair")
         return f"{p.what}; recorded it as failed (lost), the next tick applies the failure"
     if k == KIND_SUPERVISOR_DIED:
-        stop_unsupervised(p.data["run_dir"], "repair")
+        runner.reclaim(p.data["run_dir"], "repair")
         return f"{p.what}; stopped the agent's process group and recorded the run as failed"
     if k == KIND_VERIFY:
         if "record" in p.data:
@@ -594,18 +583,3 @@ def _restore_carried(root: Path, carried: bytes, old: str, head: str, entries: l
 
 def _blob_id(root: Path, data: bytes) -> str:
     return git.write_blob(root, data, write=False)
-
-
-def stop_unsupervised(run_dir: Path, by: str) -> None:
-    """An agent whose supervisor died: nothing enforces its timeout, so kill its group and
-    record the run as failed (not cancelled: no person stopped it), so the task is retried."""
-    from kanban.runner import _kill_group
-    from kanban.supervisor import AGENT, RESULT, now_iso, read_json, write_json_atomic
-
-    info = read_json(run_dir / AGENT) or {}
-    if info.get("pgid"):
-        _kill_group(info["pgid"], info["start_time"], 0.0)
-    write_json_atomic(run_dir / RESULT, {
-        "exit_code": None, "signal": int(signal.SIGKILL), "timed_out": False, "stalled": False,
-        "cancelled": False, "started": info.get("started"), "ended": now_iso(), "duration": None,
-        "error": f"its supervisor died; the agent was stopped by {by}"})

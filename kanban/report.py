@@ -6,13 +6,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from kanban.history import DB_NAME, History
+from kanban import paths
+from kanban.history import History
 
 LOG_LINES = 8
 
 
 def build_report(root: Path) -> str:
-    if not (root / ".kanban" / DB_NAME).exists():
+    if not paths.history_db(root).exists():
         return "# kanban report\n\nNo history yet: nothing has run in this repository.\n"
     with History(root, readonly=True) as history:  # a report never writes: works on a read-only disk
         runs = history.runs()

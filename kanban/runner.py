@@ -1,4 +1,4 @@
-"""The seam through which agents are started: submit, poll, log, cancel, list.
+"""The seam through which agents are started: submit, poll, log, cancel, reclaim, list.
 
 `LocalRunner` starts one detached `kanban.supervisor` per run; everything it
 knows lives in the run directory, so a later `kanban` process (or another
@@ -16,11 +16,18 @@ finds only what it was given. kanban itself is made undumpable
 (procs.set_undumpable), so a non-root agent of the same user cannot read
 kanban's /proc/<pid>/environ either; under the sandbox (kanban.sandbox) the
 agent has a /proc of its own and sees neither.
+
+The short commands kanban runs itself and waits for (worktree set-up,
+`[notify]` hooks, preflight probes, the sandbox probe) go through
+`run_bounded`: a session of their own, bounded output, and their whole process
+group stopped at the timeout. Nothing else in kanban starts a process but git
+(kanban.git), and nothing else reads a run directory's files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -51,6 +58,7 @@ from kanban.supervisor import (
 LAUNCHER = "launcher.json"  # the supervisor's pid, written by the launcher
 START_LIMIT = 5.0  # seconds the supervisor gets to start the agent
 WAIT_STEP = 0.01  # wait_any's polling interval: a few stat() calls, cheap
+SPEC_LIMIT = 16 << 20  # bytes of spec.json read back (its env is most of it)
 LIVENESS_EVERY = 50  # wait_any checks for dead supervisors every N steps
 
 
@@ -76,6 +84,26 @@ class RunState(NamedTuple):
     supervisor_alive: bool
 
 
+class RunSpec(NamedTuple):
+    """What a run was submitted with, as its callers may see it: never its environment."""
+
+    command: list[str]  # the argv as submitted, before a sandbox wrapped it
+    cwd: Path | None
+    log: Path | None
+    timeout: float | None
+    stall: float | None
+    grace: float
+
+
+class Completed(NamedTuple):
+    """How a `run_bounded` command ended."""
+
+    returncode: int  # negative: the signal that ended it
+    output: bytes  # its stdout (with stderr when merged), at most OUTPUT_LIMIT bytes
+    errors: bytes  # its stderr when not merged, as bounded
+    timed_out: bool  # it was still running at the timeout: its whole group was stopped
+
+
 class Runner(Protocol):
     def submit(
         self,
@@ -95,7 +123,11 @@ class Runner(Protocol):
 
     def poll(self, run_dir: Path) -> RunState: ...
 
+    def spec(self, run_dir: Path) -> RunSpec | None: ...
+
     def cancel(self, run_dir: Path, force: bool = False) -> None: ...
+
+    def reclaim(self, run_dir: Path, by: str) -> RunState: ...
 
     def log_path(self, run_dir: Path) -> Path: ...
 
@@ -142,11 +174,13 @@ class LocalRunner:
         _prepare(run_dir, argv, timeout)
         argv = [os.fspath(a) for a in argv]
         env = dict(env)
+        command = list(argv)
         if sandbox is not None:
             argv = sandbox.wrap(argv, Path(cwd).resolve())
             env.update(sandbox.env)
         spec = {
             "argv": argv,
+            "command": command,
             "cwd": os.fspath(Path(cwd).resolve()),
             "env": env,
             "log": os.fspath(Path(log).resolve()),
@@ -199,16 +233,53 @@ class LocalRunner:
         info = read_json(run_dir / AGENT)
         if state.result is not None or state.supervisor_alive or info is None:
             return
-        spec = read_json(run_dir / SPEC) or {}
-        _kill_group(info["pgid"], info["start_time"], 0.0 if force else spec.get("grace", 5.0))
+        spec = self.spec(run_dir)
+        procs.stop_group(info["pgid"], info["start_time"], 0.0 if force or spec is None else spec.grace)
         if not (run_dir / RESULT).exists():
             write_json_atomic(run_dir / RESULT, _orphan_result(info))
 
+    def reclaim(self, run_dir: Path, by: str) -> RunState:
+        """Settle a run whose supervisor died; BY (who does it) goes into the result's error.
+
+        Nothing enforces its timeout any more, so what is left of its agent's group is killed
+        at once, and the run is recorded as failed, not cancelled (no person stopped it): its
+        task is retried. A run with nothing left is recorded as lost. A run that has a result
+        or a live supervisor is left alone. Returns its state afterwards.
+        """
+        run_dir = Path(run_dir)
+        state = self.poll(run_dir)
+        if state.result is not None or state.supervisor_alive:
+            return state
+        info = read_json(run_dir / AGENT) or {}
+        if state.running:
+            procs.stop_group(info["pgid"], info["start_time"], 0.0)
+            result = _failed_result(info.get("started"), int(signal.SIGKILL),
+                                    f"its supervisor died; the agent was stopped by {by}")
+        else:
+            result = _failed_result(None, None, f"lost: its supervisor and agent were gone (found by {by})")
+        if not (run_dir / RESULT).exists():
+            write_json_atomic(run_dir / RESULT, result)
+        return self.poll(run_dir)
+
+    def spec(self, run_dir: Path) -> RunSpec | None:
+        """What the run in RUN_DIR was submitted with; None if there is no readable record.
+        Read without blocking or following a link: an agent may reach the run directories."""
+        from kanban.untrusted import read_capped
+
+        try:
+            data = json.loads(read_capped(Path(run_dir) / SPEC, SPEC_LIMIT) or "null")
+            command = data.get("command") or data.get("argv") or []
+            return RunSpec([str(a) for a in command], _path(data.get("cwd")), _path(data.get("log")),
+                           _seconds(data.get("timeout")), _seconds(data.get("stall")),
+                           _seconds(data.get("grace")) if data.get("grace") is not None else 5.0)
+        except (ValueError, TypeError, AttributeError):
+            return None
+
     def log_path(self, run_dir: Path) -> Path:
-        spec = read_json(Path(run_dir) / SPEC)
-        if spec is None:
+        spec = self.spec(run_dir)
+        if spec is None or spec.log is None:
             raise KanbanError("not a run directory (no spec.json)", file=run_dir)
-        return Path(spec["log"])
+        return spec.log
 
     def read_log(self, run_dir: Path, tail: int | None = None) -> str:
         """The agent's output so far (the last TAIL bytes if given, else at most 64 MiB); read
@@ -330,15 +401,99 @@ def _sup_log_tail(run_dir: Path) -> str:
     return text.strip().splitlines()[-1] if text.strip() else "supervisor.log is empty"
 
 
-def _kill_group(pgid: int, leader_start: int, grace: float) -> None:
-    """SIGTERM, GRACE, SIGKILL for a group whose supervisor is gone."""
-    if grace > 0 and procs.signal_group(pgid, leader_start, signal.SIGTERM):
-        end = time.monotonic() + grace
-        while time.monotonic() < end and procs.owned_group(pgid, leader_start):
-            time.sleep(WAIT_STEP)
-    end = time.monotonic() + 2.0
-    while procs.signal_group(pgid, leader_start, signal.SIGKILL) and time.monotonic() < end:
-        time.sleep(0.01)
+# -- short commands kanban waits for ------------------------------------------------------------
+
+BOUNDED_OUTPUT = 64 << 10  # bytes of a bounded command's output kept, unless told
+BOUNDED_GRACE = 0.5  # seconds from SIGTERM to SIGKILL when a bounded command is stopped
+
+
+def run_bounded(argv: Sequence[str | os.PathLike], cwd: Path | str | None, env: Mapping[str, str] | None = None,
+                *, timeout: float, output_limit: int = BOUNDED_OUTPUT, keep_tail: bool = False,
+                merge_stderr: bool = False, grace: float = BOUNDED_GRACE, on_start=None) -> Completed:
+    """Run ARGV (ENV None: ours) until it exits or TIMEOUT passes, then stop its whole group.
+
+    It gets its own session (out of our terminal's reach, and a group of its own), stdin
+    /dev/null, and its output is kept up to OUTPUT_LIMIT bytes per stream: the first, or the
+    last with KEEP_TAIL. Once it exited, output a child of it still holds open is not waited
+    for. ON_START(stop) is given a function that stops it (from another thread, say).
+    Raises OSError (FileNotFoundError: no such program) or ValueError if it cannot start.
+    """
+    proc = subprocess.Popen([os.fspath(a) for a in argv], cwd=cwd, env=None if env is None else dict(env),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, start_new_session=True)
+    leader_start = procs.process_start_time(proc.pid)  # not reaped yet: the pid is still its own
+
+    def stop() -> None:
+        procs.stop_group(proc.pid, leader_start, grace)
+
+    try:
+        if on_start is not None:
+            on_start(stop)
+        out, err, timed_out = _read_bounded(proc, time.monotonic() + timeout, output_limit, keep_tail)
+    except BaseException:
+        stop()
+        raise
+    if timed_out:
+        stop()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=None if not timed_out else grace + 2.0)
+    code = proc.returncode if proc.returncode is not None else -int(signal.SIGKILL)
+    return Completed(code, out, err, timed_out)
+
+
+def _read_bounded(proc: subprocess.Popen, deadline: float, limit: int, tail: bool) -> tuple[bytes, bytes, bool]:
+    """(stdout, stderr, True if it still ran at DEADLINE), reading both pipes as they fill."""
+    pipes = [p for p in (proc.stdout, proc.stderr) if p is not None]
+    bufs = [bytearray() for _ in pipes]
+    kept = {p.fileno(): buf for p, buf in zip(pipes, bufs)}
+    reading, exited = list(kept), False
+    try:
+        while reading and time.monotonic() < deadline:
+            # Once it exited, only what is already in the pipes is read.
+            pause = 0.0 if exited else min(deadline - time.monotonic(), 0.1)
+            ready, _, _ = select.select(reading, [], [], max(pause, 0.0))
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    reading.remove(fd)
+                else:
+                    _keep(kept[fd], chunk, limit, tail)
+            if not ready:
+                if exited:
+                    break
+                exited = proc.poll() is not None
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    finally:
+        for p in pipes:
+            p.close()
+    return bytes(bufs[0]), bytes(bufs[1]) if len(bufs) > 1 else b"", timed_out
+
+
+def _keep(buf: bytearray, chunk: bytes, limit: int, tail: bool) -> None:
+    if tail:
+        buf += chunk
+        if len(buf) > limit:
+            del buf[: len(buf) - limit]
+    elif len(buf) < limit:
+        buf += chunk[: limit - len(buf)]
+
+
+def _path(value) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _seconds(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _failed_result(started: str | None, sig: int | None, error: str) -> dict:
+    """The result of a run that ended without its supervisor: failed, not cancelled."""
+    return {"exit_code": None, "signal": sig, "timed_out": False, "stalled": False, "cancelled": False,
+            "started": started, "ended": now_iso(), "duration": None, "error": error}
 
 
 def _orphan_result(info: dict) -> dict:

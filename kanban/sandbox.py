@@ -35,12 +35,13 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from kanban import paths
 
 MODES = ("none", "bwrap")
 FLAGS = ("--unshare-pid", "--unshare-ipc", "--new-session", "--die-with-parent", "--cap-drop", "ALL")
@@ -243,18 +244,22 @@ def available(bwrap: str | None = None) -> tuple[bool, str]:
 
 
 def _probe(path: str) -> tuple[bool, str]:
+    # Not at the top: kanban.runner imports this module (and the supervisor imports it alone).
+    from kanban.runner import run_bounded
+
     # Inside: its own pid namespace (the shell is pid 2) and a read-only root.
     check = 'test "$$" -le 3 && ! test -w / && test -w /tmp'
     argv = bwrap_argv(path, [Mount("tmpfs", TMP)], ["/bin/sh", "-c", check], "/")
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT,
-                              check=False)
-        version = subprocess.run([path, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
-                                 timeout=PROBE_TIMEOUT, check=False).stdout.decode(errors="replace").strip()
-    except (OSError, subprocess.SubprocessError) as exc:
+        done = run_bounded(argv, None, timeout=PROBE_TIMEOUT, keep_tail=True)
+        shown = run_bounded([path, "--version"], None, timeout=PROBE_TIMEOUT)
+    except OSError as exc:
         return False, f"{path} could not run: {exc}"
+    if done.timed_out or shown.timed_out:
+        return False, f"{path} could not run: it did not finish within {PROBE_TIMEOUT:g} s"
+    version = shown.output.decode(errors="replace").strip()
     if done.returncode != 0:
-        said = done.stderr.decode(errors="replace").strip().splitlines()
+        said = done.errors.decode(errors="replace").strip().splitlines()
         why = said[-1] if said else f"exit status {done.returncode}"
         return False, (f"{path} cannot make a sandbox here: {why} (unprivileged user namespaces "
                        "may be disabled: kernel.unprivileged_userns_clone, or a container without them)")
@@ -299,9 +304,8 @@ def plan_for_run(root: Path, config, role: str, task_id: str, worktree: Path, ru
 
 
 def private_dir(root: Path, run_dir: Path) -> Path:
-    """.kanban/sandbox/<ID>/<role>-<attempt>: the run's private git folders, beside the runs
-    (never in them: whatever walks .kanban/runs must not meet them being removed)."""
-    return Path(os.path.realpath(root)) / ".kanban" / "sandbox" / run_dir.parent.name / run_dir.name
+    """.kanban/sandbox/<ID>/<role>-<attempt> (kanban.paths.sandbox_private), from the real root."""
+    return paths.sandbox_private(Path(os.path.realpath(root)), run_dir)
 
 
 def _is_socket(path: str) -> bool:

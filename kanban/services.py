@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -31,17 +30,18 @@ def probe_tcp(address: str, timeout: float) -> tuple[bool, str]:
 
 
 def probe_command(argv: list[str] | tuple[str, ...], timeout: float, cwd: str) -> tuple[bool, str]:
+    from kanban.runner import run_bounded
+
     shown = " ".join(argv)
     try:
-        done = subprocess.run(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, start_new_session=True)
+        done = run_bounded(argv, cwd, timeout=timeout, keep_tail=True)
     except FileNotFoundError:
         return False, f"{argv[0]} is not on PATH"
-    except subprocess.TimeoutExpired:
-        return False, f"'{shown}' did not finish within {timeout:g}s"
     except OSError as exc:
         return False, f"'{shown}' could not start: {exc.strerror}"
+    if done.timed_out:
+        return False, f"'{shown}' did not finish within {timeout:g}s"
     if done.returncode == 0:
         return True, f"'{shown}' exited 0"
-    tail = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()[-1:] or [""]
+    tail = (done.errors or done.output).decode(errors="replace").strip().splitlines()[-1:] or [""]
     return False, f"'{shown}' exited {done.returncode}: {tail[0][:200]}"

@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from kanban import locks, paths
+from kanban.atomic import fsync_dir, write_bytes_atomic
 from kanban.board import (
     MAX_FILE_BYTES,
     Board,
@@ -70,8 +72,8 @@ from kanban.errors import ConcurrentEdit, KanbanError
 from kanban.model import BOARD_COLUMNS, COLUMN_FILES, Column
 from kanban.untrusted import read_fd
 
-STATE_DIR = ".kanban"
-LOCK_NAME = "board.lock"
+STATE_DIR = paths.STATE_DIR
+LOCK_NAME = paths.BOARD_LOCK
 LOCK_TIMEOUT = 30.0
 # How long a save waits for a process that still has the file it replaced open for writing
 # (an editor writing in place, `echo >>`) to close it before comparing its bytes.
@@ -283,7 +285,7 @@ def _state_key(state: Path) -> str:
 
 def state_dir(root: Path) -> Path:
     """`.kanban`, created if missing; a clear KanbanError if it is not a directory or cannot be made."""
-    state = root / STATE_DIR
+    state = paths.state_dir(root)
     try:
         state.mkdir(exist_ok=True)
     except FileExistsError:
@@ -295,24 +297,6 @@ def state_dir(root: Path) -> Path:
         raise KanbanError("is not a directory: kanban keeps its state (locks, history, runs) in a .kanban directory",
                           file=STATE_DIR, hint="move .kanban out of the way and run the command again")
     return state
-
-
-def _flock(fd: int, how: int, deadline: float) -> bool:
-    """flock, polling until DEADLINE; False if it timed out. Raises OSError where flock fails otherwise."""
-    delay = 0.0005
-    while True:
-        try:
-            fcntl.flock(fd, how | fcntl.LOCK_NB)
-            return True
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
 
 
 def _busy() -> KanbanError:
@@ -328,7 +312,7 @@ def _open_for_reader(state: Path) -> int | None:
         if not state.is_dir():  # no .kanban: no writer has run here yet (or .kanban is not a directory)
             return None
         with contextlib.suppress(OSError):  # on a read-only filesystem nothing can write the board either
-            return os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            return locks.open_lock_file(state / LOCK_NAME)
     except OSError:
         pass
     return None
@@ -337,7 +321,7 @@ def _open_for_reader(state: Path) -> int | None:
 @contextlib.contextmanager
 def _read_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """A shared lock for one load (nothing if this thread holds the lock already, or if there is none to take)."""
-    state = root / STATE_DIR
+    state = paths.state_dir(root)
     key = _state_key(state)
     fd = None if key in _locks() else _open_for_reader(state)
     if fd is None:
@@ -345,7 +329,7 @@ def _read_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         return
     try:
         try:
-            if not _flock(fd, fcntl.LOCK_SH, time.monotonic() + timeout):
+            if not locks.acquire(fd, shared=True, timeout=timeout):
                 raise _busy()
         except OSError:  # flock is not supported on this filesystem: read without it
             pass
@@ -378,12 +362,12 @@ def board_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     if held == "sh":
         raise RuntimeError("board_lock() inside a load of the same board")
     try:
-        fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = locks.open_lock_file(paths.board_lock(root))
     except OSError as exc:
         raise _write_error(f"{STATE_DIR}/{LOCK_NAME}", exc, "cannot be opened") from None
     try:
         try:
-            if not _flock(fd, fcntl.LOCK_EX, time.monotonic() + timeout):
+            if not locks.acquire(fd, timeout=timeout):
                 raise _busy()
         except OSError as exc:
             raise KanbanError(f"cannot be locked: {exc.strerror or exc}", file=str(Path(STATE_DIR) / LOCK_NAME),
@@ -470,15 +454,6 @@ def _settled(path: Path) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # the data is in place; a directory that cannot be synced is no error
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _stage(path: Path, data: bytes) -> Path:
@@ -632,7 +607,7 @@ def _commit(writes: list[_Write]) -> None:
     for w in writes:
         _unlink(w.tmp)  # the files we replaced
     for parent in dict.fromkeys(w.path.parent for w in writes):
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -640,16 +615,10 @@ def atomic_write(path: Path, data: bytes) -> None:
 
     Unconditional: for a board file that a person may be editing, use `update_file`. A write
     that fails leaves the file as it was and no temp file behind (a KanbanError)."""
-    tmp = _stage(path, data)
     try:
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data, mode=None, durable=True)
     except OSError as exc:
-        _unlink(tmp)
         raise _write_error(path.name, exc) from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save(board: Board) -> list[str]:

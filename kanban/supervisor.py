@@ -40,7 +40,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kanban import procs
+from kanban import atomic, procs
 
 SPEC = "spec.json"
 AGENT = "agent.json"
@@ -54,18 +54,12 @@ IDLE_READ_LIMIT = 1 << 20  # more new log than this at once is progress, unread
 
 
 def write_json_atomic(path: Path, data: dict, mode: int = 0o644) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n", mode)
+    """Readers see the old file or the new one, never half of one; synced (a run's records)."""
+    atomic.write_json_atomic(path, data, mode=mode, durable=True)
 
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with open(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_text_atomic(path, text, mode=mode, durable=True)
 
 
 def read_json(path: Path) -> dict | None:
@@ -93,6 +87,7 @@ class Supervisor:
         self.run_dir = run_dir
         self.spec: dict = {}
         self.proc: subprocess.Popen | None = None
+        self.agent_start: int | None = None  # the agent's start time: its group is checked by it
         self.reason: str | None = None  # "timeout" | "stall" | "cancel" once we stop it
         self.terminated = False  # we got SIGTERM
         self.started = self.t0 = None
@@ -136,6 +131,8 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # Unreaped until the end, so its pid (our pgid) and start time stay its own.
+        self.agent_start = procs.process_start_time(self.proc.pid)
         self.last_growth = self.t0
         try:  # wakes the watch loop the instant the agent exits (Linux 5.3+)
             self.pidfd: int | None = os.pidfd_open(self.proc.pid)
@@ -149,7 +146,7 @@ class Supervisor:
         info = {
             "pid": pid,
             "pgid": pid,  # start_new_session: the agent leads its own group
-            "start_time": procs.process_start_time(pid),
+            "start_time": self.agent_start,
             "supervisor_pid": me,
             "supervisor_start_time": procs.process_start_time(me),
             "started": self.started,
@@ -166,7 +163,7 @@ class Supervisor:
         while not self.leader_exited():
             self.reason = self.why_stop()
             if self.reason:
-                self.stop_group(self.grace())
+                self.stop_run(self.grace())
                 return
             self.wait_a_little()
 
@@ -266,14 +263,14 @@ class Supervisor:
         """SIG to the agent's group and to every member of the run; True if anyone got it."""
         sent = False
         if not spare:
-            sent = procs.killpg(self.proc.pid, sig)
+            sent = procs.signal_group(self.proc.pid, self.agent_start, sig)
         for p in self.members():
             if p.pid not in spare:
                 sent = procs.terminate(p.pid, p.start_time, sig) or sent
         return sent
 
-    def stop_group(self, grace: float) -> None:
-        """SIGTERM to all of the run, up to GRACE for it to go, then SIGKILL."""
+    def stop_run(self, grace: float) -> None:
+        """SIGTERM to all of the run (its group and every descendant), up to GRACE for it to go, then SIGKILL."""
         spare = self.monitors()
         if grace > 0 and self.signal_all(signal.SIGTERM, spare):
             end = time.monotonic() + grace
@@ -287,7 +284,7 @@ class Supervisor:
         pgid = self.proc.pid
         os.waitid(os.P_PID, pgid, os.WEXITED | os.WNOWAIT)  # the leader is done or dying
         if self.members():  # what the agent left behind, in its group or daemonised
-            self.stop_group(self.grace())
+            self.stop_run(self.grace())
         self.sweep()  # final sweep, while the zombie leader pins the pgid
         result = self.result(self.proc.wait())
         return self.settle(result)
@@ -297,7 +294,7 @@ class Supervisor:
         died as our children; never the leader, whose status proc.wait() collects."""
         end = time.monotonic() + REAP_LIMIT
         while True:
-            procs.killpg(self.proc.pid, signal.SIGKILL)
+            procs.signal_group(self.proc.pid, self.agent_start, signal.SIGKILL)
             left = self.members()
             for p in left:
                 procs.terminate(p.pid, p.start_time, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Where the managed repository is, and the paths kanban keeps inside it."""
+"""Where the managed repository is (the paths kanban keeps inside it: kanban.paths)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,3 @@ def find_root(start: Path | None = None) -> Path:
         if any((candidate / marker).exists() for marker in MARKERS):
             return candidate
     return here
-
-
-def state_dir(root: Path) -> Path:
-    path = root / ".kanban"
-    path.mkdir(exist_ok=True)
-    return path

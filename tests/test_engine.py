@@ -458,6 +458,126 @@ def test_stop_kills_the_group_escalates_and_retry_resumes(kit, tmp_path, force):
     assert [(r.attempt, r.outcome) for r in p.runs("TASK-1") if r.role == "task"] == [(1, "cancelled"), (2, "ok")]
 
 
+def table_spy(monkeypatch) -> list[tuple[str, str, str, str]]:
+    """Every call of the machine's `transition` (the engine's and the commands'), as
+    (event, state before, state after, action), or (event, state, "invalid", "-") when no
+    row applied: proof a change went through the table."""
+    from kanban import engine, machine
+
+    calls: list[tuple[str, str, str, str]] = []
+    real = machine.transition
+
+    def spy(state, event):
+        try:
+            tr = real(state, event)
+        except machine.InvalidTransition:
+            calls.append((event.value, machine.describe_state(state), "invalid", "-"))
+            raise  # as it would
+        after = machine.TaskState(tr.column, tr.retry, tr.escalated, tr.ready)
+        calls.append((event.value, machine.describe_state(state), machine.describe_state(after), tr.action.value))
+        return tr
+
+    monkeypatch.setattr(machine, "transition", spy)
+    monkeypatch.setattr(engine, "transition", spy)
+    return calls
+
+
+def test_stop_retry_and_merge_go_through_the_state_machine(kit, monkeypatch):
+    from kanban.commands.control import retry, stop
+    from kanban.commands.merge_queue import merge_queue
+
+    p = kit(task_md("TASK-1"), timeout="30s", kill_grace="0.3s", rules=[
+        {"role": "task", "attempt": 1, "steps": [["print", "working"], ["hang"]]},
+        {"role": "task", "attempt": 2, "steps": [["commit"]]},
+    ])
+    calls = table_spy(monkeypatch)
+    p.tick()
+    wait_for(lambda: p.runs("TASK-1")[0].pid is not None, what="the task agent's pid")
+    assert stop(p.root, "TASK-1", force=False) == 0
+    p.tick()  # reaps the stopped run: HELD, in place
+    assert p.where("TASK-1") == ("IN_PROGRESS", ESCALATED, None)
+    assert calls == [("picked", "TODO", "IN_PROGRESS", "spawn_task"),
+                     ("held", "IN_PROGRESS", "IN_PROGRESS [ESCALATED]", "escalate")]
+    moves = [e[2:5] for e in p.history_events("TASK-1")]
+    assert moves[-2:] == [("held", "IN_PROGRESS", "IN_PROGRESS"), ("escalated", None, None)]
+    assert "Stopped with 'kanban stop'" in p.entry_text("TASK-1")
+
+    assert retry(p.root, "TASK-1") == 0
+    assert calls[-1] == ("retry_requested", "IN_PROGRESS [ESCALATED]", "IN_PROGRESS", "resume")
+    assert p.where("TASK-1") == ("IN_PROGRESS", frozenset(), None)
+    assert [e[2:5] for e in p.history_events("TASK-1")][-2:] == [
+        ("retry_requested", "IN_PROGRESS", "IN_PROGRESS"), ("reset", None, None)]
+
+    p.drive(lambda: p.where("TASK-1") == READY, what="the resumed task ready to merge")
+    assert merge_queue(p.root, batch=False, dry_run=False, as_json=False) == 0
+    assert p.where("TASK-1") is None and "TASK-1:" in (p.root / "CHANGELOG.md").read_text()
+    assert calls[-1] == ("merged", "TESTING ready", "DONE", "finish")
+    assert [c[0] for c in calls] == ["picked", "held", "retry_requested", "task_ok", "review_ok", "test_ok", "merged"]
+    merged = [e for e in p.history_events("TASK-1") if e[2] == "merged"]
+    assert [e[3:5] for e in merged] == [("TESTING", "DONE")]
+    assert not [e for e in p.history_events("TASK-1") if e[2] in ("ignored", "overruled")]
+
+
+def test_retry_of_a_retry_only_task_or_one_moved_back_to_todo_goes_through_the_table(tmp_path, monkeypatch):
+    from kanban.commands.control import retry
+    from kanban.errors import KanbanError
+    from kanban.history import History
+    from kanban.store import load_board
+
+    (tmp_path / "TODO.md").write_text("## [ESCALATED] TASK-1: moved back by hand\n\n## TASK-3: fresh\n")
+    (tmp_path / "REVIEW.md").write_text("## [RETRY] TASK-2: second\n")
+    with History(tmp_path) as history:
+        history.event("TASK-2", "strike:review")
+    calls = table_spy(monkeypatch)
+    assert retry(tmp_path, "TASK-2") == 0 and retry(tmp_path, "TASK-1") == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ("TODO.md", "REVIEW.md")}
+    with pytest.raises(KanbanError, match="TASK-3 is not escalated") as refused:
+        retry(tmp_path, "TASK-3")
+    assert refused.value.code == 1
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert calls == [("retry_requested", "REVIEW [RETRY]", "REVIEW", "resume"),
+                     ("retry_requested", "TODO [ESCALATED]", "TODO", "resume"),
+                     ("retry_requested", "TODO", "invalid", "-")]
+    tasks = {t.id: (t.column.value, t.markers) for t in load_board(tmp_path).tasks()}
+    assert tasks == {"TASK-1": ("TODO", frozenset()), "TASK-2": ("REVIEW", frozenset()),
+                     "TASK-3": ("TODO", frozenset())}
+    assert "resumed with 'kanban retry'" in (tmp_path / "REVIEW.md").read_text()
+    with History(tmp_path) as history:
+        assert history.strikes("TASK-2") == {}  # RESUME: fresh strikes
+        assert [e[2:5] for e in history.events("TASK-2")][-2:] == [
+            ("retry_requested", "REVIEW", "REVIEW"), ("reset", None, None)]
+        assert not history.events("TASK-3")
+
+
+def test_an_entry_changed_by_hand_while_it_merged_still_leaves_the_board(kit, monkeypatch):
+    """Main holds the commit, so the entry goes although the table has no row for it; the history says so."""
+    from kanban.commands.tick import open_engine
+
+    p = kit(task_md("TASK-1") + task_md("TASK-2"))
+    p.drive(lambda: p.where("TASK-1") == READY and p.where("TASK-2") == READY, what="two tasks ready")
+    testing = p.root / "TESTING.md"
+    testing.write_text(testing.read_text().replace("## TASK-2:", "## [ESCALATED] TASK-2:"))
+    calls = table_spy(monkeypatch)
+    shas = {t: git(p.root, "rev-parse", f"kanban/{t}").strip() for t in ("TASK-1", "TASK-2")}
+    engine = open_engine(p.root)
+    try:
+        told = engine.remove_merged(shas)
+    finally:
+        engine.history.close()
+    assert p.where("TASK-1") is None and p.where("TASK-2") is None
+    assert calls == [("merged", "TESTING ready", "DONE", "finish"),
+                     ("merged", "TESTING [ESCALATED] ready", "invalid", "-")]
+    (line,) = told
+    assert (line.kind, line.task) == ("problem", "TASK-2")
+    assert "TASK-2 was changed by hand while it merged (TESTING [ESCALATED] ready)" in line.text
+    assert "so it left TESTING.md all the same" in line.text
+    kinds = [e[2:5] for e in p.history_events("TASK-2")][-2:]
+    assert kinds == [("overruled", "TESTING", "DONE"), ("merged", "TESTING", "DONE")]
+    assert "MERGED does not apply" in p.history_events("TASK-2")[-2][5]
+    assert [e[2:5] for e in p.history_events("TASK-1")][-1] == ("merged", "TESTING", "DONE")
+    assert not [e for e in p.history_events("TASK-1") if e[2] == "overruled"]
+
+
 # --- 14. dependencies --------------------------------------------------------------------------
 
 

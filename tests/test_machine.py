@@ -63,6 +63,17 @@ EXPECTED = [
     ("retry in progress", state(IP, escalated=True, review=1), E.RETRY_REQUESTED, to(IP, A.RESUME)),
     ("retry review", state(RV, escalated=True), E.RETRY_REQUESTED, to(RV, A.RESUME)),
     ("retry testing", state(TS, escalated=True, merge=1), E.RETRY_REQUESTED, to(TS, A.RESUME)),
+    # `kanban retry` on a task with only [RETRY], or on one a person moved back to TODO
+    ("retry todo", state(C.TODO, escalated=True), E.RETRY_REQUESTED, to(C.TODO, A.RESUME)),
+    ("retry todo [RETRY]", state(C.TODO, retry=True), E.RETRY_REQUESTED, to(C.TODO, A.RESUME)),
+    ("retry in progress [RETRY]", state(IP, retry=True), E.RETRY_REQUESTED, to(IP, A.RESUME)),
+    ("retry review [RETRY]", state(RV, retry=True, review=1), E.RETRY_REQUESTED, to(RV, A.RESUME)),
+    ("retry testing [RETRY]", state(TS, retry=True, testing=1), E.RETRY_REQUESTED, to(TS, A.RESUME)),
+    # held for a person, in place: markers and ready cleared, [ESCALATED] set
+    ("held todo", state(C.TODO), E.HELD, to(C.TODO, A.ESCALATE, escalated=True)),
+    ("held in progress", state(IP, retry=True), E.HELD, to(IP, A.ESCALATE, escalated=True)),
+    ("held review", state(RV, review=1), E.HELD, to(RV, A.ESCALATE, escalated=True)),
+    ("held testing ready", state(TS, ready=True, merge=1), E.HELD, to(TS, A.ESCALATE, escalated=True)),
 ]
 
 
@@ -106,6 +117,14 @@ def test_at_most_one_row_applies_to_any_state():
         (state(IP, escalated=True), E.TASK_OK),
         (state(RV, escalated=True), E.REVIEW_OK),
         (state(TS, escalated=True, ready=True), E.MERGED),
+        (state(TS, retry=True), E.MERGED),
+        (state(RV, ready=True), E.MERGED),
+        (state(C.TODO), E.RETRY_REQUESTED),
+        (state(TS, ready=True), E.RETRY_REQUESTED),
+        (state(C.DONE, retry=True), E.RETRY_REQUESTED),
+        (state(C.DONE), E.HELD),
+        (state(IP, escalated=True), E.HELD),
+        (state(TS, escalated=True, ready=True), E.HELD),
     ],
 )
 def test_invalid_events_raise(before, event):
@@ -139,6 +158,35 @@ def test_describe_rows_has_one_line_per_row():
     assert len(lines) == len(ROWS)
     assert "REVIEW (review strikes 0) + REVIEW_REJECTED -> IN_PROGRESS [RETRY]: SPAWN_TASK, strike review" in lines
     assert "TESTING (ready) + MERGED -> DONE: FINISH" in lines
+    for column in ("TODO", "IN_PROGRESS", "REVIEW", "TESTING"):
+        assert f"{column} (escalated) + RETRY_REQUESTED -> {column}: RESUME" in lines
+        assert f"{column} (retry) + RETRY_REQUESTED -> {column}: RESUME" in lines
+        assert f"{column} + HELD -> {column} [ESCALATED]: ESCALATE" in lines
+
+
+def test_every_task_on_the_board_can_be_held_unless_escalated():
+    for s in all_states():
+        row = find_row(s, E.HELD)
+        if s.column is C.DONE or s.escalated:
+            assert row is None, s
+        else:
+            t = transition(s, E.HELD)
+            assert (t.column, t.retry, t.escalated, t.ready, t.action, t.strike) == (
+                s.column, False, True, False, A.ESCALATE, None), s
+
+
+def test_retry_requested_applies_exactly_to_escalated_or_retry_tasks_on_the_board():
+    for s in all_states():
+        accepted = find_row(s, E.RETRY_REQUESTED) is not None
+        assert accepted == (s.column is not C.DONE and (s.escalated or s.retry)), s
+        if accepted:
+            assert transition(s, E.RETRY_REQUESTED) == to(s.column, A.RESUME)
+
+
+def test_held_for_an_escalated_task_names_what_it_accepts():
+    with pytest.raises(InvalidTransition, match=r"HELD does not apply to a task in REVIEW \[ESCALATED\].*"
+                                                r"accepts: RETRY_REQUESTED"):
+        transition(state(RV, escalated=True), E.HELD)
 
 
 # --- no task loops forever -------------------------------------------------------

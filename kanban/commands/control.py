@@ -65,18 +65,13 @@ def _runs_of(root: Path, history, task_id: str, role: str | None) -> list[_Shown
 
 
 def _stall_of(run) -> float | None:
-    """The stall limit the run had (its spec.json, written by kanban), when it stalled."""
-    import json
-
-    from kanban.untrusted import read_capped
+    """The stall limit the run had (as the runner recorded it), when it stalled."""
+    from kanban.runner import LocalRunner
 
     if not run.stalled:
         return None
-    try:
-        stall = json.loads(read_capped(Path(run.run_dir) / "spec.json", 1 << 20) or "{}").get("stall")
-        return float(stall) if stall else None
-    except (ValueError, TypeError, AttributeError):
-        return None
+    spec = LocalRunner().spec(Path(run.run_dir))
+    return (spec.stall or None) if spec else None  # a stall of 0 is none
 
 
 def _relative(root: Path, path: Path) -> str:
@@ -164,19 +159,9 @@ def _run_ended(history, run_id: int) -> bool:
 def _queue_running(root: Path) -> bool:
     """Whether a merge queue holds its lock (a verify it left open when it died has ended too).
     Asked without writing: the lock file is opened read-only, never created."""
-    import fcntl
+    from kanban import locks, paths
 
-    try:
-        fd = os.open(root / ".kanban" / "merge.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True  # held by the queue
-    finally:
-        os.close(fd)
-    return False
+    return locks.is_held(paths.merge_lock(root))
 
 
 def stop(root: Path, task_id: str, *, force: bool) -> int:
@@ -199,8 +184,11 @@ def stop(root: Path, task_id: str, *, force: bool) -> int:
 
 
 def retry(root: Path, task_id: str) -> int:
-    """Clear [ESCALATED] so the task resumes with fresh strikes."""
+    """Clear [ESCALATED] (or [RETRY]) so the task resumes with fresh strikes: the table's
+    RETRY_REQUESTED rows decide, and their RESUME action resets the strikes."""
+    from kanban.engine import carry_out, state_of
     from kanban.history import History
+    from kanban.machine import Action, Event, InvalidTransition, transition
     from kanban.store import load_board, update
 
     check_id(task_id)
@@ -211,17 +199,24 @@ def retry(root: Path, task_id: str) -> int:
         raise KanbanError(f"{task_id} is not on the board: {where}",
                           hint="retry applies to tasks marked [ESCALATED] or [RETRY] in a board file")
 
-    def change(board: Board) -> Column:
-        f, entry = board.require(task_id)
-        if ESCALATED not in entry.markers and RETRY not in entry.markers:
-            raise KanbanError(f"{task_id} is not escalated", code=1,
-                              hint="retry applies to tasks marked [ESCALATED] or [RETRY]")
-        board.touch(task_id).set_markers([m for m in entry.markers if m not in (ESCALATED, RETRY)])
-        entry.add_note(time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC resumed with 'kanban retry'")
-        return f.column
+    note = time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC resumed with 'kanban retry'"
+    with History(root, readonly=True) as history:  # a refused retry writes nothing
+        strikes = history.strikes(task_id)
 
-    column = update(root, change)
+    def change(board: Board) -> tuple[Column, Column, Action]:
+        f, entry = board.require(task_id)
+        try:
+            tr = transition(state_of(f, entry, strikes), Event.RETRY_REQUESTED)
+        except InvalidTransition:  # neither marker: nothing to resume
+            raise KanbanError(f"{task_id} is not escalated", code=1,
+                              hint=f"retry applies to tasks marked [{ESCALATED}] or [{RETRY}]") from None
+        carry_out(board, task_id, tr, note)
+        return f.column, tr.column, tr.action
+
+    source, column, action = update(root, change)
     with History(root) as history:
-        history.event(task_id, "reset", detail="kanban retry")
+        history.event(task_id, Event.RETRY_REQUESTED.value, source.value, column.value, note)
+        if action is Action.RESUME:  # every RETRY_REQUESTED row's: fresh strikes
+            history.event(task_id, "reset", detail="kanban retry")
     say(f"{task_id} will resume in {column.value} on the next tick")
     return 0

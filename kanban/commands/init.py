@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from kanban.errors import KanbanError
 from kanban.output import say
+from kanban.paths import STATE_DIR
 from kanban.prompts import packaged_prompts_dir
 
 BOARD_TEMPLATES = {
@@ -21,7 +22,7 @@ BOARD_TEMPLATES = {
     "## [Unreleased]\n",
 }
 # State dir, and the caches aider writes into a worktree; the worktree dir comes from the config.
-EXCLUDES = [".kanban/", ".aider*"]
+EXCLUDES = [f"{STATE_DIR}/", ".aider*"]
 MAIN_NAMES = ("main", "master", "trunk")
 # The working board: the person's files, never committed by kanban. Those init creates are kept out
 # of git, so `git status` stays clean while tasks move; CHANGELOG.md is meant to be committed (each

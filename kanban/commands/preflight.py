@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple
 
 from kanban.model import COLUMN_FILES
 from kanban.output import emit_json, say
+from kanban.paths import STATE_DIR, worktree_root
 
 MIN_FREE_DISK = 1 << 30
 
@@ -147,7 +148,7 @@ def _clean_checkout(root: Path, config) -> Check:
     from kanban import git
 
     skip = set(COLUMN_FILES.values())
-    skip_dirs = (".kanban/", config.worktree_dir.rstrip("/") + "/")
+    skip_dirs = (f"{STATE_DIR}/", config.worktree_dir.rstrip("/") + "/")
     changed = [p for code, p in git.status_porcelain(root)
                if code != "??" and p not in skip and not p.startswith(skip_dirs)]
     if changed:
@@ -160,10 +161,10 @@ def _clean_checkout(root: Path, config) -> Check:
 def _state_dirs_ignored(root: Path, config) -> Check:
     from kanban import git
 
-    loose = [d for d in (".kanban", config.worktree_dir) if not git.is_ignored(root, d.rstrip("/") + "/x")]
+    loose = [d for d in (STATE_DIR, config.worktree_dir) if not git.is_ignored(root, d.rstrip("/") + "/x")]
     if loose:
         return Check("ignored state", False, ", ".join(loose) + " not ignored by git; run 'kanban init'")
-    return Check("ignored state", True, f".kanban/ and {config.worktree_dir}/ are ignored by git")
+    return Check("ignored state", True, f"{STATE_DIR}/ and {config.worktree_dir}/ are ignored by git")
 
 
 def _capacity(root: Path, config) -> Check:
@@ -189,7 +190,7 @@ def _stale(root: Path, config, board) -> Check:
     from kanban.ids import branch_name
 
     active = {t.id for t in board.tasks() if t.column.value != "TODO"}
-    wt_root = (root / config.worktree_dir).resolve()
+    wt_root = worktree_root(root, config.worktree_dir).resolve()
     stale = [f"worktree {w.path.name}" for w in git.worktrees(root)
              if w.path.parent == wt_root and w.path.name not in active]
     stale += [f"branch {b}" for b in git.branches(root, "refs/heads/kanban/")

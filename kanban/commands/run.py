@@ -15,23 +15,22 @@ full pass only every IDLE_PASS_EVERY seconds (a new day for the budget, a push t
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from kanban import locks
 from kanban.commands.tick import open_engine
 from kanban.errors import KanbanError
 from kanban.events import QUEUE_BLOCKED, RUN_FINISHED, Happening
 from kanban.merge_queue import drain
 from kanban.output import human_duration, say, warn
+from kanban.paths import RUN_LOCK, STATE_DIR
 
 WAKE_INTERVAL = 0.5  # the longest wait before noticing a hand edit (or an agent's end without a pidfd)
 IDLE_PASS_EVERY = 10.0  # --watch, nothing running and nothing changed: a full pass this often
-RUN_LOCK = "run.lock"
 DIRTY_SHOWN = 8  # files named in the dirty-checkout note, then "and N more"
 
 
@@ -302,7 +301,7 @@ def _dirty_checkout_note(engine) -> str | None:
     except KanbanError:
         return None
     skip = set(COLUMN_FILES.values())
-    skip_dirs = (".kanban/", engine.config.worktree_dir.rstrip("/") + "/")
+    skip_dirs = (f"{STATE_DIR}/", engine.config.worktree_dir.rstrip("/") + "/")
     paths = [p for p in dirty if p not in skip and not p.startswith(skip_dirs)]
     if not paths:
         return None
@@ -325,14 +324,10 @@ def run_lock(root: Path) -> Iterator[None]:
     from kanban.store import state_dir
 
     path = state_dir(root) / RUN_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = locks.open_lock_file(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise _held(fd) from None
+        if not locks.acquire(fd, timeout=0):
+            raise _held(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.time()}).encode() + b"\n", 0)
         try:

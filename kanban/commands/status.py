@@ -64,9 +64,10 @@ def board_problem(board: Board) -> KanbanError | None:
 @contextlib.contextmanager
 def _history(root: Path) -> Iterator[Any]:
     """The history, read-only (status never writes: works on a read-only disk); None without one."""
-    from kanban.history import DB_NAME, History
+    from kanban.history import History
+    from kanban.paths import history_db
 
-    if not (root / ".kanban" / DB_NAME).exists():
+    if not history_db(root).exists():
         yield None
         return
     with History(root, readonly=True) as history:
