@@ -133,21 +133,30 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
     while True:
         before = board_signature(engine.root)
         try:
+            merged = False
+
+            def drain_queue() -> None:
+                nonlocal shown_blocked, last_queue, merged
+                queue = drain(engine, wait=False)  # its verifications run beside the pool
+                shown_blocked = _show_queue(view, queue, shown_blocked)
+                notifier.queue(queue)
+                if not queue.busy:
+                    last_queue = queue
+                merged = merged or bool(queue.merged or queue.conflicts or queue.failed)
+                view.set_queue_state(getattr(engine, "queue_state", None))
+
+            # A verification that ended holds up the queue: land it and start the next one before
+            # the agents' handovers, which may take a while.
+            if not no_merge and _verification_ended(engine):
+                drain_queue()
             report = engine.tick(record_pids=False)
             if failed_pass:
                 failed_pass = ""
                 view.log(Happening("info", "the board reads again; carrying on"))
             _show_tick(view, report)
             notifier.tick(report)
-            merged = False
             if not no_merge:
-                queue = drain(engine, wait=False)  # its verifications run beside the pool
-                shown_blocked = _show_queue(view, queue, shown_blocked)
-                notifier.queue(queue)
-                if not queue.busy:
-                    last_queue = queue
-                merged = bool(queue.merged or queue.conflicts or queue.failed)
-                view.set_queue_state(getattr(engine, "queue_state", None))
+                drain_queue()
         except KanbanError as exc:
             if not watch:
                 raise
@@ -181,6 +190,11 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
             view.log(Happening("info", "nothing to do now; watching the board for new work (Ctrl-C to stop)"))
         _wait_for_change(engine, view, notifier, before)
     return _summary(engine, time.monotonic() - started_at, no_merge=no_merge, queue=last_queue)
+
+
+def _verification_ended(engine) -> bool:
+    return any(not engine.runner.poll(Path(v.run_dir)).running
+               for v in engine.history.live_verifications() if v.run_dir)
 
 
 def _running(engine) -> list[Path]:
