@@ -298,9 +298,9 @@ class MergeQueue:
     # -- what to merge -------------------------------------------------------------------
 
     def _candidates(self) -> list[Candidate]:
-        from kanban.store import load_board
+        from kanban.store import read_board
 
-        board = load_board(self.root)
+        board = read_board(self.root)
         ready = sorted((t for t in board.tasks() if t.ready and not t.escalated), key=lambda t: (t.priority, t.order))
         main_sha = git.rev_parse(self.root, self.main)
         shas = git.branch_shas(self.root, "refs/heads/kanban/")
@@ -858,9 +858,9 @@ class MergeQueue:
 
     def _cleanup_finished(self) -> None:
         """Worktrees and branches of tasks already in CHANGELOG.md and gone from the board."""
-        from kanban.store import load_board
+        from kanban.store import read_board
 
-        board = load_board(self.root)
+        board = read_board(self.root)
         on_board = {t.id for t in board.tasks()}
         finished = [b.removeprefix("kanban/") for b in git.branches(self.root, "refs/heads/kanban/")]
         finished = [t for t in finished if t in board.done_ids and t not in on_board]

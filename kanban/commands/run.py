@@ -31,6 +31,8 @@ from kanban.output import human_duration, say, warn
 
 WAKE_INTERVAL = 0.5  # the longest wait before noticing a hand edit (or an agent's end without a pidfd)
 IDLE_PASS_EVERY = 10.0  # --watch, nothing running and nothing changed: a full pass this often
+RUNNING_PASS_EVERY = 10.0  # agents running, nothing ending or edited: a full pass this often
+MAX_STRAIGHT_ON = 3  # passes in a row without a wait, after passes that moved something
 RUN_LOCK = "run.lock"
 DIRTY_SHOWN = 8  # files named in the dirty-checkout note, then "and N more"
 
@@ -129,6 +131,7 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
     shown_blocked: tuple[str, ...] = ()  # the queue's blocked lines last shown: shown again only when they change
     last_queue = None  # the last drain that was not skipped (another merge queue running)
     idle_said = False
+    hurried = 0  # passes in a row that went straight on
     failed_pass = ""  # --watch: why the last pass stopped (a half-typed board), shown once
     while True:
         before = board_signature(engine.root)
@@ -181,7 +184,17 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
         idle = not live_runs and not report.busy and not report.changed and not merged
         if not idle:
             idle_said = False
-            engine.runner.wait_any(live_runs, timeout=WAKE_INTERVAL)
+            # A pass that moved something goes straight on to the next (a bounded number of times
+            # in a row, so that nothing can make the loop spin); one that found nothing waits.
+            moved = report.changed or merged
+            if report.busy or (moved and hurried >= MAX_STRAIGHT_ON):  # another tick holds the lock
+                hurried = 0
+                engine.runner.wait_any(live_runs, timeout=WAKE_INTERVAL)
+            elif moved:
+                hurried += 1
+            else:
+                hurried = 0
+                _wait_for_work(engine, view, notifier, live_runs, before)
             continue
         if not watch:
             break
@@ -201,6 +214,34 @@ def _running(engine) -> list[Path]:
     """The run directories of everything running: agents, and the merge queue's verifications."""
     return ([Path(r.run_dir) for r in engine.history.live_runs()]
             + [Path(v.run_dir) for v in engine.history.live_verifications() if v.run_dir])
+
+
+def _wait_for_work(engine, view, notifier, live_runs: list[Path], before: tuple) -> None:
+    """Agents are running and the last pass found nothing to do: sleep until one of them ends
+    (pidfds, through the runner), a board file changes by another hand than ours, or a full pass
+    is due (RUNNING_PASS_EVERY: budgets, a push to retry). No pass every half second for nothing."""
+    seen = _others_edits(engine.root, before)
+    if seen is None:  # a person edited the board while the pass ran: a pass for it now
+        return
+    deadline = time.monotonic() + RUNNING_PASS_EVERY
+    while (left := deadline - time.monotonic()) > 0:
+        if engine.runner.wait_any(live_runs, timeout=min(WAKE_INTERVAL, left)):
+            return
+        notifier.flush()  # no view.refresh(): nothing it shows changed, or the wait would be over
+        if board_signature(engine.root) != seen:
+            return
+
+
+def _others_edits(root: Path, before: tuple) -> tuple | None:
+    """The board's signature now, or None if a file changed since BEFORE and not by this process."""
+    from kanban.model import COLUMN_FILES
+    from kanban.store import written_by_us
+
+    now = board_signature(root)
+    for name, was, is_ in zip([*COLUMN_FILES.values(), ".git/index"], before, now):
+        if was != is_ and not (name != ".git/index" and written_by_us(root / name, is_)):
+            return None
+    return now
 
 
 def _wait_for_change(engine, view, notifier, before: tuple) -> None:
