@@ -154,9 +154,10 @@ class Engine:
                 time.sleep(0.005)
 
     def _load(self) -> Board:
-        from kanban.store import load_board
+        """The board for reading (shared while its files are unchanged): changes go through update()."""
+        from kanban.store import read_board
 
-        return load_board(self.root)
+        return read_board(self.root)
 
     def _assign_new_ids(self) -> None:
         if self._load().new_entries():

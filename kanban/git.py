@@ -441,8 +441,30 @@ def _head_from_files(path: Path) -> str | None:
     return sha if _SHA.fullmatch(sha) else None
 
 
+# Answers about commits named by their full id never change: asked once per process. A merge
+# queue pass asks them of every ready task, and most passes find nothing new.
+_FULL_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+_KNOWN: dict[tuple, object] = {}
+_KNOWN_LIMIT = 20000
+
+
+def _remembered(key: tuple, ids: tuple[str, ...], ask):
+    if not all(_FULL_ID.fullmatch(i) for i in ids):
+        return ask()
+    try:
+        return _KNOWN[key]
+    except KeyError:
+        pass
+    answer = ask()
+    if len(_KNOWN) >= _KNOWN_LIMIT:
+        _KNOWN.clear()
+    _KNOWN[key] = answer
+    return answer
+
+
 def is_ancestor(root: Path, a: str, b: str) -> bool:
-    return run_status(root, "merge-base", "--is-ancestor", a, b)[0] == 0
+    return _remembered(("is_ancestor", str(root), a, b), (a, b),
+                       lambda: run_status(root, "merge-base", "--is-ancestor", a, b)[0] == 0)
 
 
 def changed_files(path: Path, base: str) -> list[str]:
@@ -451,8 +473,15 @@ def changed_files(path: Path, base: str) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
-def tracked_files(path: Path) -> list[str]:
-    return [p for p in run(path, "ls-files", "-z").split("\0") if p]
+def tracked_files(path: Path, paths: list[str] | None = None) -> list[str]:
+    """Files in the index of the checkout at PATH (of those in PATHS, when given)."""
+    if paths is not None and not paths:
+        return []
+    if paths is not None and len(paths) > 500:  # past what a command line should carry: list all, then pick
+        wanted = set(paths)
+        return [p for p in tracked_files(path) if p in wanted]
+    spec = ["--", *(f":(literal){p}" for p in paths)] if paths is not None else []
+    return [p for p in run(path, "ls-files", "-z", *spec).split("\0") if p]
 
 
 def merge_in_progress(path: Path) -> bool:
@@ -580,8 +609,13 @@ def merge_file(root: Path, current: bytes, base: bytes, other: bytes, *, union: 
 
 def diff_names(root: Path, a: str, b: str | None) -> list[str]:
     """Paths that differ between two commits (or, with b None, over a range like `A...B`)."""
-    out = run(root, "diff", "--name-only", "-z", "--no-renames", a, *([b] if b else []))
-    return [p for p in out.split("\0") if p]
+    def ask() -> tuple[str, ...]:
+        out = run(root, "diff", "--name-only", "-z", "--no-renames", a, *([b] if b else []))
+        return tuple(p for p in out.split("\0") if p)
+
+    ids = (b,) if b else ()
+    ids += tuple(a.split("...")) if b is None and "..." in a else (a,)
+    return list(_remembered(("diff_names", str(root), a, b), ids, ask))
 
 
 def merge_base(root: Path, a: str, b: str) -> str | None:

@@ -69,6 +69,7 @@ class Snapshot:
     agents: tuple[Agent, ...] = ()
     note: str = ""  # "(board unreadable right now: ...)"
     taken: float = 0.0
+    board: object = field(default=None, repr=False, compare=False)  # what the counts were taken from
 
     def count_items(self) -> list[str]:
         if not self.counts:
@@ -82,14 +83,18 @@ def take_snapshot(engine, previous: Snapshot | None = None) -> Snapshot:
     editing it) keeps the last counts and says so in one line."""
     note = ""
     counts = dict(previous.counts) if previous else {}
+    board = None
     try:
-        from kanban.store import load_board
+        from kanban.store import read_board
 
-        board = load_board(engine.root)
-        tasks = board.tasks()
-        counts = {c: sum(1 for t in tasks if t.column.value == c) for c in COLUMNS}
-        counts["done"] = len(board.done_ids)
-        counts["escalated"] = sum(1 for t in tasks if t.escalated)
+        board = read_board(engine.root)
+        if previous is None or previous.board is not board:  # the same board object: the same counts
+            tasks = board.tasks()
+            counts = dict.fromkeys(COLUMNS, 0)
+            for t in tasks:
+                counts[t.column.value] = counts.get(t.column.value, 0) + 1
+            counts["done"] = len(board.done_ids)
+            counts["escalated"] = sum(1 for t in tasks if t.escalated)
     except Exception as exc:  # noqa: BLE001 - whatever the board holds right now must not kill the view
         note = _one_line(f"(board unreadable right now: {exc})")
     agents = previous.agents if previous else ()
@@ -98,7 +103,7 @@ def take_snapshot(engine, previous: Snapshot | None = None) -> Snapshot:
                        for r in engine.history.live_runs())
     except Exception as exc:  # noqa: BLE001 - a busy or closed history: keep the last agents
         note = note or _one_line(f"(history unreadable right now: {exc})")
-    return Snapshot(counts, agents, note, time.time())
+    return Snapshot(counts, agents, note, time.time(), board if not note else None)
 
 
 def _one_line(text: str) -> str:

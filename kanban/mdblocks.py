@@ -238,7 +238,7 @@ def _collect(state: _PositionState, src: str, base_offset: int, base_line: int) 
     return headings, offsets
 
 
-def _common_prefix(a: str, b: str) -> int:
+def common_prefix(a: str, b: str) -> int:
     """The length of the longest common prefix of A and B (slice comparisons, at C speed)."""
     limit = min(len(a), len(b))
     lo, step = 0, 4096
@@ -255,7 +255,7 @@ def _common_prefix(a: str, b: str) -> int:
     return lo
 
 
-def _common_suffix(a: str, b: str, limit: int) -> int:
+def common_suffix(a: str, b: str, limit: int) -> int:
     """The length (at most LIMIT) of the longest common suffix of A and B."""
     la, lb = len(a), len(b)
     lo, step = 0, 4096
@@ -274,10 +274,10 @@ def _common_suffix(a: str, b: str, limit: int) -> int:
 
 def _from(old: _Parse, src: str) -> _Parse:
     """The parse of SRC, from OLD's (see the module doc)."""
-    p = _common_prefix(old.src, src)
+    p = common_prefix(old.src, src)
     if p == len(src) == len(old.src):
         return old
-    s = _common_suffix(old.src, src, min(len(old.src), len(src)) - p)
+    s = common_suffix(old.src, src, min(len(old.src), len(src)) - p)
     # The restart: the last top-level ATX heading whose line, and a blank line after it, are unchanged.
     k = bisect.bisect_left(old.offsets, p)
     restart = None
@@ -324,8 +324,8 @@ class _Recent:
             parses = list(self.parses)
         best, best_shared = None, 0
         for old in parses:
-            p = _common_prefix(old.src, src)
-            shared = p + _common_suffix(old.src, src, min(len(old.src), len(src)) - p)
+            p = common_prefix(old.src, src)
+            shared = p + common_suffix(old.src, src, min(len(old.src), len(src)) - p)
             if shared > best_shared:
                 best, best_shared = old, shared
         return best

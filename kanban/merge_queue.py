@@ -191,81 +191,90 @@ class MergeQueue:
         tip, running = main, 0
         keep: set[int] = set()
         slots_busy: set[str] = set()
+        landed: list[Candidate] = []  # finished after the next verification started: off its critical path
+        # A verification under way keeps its place: a task that became ready since, even one of
+        # higher priority, queues behind it rather than throwing its work away.
+        started = {t: v.id for v in history.live_verifications() for t in v.task_ids()}
+        candidates = sorted(candidates, key=lambda c: started.get(c.task_id, 1 << 62))  # stable: priority after
 
         def make_room() -> None:
             # Starting a new merge on TIP: every live verification not kept so far was built on a
             # chain that no longer exists. Stopped first, so no two checks ever share a worktree.
             self._stop_stray_verifications(keep)
-        for c in candidates:
-            if c.task_id in self.report.waiting:
-                continue
-            v = history.latest_verification(c.task_id, tip, c.sha)
-            if v is not None and v.outcome == "discarded":
-                v = None
-            if v is not None and v.ended is None:
-                if not self.engine.runner.poll(Path(v.run_dir)).running:
-                    self._collect(v)
-                    v = history.latest_verification(c.task_id, tip, c.sha)
-                else:
-                    keep.add(v.id)
-                    slots_busy.add(v.worktree or "")
-                    running += 1
-                    tip = v.sha
+        try:
+            for c in candidates:
+                if c.task_id in self.report.waiting:
                     continue
-            if v is not None and v.outcome == "pass":
-                if tip != main:  # passed on top of one not landed yet: it waits its turn
-                    tip = v.sha
+                v = history.latest_verification(c.task_id, tip, c.sha)
+                if v is not None and v.outcome == "discarded":
+                    v = None
+                if v is not None and v.ended is None:
+                    if not self.engine.runner.poll(Path(v.run_dir)).running:
+                        self._collect(v)
+                        v = history.latest_verification(c.task_id, tip, c.sha)
+                    else:
+                        keep.add(v.id)
+                        slots_busy.add(v.worktree or "")
+                        running += 1
+                        tip = v.sha
+                        continue
+                if v is not None and v.outcome == "pass":
+                    if tip != main:  # passed on top of one not landed yet: it waits its turn
+                        tip = v.sha
+                        continue
+                    self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
+                    try:
+                        self._advance(main, v.sha, landing=[c])
+                    except TouchesDirty as exc:
+                        self.report.waiting[c.task_id] = exc.files
+                        break  # those behind it were built on it
+                    except MainMoved:
+                        self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
+                        break
+                    landed.append(c)
+                    main = tip = git.rev_parse(self.root, self.main)  # past v.sha when a push merged the remote
                     continue
-                self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
+                if v is not None:  # failed: once more, or it counts (judged only on main itself)
+                    if v.try_ <= self.config.merge.verify_retries:
+                        if running >= self.config.merge.parallel:
+                            break
+                        make_room()
+                        slot = self._free_slot(slots_busy)
+                        retry = self._start_verification(v.sha, [c.task_id], base=tip, head=c.sha, try_=v.try_ + 1,
+                                                         worktree=slot)
+                        keep.add(retry.id)
+                        slots_busy.add(str(slot))
+                        running += 1
+                        break  # nothing is built on a merge that failed until it is judged
+                    if tip != main:
+                        break
+                    self._verify_failed(c, self._collect(v)[1])
+                    continue
+                # not verified on this base yet: build it and start its verification, if a slot is free
+                if running >= self.config.merge.parallel:
+                    break
+                commit, conflicts = self._build(tip, c)
+                if conflicts:
+                    if tip == main:
+                        self._conflict(c, conflicts)
+                        continue
+                    break  # it conflicts with a merge ahead of it: built again once that one landed
                 try:
-                    self._advance(main, v.sha, landing=[c])
+                    self._check_checkout(main, commit)
                 except TouchesDirty as exc:
                     self.report.waiting[c.task_id] = exc.files
-                    break  # those behind it were built on it
-                except MainMoved:
-                    self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
-                    break
-                self._finish(c)
-                main = tip = git.rev_parse(self.root, self.main)  # past v.sha when a push merged the remote
-                continue
-            if v is not None:  # failed: once more, or it counts (judged only on main itself)
-                if v.try_ <= self.config.merge.verify_retries:
-                    if running >= self.config.merge.parallel:
-                        break
-                    make_room()
-                    slot = self._free_slot(slots_busy)
-                    retry = self._start_verification(v.sha, [c.task_id], base=tip, head=c.sha, try_=v.try_ + 1,
-                                                     worktree=slot)
-                    keep.add(retry.id)
-                    slots_busy.add(str(slot))
-                    running += 1
-                    break  # nothing is built on a merge that failed until it is judged
-                if tip != main:
-                    break
-                self._verify_failed(c, self._collect(v)[1])
-                continue
-            # not verified on this base yet: build it and start its verification, if a slot is free
-            if running >= self.config.merge.parallel:
-                break
-            commit, conflicts = self._build(tip, c)
-            if conflicts:
-                if tip == main:
-                    self._conflict(c, conflicts)
                     continue
-                break  # it conflicts with a merge ahead of it: built again once that one landed
-            try:
-                self._check_checkout(main, commit)
-            except TouchesDirty as exc:
-                self.report.waiting[c.task_id] = exc.files
-                continue
-            make_room()
-            slot = self._free_slot(slots_busy)
-            started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot)
-            keep.add(started.id)
-            slots_busy.add(str(slot))
-            running += 1
-            tip = commit
-        self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
+                make_room()
+                slot = self._free_slot(slots_busy)
+                started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot)
+                keep.add(started.id)
+                slots_busy.add(str(slot))
+                running += 1
+                tip = commit
+            self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
+        finally:
+            if landed:  # in one board write, after the next verification started
+                self._finish_all(landed)
         return [v for v in history.live_verifications() if v.id in keep]
 
     def _free_slot(self, busy: set[str]) -> Path:
@@ -278,9 +287,9 @@ class MergeQueue:
     # -- what to merge -------------------------------------------------------------------
 
     def _candidates(self) -> list[Candidate]:
-        from kanban.store import load_board
+        from kanban.store import read_board
 
-        board = load_board(self.root)
+        board = read_board(self.root)
         ready = sorted((t for t in board.tasks() if t.ready and not t.escalated), key=lambda t: (t.priority, t.order))
         main_sha = git.rev_parse(self.root, self.main)
         shas = git.branch_shas(self.root, "refs/heads/kanban/")
@@ -674,7 +683,8 @@ class MergeQueue:
         dirty = set(git.dirty_paths(checkout))
         clash = dirty & incoming
         # ignored files are not in `git status`, and `git merge` overwrites them without asking
-        clash |= {p for p in incoming if os.path.lexists(checkout / p)} - set(git.tracked_files(checkout))
+        present = sorted(p for p in incoming if os.path.lexists(checkout / p))
+        clash |= set(present) - set(git.tracked_files(checkout, present))
         carry = None
         if CHANGELOG in clash and CHANGELOG in dirty and Path(checkout).resolve() == self.root.resolve():
             from kanban.store import board_path, read_bytes
@@ -839,9 +849,9 @@ class MergeQueue:
 
     def _cleanup_finished(self) -> None:
         """Worktrees and branches of tasks already in CHANGELOG.md and gone from the board."""
-        from kanban.store import load_board
+        from kanban.store import read_board
 
-        board = load_board(self.root)
+        board = read_board(self.root)
         on_board = {t.id for t in board.tasks()}
         finished = [b.removeprefix("kanban/") for b in git.branches(self.root, "refs/heads/kanban/")]
         finished = [t for t in finished if t in board.done_ids and t not in on_board]

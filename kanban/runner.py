@@ -143,6 +143,7 @@ class LocalRunner:
 
     def __init__(self) -> None:
         self._children: dict[Path, subprocess.Popen] = {}  # reaped in poll()
+        self._pidfds: dict[Path, int] = {}  # wait_any's watch on supervisors, by run directory
         # Our /proc/<pid>/environ holds the whole environment the agents' is filtered from.
         procs.set_undumpable()
 
@@ -314,27 +315,58 @@ class LocalRunner:
                 left = None if deadline is None else deadline - time.monotonic()
                 if done or (left is not None and left <= 0):
                     return done
-                pause = WAIT_STEP if left is None else min(WAIT_STEP, left)
-                if pidfds:  # a supervisor exits right after writing its result: wake then
+                if len(pidfds) == len(dirs):
+                    # Every supervisor watched: it exits right after writing its result, so sleep
+                    # until one does (the periodic liveness check above still runs now and then).
+                    pause = LIVENESS_EVERY * WAIT_STEP if left is None else min(LIVENESS_EVERY * WAIT_STEP, left)
                     select.select(pidfds, [], [], pause)
+                    step = 0
                 else:
-                    time.sleep(pause)
-                step += 1
+                    pause = WAIT_STEP if left is None else min(WAIT_STEP, left)
+                    if pidfds:
+                        select.select(pidfds, [], [], pause)
+                    else:
+                        time.sleep(pause)
+                    step += 1
 
     @contextlib.contextmanager
     def _exit_watch(self, dirs: list[Path]):
-        """pidfds of the supervisors this runner started for `dirs` (Linux 5.3+; else none)."""
+        """pidfds of the supervisors of `dirs` (Linux 5.3+; else none): those this runner started,
+        and those an earlier kanban started, known by pid and start time from their run files."""
         fds = []
+        wanted = {Path(d) for d in dirs}
+        for d in list(self._pidfds):  # kept between calls: a loop waits on the same runs again and again
+            if d not in wanted or (d / RESULT).exists():
+                os.close(self._pidfds.pop(d))
+        for d in wanted if hasattr(os, "pidfd_open") else ():
+            if d not in self._pidfds:
+                fd = self._supervisor_pidfd(d)
+                if fd is None:
+                    continue
+                self._pidfds[d] = fd
+            fds.append(self._pidfds[d])
+        yield fds
+
+    def _supervisor_pidfd(self, run_dir: Path) -> int | None:
+        child = self._children.get(run_dir.resolve())
+        if child is not None:
+            if child.poll() is not None:
+                return None
+            with contextlib.suppress(OSError):
+                return os.pidfd_open(child.pid)
+            return None
+        sup = read_json(run_dir / AGENT) or read_json(run_dir / LAUNCHER) or {}
+        pid, start = sup.get("supervisor_pid"), sup.get("supervisor_start_time")
+        if not isinstance(pid, int) or not isinstance(start, int):
+            return None
         try:
-            for d in dirs:
-                child = self._children.get(Path(d).resolve())
-                if child is not None and child.poll() is None and hasattr(os, "pidfd_open"):
-                    with contextlib.suppress(OSError):
-                        fds.append(os.pidfd_open(child.pid))
-            yield fds
-        finally:
-            for fd in fds:
-                os.close(fd)
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        if procs.process_start_time(pid) != start:  # the pid was reused: not our supervisor
+            os.close(fd)
+            return None
+        return fd
 
     def _reap(self) -> None:
         """Collect supervisors that ended, so a long-lived caller keeps no zombies."""

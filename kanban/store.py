@@ -242,31 +242,55 @@ class _ParseCache:
 _CACHE = _ParseCache()
 
 
-def load_board(root: Path, *, check: bool = True) -> Board:
+# The last board read for reading only, per repository: (what it was built from, the board).
+_SHARED: OrderedDict[str, tuple[tuple, Board]] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+
+
+def read_board(root: Path, *, check: bool = True) -> Board:
+    """The board as on disk, for reading only: the same object as the last call's while every
+    file holds the same bytes, so a pass over an unchanged 10,000-task board builds nothing.
+    Never change it (a change goes through `update`, which loads a board of its own)."""
+    return load_board(root, check=check, shared=True)
+
+
+def load_board(root: Path, *, check: bool = True, shared: bool = False) -> Board:
     """The board as on disk; never a move half done (a shared lock, see the module doc).
 
-    Every call reads every file; parsing and validation are reused for bytes already seen."""
+    Every call reads every file; parsing and validation are reused for bytes already seen.
+    SHARED (see read_board): a board other readers may hold too, not to be changed."""
     raw: dict[Column, tuple[Path, bytes | None]] = {}
     with _read_lock(root):  # the bytes under the lock; parsing them needs none
         for column in (*BOARD_COLUMNS, Column.DONE):
             path = board_path(root, column)
             raw[column] = path, read_bytes(path)
-    files = {}
-    parses: list[object] = []
-    for column in BOARD_COLUMNS:
-        path, data = raw[column]
-        parsed = _CACHE.parsed(path, column, data or b"")
-        files[column] = parsed.board_file(path, column, exists=data is not None)
-        parses.append(parsed)
+    parses: list[object] = [_CACHE.parsed(raw[c][0], c, raw[c][1] or b"") for c in BOARD_COLUMNS]
     changelog_path, changelog = raw[Column.DONE]
     done = _CACHE.done_ids(changelog_path, changelog or b"")
     parses.append(done)
+    key = (*parses, *(raw[c][1] is not None for c in BOARD_COLUMNS))
+    if shared:
+        with _SHARED_LOCK:
+            found = _SHARED.get(str(root))
+        if found is not None and found[0] == key:  # parses compare by identity: the same bytes
+            if check and not _CACHE.validated(root, tuple(parses)):
+                validate(found[1])
+                _CACHE.mark_validated(root, tuple(parses))
+            return found[1]
+    files = {c: parsed.board_file(raw[c][0], c, exists=raw[c][1] is not None)
+             for c, parsed in zip(BOARD_COLUMNS, parses)}
     board = Board(root, files, set(done.ids))
     if check:
-        key = tuple(parses)
-        if not _CACHE.validated(root, key):
+        if not _CACHE.validated(root, tuple(parses)):
             validate(board)
-            _CACHE.mark_validated(root, key)
+            _CACHE.mark_validated(root, tuple(parses))
+    if shared:
+        board.freeze()
+        with _SHARED_LOCK:
+            _SHARED[str(root)] = (key, board)
+            _SHARED.move_to_end(str(root))
+            while len(_SHARED) > _ParseCache.MAX_ROOTS:
+                _SHARED.popitem(last=False)
     return board
 
 
@@ -606,8 +630,33 @@ def _commit(writes: list[_Write]) -> None:
         raise
     for w in writes:
         _unlink(w.tmp)  # the files we replaced
+        _note_own_write(w.path)
     for parent in dict.fromkeys(w.path.parent for w in writes):
         fsync_dir(parent)
+
+
+# What the files this process last wrote look like (inode, size, times): a watcher can tell a
+# person's edit from kanban's own write by a stat, without reading the file.
+_OWN_WRITES: dict[str, tuple[int, int, int, int]] = {}
+
+
+def file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _note_own_write(path: Path) -> None:
+    found = file_signature(path)
+    if found is not None:
+        _OWN_WRITES[str(path)] = found
+
+
+def written_by_us(path: Path, signature: tuple[int, int, int, int] | None) -> bool:
+    """True if PATH still looks exactly as this process last wrote it."""
+    return signature is not None and _OWN_WRITES.get(str(path)) == signature
 
 
 def atomic_write(path: Path, data: bytes) -> None:

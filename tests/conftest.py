@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: this machine is shared, and a slow example is not a wrong one.
+settings.register_profile("kanban", deadline=None)
+settings.load_profile("kanban")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,6 +31,8 @@ from kanban.paths import RUN_LOCK, STATE_DIR
 
 WAKE_INTERVAL = 0.5  # the longest wait before noticing a hand edit (or an agent's end without a pidfd)
 IDLE_PASS_EVERY = 10.0  # --watch, nothing running and nothing changed: a full pass this often
+RUNNING_PASS_EVERY = 10.0  # agents running, nothing ending or edited: a full pass this often
+MAX_STRAIGHT_ON = 3  # passes in a row without a wait, after passes that moved something
 DIRTY_SHOWN = 8  # files named in the dirty-checkout note, then "and N more"
 
 
@@ -128,25 +130,35 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
     shown_blocked: tuple[str, ...] = ()  # the queue's blocked lines last shown: shown again only when they change
     last_queue = None  # the last drain that was not skipped (another merge queue running)
     idle_said = False
+    hurried = 0  # passes in a row that went straight on
     failed_pass = ""  # --watch: why the last pass stopped (a half-typed board), shown once
     while True:
         before = board_signature(engine.root)
         try:
+            merged = False
+
+            def drain_queue() -> None:
+                nonlocal shown_blocked, last_queue, merged
+                queue = drain(engine, wait=False)  # its verifications run beside the pool
+                shown_blocked = _show_queue(view, queue, shown_blocked)
+                notifier.queue(queue)
+                if not queue.busy:
+                    last_queue = queue
+                merged = merged or bool(queue.merged or queue.conflicts or queue.failed)
+                view.set_queue_state(getattr(engine, "queue_state", None))
+
+            # A verification that ended holds up the queue: land it and start the next one before
+            # the agents' handovers, which may take a while.
+            if not no_merge and _verification_ended(engine):
+                drain_queue()
             report = engine.tick(record_pids=False)
             if failed_pass:
                 failed_pass = ""
                 view.log(Happening("info", "the board reads again; carrying on"))
             _show_tick(view, report)
             notifier.tick(report)
-            merged = False
             if not no_merge:
-                queue = drain(engine, wait=False)  # its verifications run beside the pool
-                shown_blocked = _show_queue(view, queue, shown_blocked)
-                notifier.queue(queue)
-                if not queue.busy:
-                    last_queue = queue
-                merged = bool(queue.merged or queue.conflicts or queue.failed)
-                view.set_queue_state(getattr(engine, "queue_state", None))
+                drain_queue()
         except KanbanError as exc:
             if not watch:
                 raise
@@ -171,7 +183,17 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
         idle = not live_runs and not report.busy and not report.changed and not merged
         if not idle:
             idle_said = False
-            engine.runner.wait_any(live_runs, timeout=WAKE_INTERVAL)
+            # A pass that moved something goes straight on to the next (a bounded number of times
+            # in a row, so that nothing can make the loop spin); one that found nothing waits.
+            moved = report.changed or merged
+            if report.busy or (moved and hurried >= MAX_STRAIGHT_ON):  # another tick holds the lock
+                hurried = 0
+                engine.runner.wait_any(live_runs, timeout=WAKE_INTERVAL)
+            elif moved:
+                hurried += 1
+            else:
+                hurried = 0
+                _wait_for_work(engine, view, notifier, live_runs, before)
             continue
         if not watch:
             break
@@ -182,10 +204,43 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
     return _summary(engine, time.monotonic() - started_at, no_merge=no_merge, queue=last_queue)
 
 
+def _verification_ended(engine) -> bool:
+    return any(not engine.runner.poll(Path(v.run_dir)).running
+               for v in engine.history.live_verifications() if v.run_dir)
+
+
 def _running(engine) -> list[Path]:
     """The run directories of everything running: agents, and the merge queue's verifications."""
     return ([Path(r.run_dir) for r in engine.history.live_runs()]
             + [Path(v.run_dir) for v in engine.history.live_verifications() if v.run_dir])
+
+
+def _wait_for_work(engine, view, notifier, live_runs: list[Path], before: tuple) -> None:
+    """Agents are running and the last pass found nothing to do: sleep until one of them ends
+    (pidfds, through the runner), a board file changes by another hand than ours, or a full pass
+    is due (RUNNING_PASS_EVERY: budgets, a push to retry). No pass every half second for nothing."""
+    seen = _others_edits(engine.root, before)
+    if seen is None:  # a person edited the board while the pass ran: a pass for it now
+        return
+    deadline = time.monotonic() + RUNNING_PASS_EVERY
+    while (left := deadline - time.monotonic()) > 0:
+        if engine.runner.wait_any(live_runs, timeout=min(WAKE_INTERVAL, left)):
+            return
+        notifier.flush()  # no view.refresh(): nothing it shows changed, or the wait would be over
+        if board_signature(engine.root) != seen:
+            return
+
+
+def _others_edits(root: Path, before: tuple) -> tuple | None:
+    """The board's signature now, or None if a file changed since BEFORE and not by this process."""
+    from kanban.model import COLUMN_FILES
+    from kanban.store import written_by_us
+
+    now = board_signature(root)
+    for name, was, is_ in zip([*COLUMN_FILES.values(), ".git/index"], before, now):
+        if was != is_ and not (name != ".git/index" and written_by_us(root / name, is_)):
+            return None
+    return now
 
 
 def _wait_for_change(engine, view, notifier, before: tuple) -> None:
