@@ -396,7 +396,7 @@ def problems_now(root: Path) -> list:
 
     config = load_config(root)
     with History(root) as h:
-        return find_problems(root, config, h, LocalRunner(), scope="full")
+        return find_problems(root, config, h, LocalRunner(root), scope="full")
 
 
 def do_repair(root: Path) -> list[str]:

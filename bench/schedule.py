@@ -355,12 +355,14 @@ def iso(s: str) -> float:
     return datetime.fromisoformat(s).timestamp()
 
 
-def analyse(runs: list, timing_dir: Path, pool: int, t_begin: float) -> dict:
+def analyse(runs: list, timing_dir: Path, pool: int, t_begin: float, root: Path) -> dict:
     """Per-run latencies and the slot turnaround (agent exit -> next agent start on that slot)."""
+    from kanban.runner import LocalRunner
+
     rows = []
     for r in runs:
         timing = json.loads((timing_dir / f"{r.task}.{r.role}.{r.attempt}.json").read_text())
-        result = json.loads((Path(r.run_dir) / "result.json").read_text())
+        result = json.loads((r.run_path(LocalRunner(root)) / "result.json").read_text())
         rows.append({
             "task": r.task, "role": r.role, "planned": timing["planned"],
             "hist_start": r.started, "hist_end": r.ended,
@@ -443,7 +445,7 @@ def main() -> int:
             print("\nFAILED CHECK:\n  " + "\n  ".join(problems) + f"\n  (log: {tmp / 'kanban-run.log'})")
             args.keep = True
             return 1
-        a = analyse(runs, timing_dir, args.pool, t_begin)
+        a = analyse(runs, timing_dir, args.pool, t_begin, root)
 
         greedy = simulate_greedy(plan, args.pool)
         sim_wave_roles = simulate_waves(plan, args.pool)

@@ -27,11 +27,15 @@ class AfterCheck:
         self.history = history
         self.guard = GitGuard(root, git.common_dir(root))
         self.record = paths.gitguard_dir(root) / MAIN_RECORD
+        self._landings: set[str] = set()  # commits the merge queue landed on main, as seen so far
 
     def accept_current(self) -> None:
         """Nothing in flight: what the shared git directory holds now is the person's."""
         self.guard.take_baseline()
-        self._remember_main(git.rev_parse(self.root, self.main))
+        before = self._recorded_main()
+        now = self._main_now(before)
+        if now != before:
+            self._remember_main(now)
 
     def after_run(self, task_id: str, worktree: Path | None = None) -> str | None:
         """Check and repair after TASK_ID's run ended; a note for the person, or None."""
@@ -57,7 +61,9 @@ class AfterCheck:
         in the worktree move main."""
         branch = branch_name(task_id)
         found = []
-        status, target, _ = git.run_status(self.root, "symbolic-ref", "-q", f"refs/heads/{branch}")
+        status, target = 1, ""  # a loose ref file holding a commit id is no link: no git process
+        if git.loose_ref(self.guard.gitdir, f"refs/heads/{branch}") is None:
+            status, target, _ = git.run_status(self.root, "symbolic-ref", "-q", f"refs/heads/{branch}")
         if status == 0:
             git.run(self.root, "update-ref", "--no-deref", "-d", f"refs/heads/{branch}")
             found.append(f"the agent turned its branch {branch} into a link to {target.strip()}; kanban deleted "
@@ -88,11 +94,29 @@ class AfterCheck:
             return False  # main went back, or the branch has nothing of its own
         return anc(now, branch) or anc(branch, now)
 
+    def _main_now(self, before: str | None) -> str:
+        """main's commit: read from its ref file when that names the commit accepted last or one
+        the merge queue landed (no git process: the common case), else asked of git."""
+        sha = git.loose_ref(self.guard.gitdir, f"refs/heads/{self.main}")
+        if sha is not None and (sha == before or self._landed(sha)):
+            return sha
+        return git.rev_parse(self.root, f"refs/heads/{self.main}")
+
+    def _landed(self, sha: str) -> bool:
+        """Whether the merge queue landed SHA on main (asked once per commit that it did)."""
+        if sha in self._landings:
+            return True
+        if self.history.landed(sha):
+            self._landings.add(sha)
+            return True
+        return False
+
     def _main_check(self, task_id: str) -> str | None:
-        now = git.rev_parse(self.root, self.main)
         before = self._recorded_main()
-        if before is None or now == before or self.history.landed(now):
-            self._remember_main(now)
+        now = self._main_now(before)
+        if before is None or now == before or self._landed(now):
+            if now != before:
+                self._remember_main(now)
             return None
         branch = git.branch_shas(self.root, f"refs/heads/{branch_name(task_id)}").get(branch_name(task_id))
         if branch is None or not self._moved_onto(branch, now, before):

@@ -17,7 +17,7 @@ from kanban.config import Config
 from kanban.errors import KanbanError
 from kanban.ids import branch_name
 from kanban.prompts import render_role
-from kanban.targets import covering_tests
+from kanban.targets import covering_tests, stem_globs, wanted_stems
 
 SETUP_TIMEOUT = 900.0
 SETUP_OUTPUT = 1 << 20  # bytes of a set-up command's output kept (the last: its error is there)
@@ -557,7 +557,8 @@ def collect_report(worktree: Path, run_dir: Path) -> str:
     source = report_file(worktree)
     text = read_capped(source, REPORT_READ_LIMIT)
     if not (run_dir / REPORT_NAME).exists():  # already collected by an earlier, interrupted reap
-        write_text_atomic(run_dir / REPORT_NAME, text, durable=True)
+        # Synced when there is something to lose: an empty one lost to a power cut reads "" again.
+        write_text_atomic(run_dir / REPORT_NAME, text, durable=bool(text))
     else:
         text = read_capped(run_dir / REPORT_NAME, REPORT_READ_LIMIT) or text
     try:
@@ -595,10 +596,20 @@ def agent_env(config: Config, launch: Launch, worktree: Path, prompt_file: Path,
     return env
 
 
+def tracked_candidates(worktree: Path, changed: list[str]) -> list[str]:
+    """The tracked files `covering_tests(changed, ...)` needs to see: those named like a test of
+    the changed code, asked of git by name (not the whole tree's listing); none without such code."""
+    stems = wanted_stems(changed)
+    if not stems:
+        return []
+    globs = stem_globs(stems)
+    return git.tracked_files(worktree) if globs is None or len(globs) > 500 else git.tracked_matching(worktree, globs)
+
+
 def prompt_values(root: Path, config: Config, launch: Launch, worktree: Path, report_file: Path,
                   conflicts: list[str]) -> dict[str, str]:
     changed = git.changed_files(worktree, config.main_branch) if launch.role != "task" else []
-    tests = covering_tests(changed, git.tracked_files(worktree)) if launch.role == "tester" else []
+    tests = covering_tests(changed, tracked_candidates(worktree, changed)) if launch.role == "tester" else []
     merge_text = ("Merging the latest {m} into this branch left conflicts in these files; resolve them first:\n"
                   .format(m=config.main_branch) + _bullets(conflicts)) if conflicts else \
         f"The latest {config.main_branch} is merged into this branch; there were no conflicts."

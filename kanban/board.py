@@ -8,18 +8,22 @@ touches only the lines of the entries it changes.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import itertools
+import operator
 import re
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kanban.entry import (
     Entry,
-    HeadingParts,
+    SharedHeading,
     line_ending,
     new_entry_lines,
     parse_heading,
@@ -69,12 +73,14 @@ class BoardFile:
         return (b for b in self.blocks if isinstance(b, Entry))
 
     def lines(self) -> Iterator[str]:
-        for block in self.blocks:
-            yield from (block.lines if isinstance(block, Entry) else block)
+        return itertools.chain.from_iterable(_block_seqs(self.blocks))
 
-    def render(self) -> bytes:
-        text = "".join(self.lines())
-        return ((BOM if self.bom else "") + text).encode("utf-8")
+    def text(self) -> str:
+        return "".join(map("".join, _block_seqs(self.blocks)))  # block by block: faster than line by line
+
+    def render(self, text: str | None = None) -> bytes:
+        """The bytes to write: TEXT (the file's text(), as settle returns it) with the file's BOM."""
+        return ((BOM if self.bom else "") + (self.text() if text is None else text)).encode("utf-8")
 
     @property
     def newline(self) -> str:
@@ -92,7 +98,7 @@ class BoardFile:
         self.blocks = [b for b in self.blocks if b is not entry]
         self.mark_dirty()
 
-    def settle(self) -> None:
+    def settle(self) -> str:
         """Before a write: make sure the file reloads with the entries it has in memory.
 
         Edits work line by line, and markdown can join what they leave side by side
@@ -100,16 +106,17 @@ class BoardFile:
         of the next section). Around the changed text, every block is parsed alone
         and all of them together; where a heading would be lost, a blank line goes
         between the two blocks, and if that does not help a KanbanError is raised
-        rather than writing a file that loses or splits an entry.
+        rather than writing a file that loses or splits an entry. Returns the text settled.
         """
         old = self.raw.decode("utf-8", errors="replace")
         old = old[1:] if old.startswith(BOM) else old
-        new = "".join(self.lines())
+        texts = list(map("".join, _block_seqs(self.blocks)))  # each block's text, as text() joins them
+        new = "".join(texts)
         if new == old:
-            return
-        lo, hi = _changed_blocks(self.blocks, old, new)
+            return new
+        lo, hi = _changed_blocks(self.blocks, old, new, texts)
         if _independent(self.blocks[lo:hi + 1]):
-            return
+            return new
         k = lo
         while k <= hi:
             if not _independent(self.blocks[lo:k + 1]):
@@ -127,6 +134,7 @@ class BoardFile:
                         hint="check the lines around it (an indented heading, an unclosed code fence or HTML block)",
                     )
             k += 1
+        return self.text()
 
     def append(self, entry: Entry) -> None:
         """Insert an entry after the last entry (or at the end), as a pure insertion.
@@ -157,8 +165,13 @@ class BoardFile:
         )
 
 
+def _block_seqs(blocks: list[list[str] | Entry]) -> list[Sequence[str]]:
+    """Each block's lines (an entry's may be a tuple, see Entry)."""
+    return [b.lines if isinstance(b, Entry) else b for b in blocks]
+
+
 def _block_lines(blocks: list[list[str] | Entry]) -> list[str]:
-    return [line for b in blocks for line in (b.lines if isinstance(b, Entry) else b)]
+    return list(itertools.chain.from_iterable(_block_seqs(blocks)))
 
 
 def _heading_spots(blocks: list[list[str] | Entry]) -> list[tuple[int, int, bool]]:
@@ -189,8 +202,9 @@ def _independent(blocks: list[list[str] | Entry]) -> bool:
     return _heading_spots(blocks) == want
 
 
-def _changed_blocks(blocks: list[list[str] | Entry], old: str, new: str) -> tuple[int, int]:
-    """Indexes of the first and last block to check after an edit changed `old` into `new`.
+def _changed_blocks(blocks: list[list[str] | Entry], old: str, new: str, texts: list[str]) -> tuple[int, int]:
+    """Indexes of the first and last block to check after an edit changed `old` into `new`
+    (TEXTS: each block's text; joined, they are NEW).
 
     From the last entry whose heading line comes before the first changed character
     (the text up to there is unchanged, so it still starts a top-level block) to the
@@ -200,15 +214,19 @@ def _changed_blocks(blocks: list[list[str] | Entry], old: str, new: str) -> tupl
     p = common_prefix(old, new)  # doubling steps, then halving: a few slices, not log(n) copies of all
     s = common_suffix(old, new, limit - p)
     changed_end = len(new) - s
-    lo, hi, start = 0, len(blocks) - 1, 0
-    for i, b in enumerate(blocks):
-        if isinstance(b, Entry):
-            if start + len(b.lines[0]) < p:
-                lo = i
-            elif start >= changed_end and i > lo:
-                hi = i
-                break
-        start += sum(map(len, b.lines if isinstance(b, Entry) else b))
+    # Where each block starts in NEW; the heading lines end in the order the entries come in.
+    starts = list(itertools.accumulate(map(len, texts), initial=0))
+    lo = 0
+    for i in range(bisect.bisect_left(starts, p, 0, len(blocks)) - 1, -1, -1):  # from the last block starting before P
+        b = blocks[i]
+        if isinstance(b, Entry) and starts[i] + len(b.lines[0]) < p:
+            lo = i
+            break
+    hi = len(blocks) - 1
+    for i in range(max(bisect.bisect_left(starts, changed_end, 0, len(blocks)), lo + 1), len(blocks)):
+        if isinstance(blocks[i], Entry):
+            hi = i
+            break
     return lo, hi
 
 
@@ -279,51 +297,69 @@ class _Memo:
         self.new, self.old = {}, {}
 
 
-class _EntrySpec(NamedTuple):
-    """An entry as a cached parse keeps it: nothing a caller can change."""
+class _EntrySpec:
+    """An entry as a cached parse keeps it: its lines (a tuple) and parsed heading, which every
+    load's Entry shares until that entry's first edit (Entry._own), and, filled in on first use,
+    what validation and to_task derive from them alone (FACTS; TASK, with the column it was built
+    for), so that a load of a cached parse neither hashes nor parses an entry it has seen. Not
+    where it is (ParsedFile.line_nos): a new version of the file keeps it wherever it moved."""
 
-    lines: tuple[str, ...]
-    line_no: int
-    heading: tuple[str, str, tuple[str, ...], str | None, str, str]  # HeadingParts' fields
+    __slots__ = ("facts", "heading", "lines", "task")
+
+    def __init__(self, lines: tuple[str, ...], heading: SharedHeading) -> None:
+        self.lines, self.heading = lines, heading
+        self.facts: _Facts | None = None
+        self.task: tuple[Column, Task] | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class ParsedFile:
     """What a board file's bytes parse into, immutable, so that one parse serves every load of
     the same bytes: prose blocks as tuples of lines, entries as _EntrySpecs. `board_file` gives
-    each load its own BoardFile to change (equality is identity: a new parse is a new object)."""
+    each load its own BoardFile to change (equality is identity: a new parse is a new object):
+    its own list of blocks, its own lists of prose lines, and entries of its own that share the
+    parse's lines and headings until edited (copy on write, see Entry)."""
 
     raw: bytes
     bom: bool
     blocks: tuple[tuple[str, ...] | _EntrySpec, ...]
+    line_nos: tuple[int, ...]  # per block: the 1-based line of an entry's heading (0 for prose)
+    ids: frozenset[str]  # the task IDs of the entries
+
+    @functools.cached_property
+    def kept(self) -> tuple[dict[str, _EntrySpec], dict[tuple[str, ...], tuple[str, ...]]]:
+        """Its entries by heading line (the last of those with the same line) and its prose blocks,
+        for parse_blocks to keep in a newer version of the file: made once, when there is one."""
+        return ({b.lines[0]: b for b in self.blocks if type(b) is _EntrySpec},  # type: ignore[union-attr]
+                {b: b for b in self.blocks if type(b) is tuple})  # type: ignore[misc]
 
     def board_file(self, path: Path, column: Column, exists: bool = True) -> BoardFile:
+        new, entry_type, spec_type = Entry.__new__, Entry, _EntrySpec
         blocks: list[list[str] | Entry] = []
-        restored, heading_parts = Entry.restored, HeadingParts
-        for b in self.blocks:
-            if type(b) is _EntrySpec:
-                prefix, space, markers, task_id, rest, ending = b.heading
-                blocks.append(restored(list(b.lines), b.line_no,
-                                       heading_parts(prefix, space, list(markers), task_id, rest, ending)))
+        append = blocks.append
+        for b, line_no in zip(self.blocks, self.line_nos):
+            if type(b) is spec_type:  # Entry.restored(b.lines, line_no, b.heading, b), inlined: a third faster
+                entry = new(entry_type)
+                entry.lines, entry.line_no, entry.heading, entry.origin = b.lines, line_no, b.heading, b  # type: ignore[union-attr, assignment]
+                append(entry)
             else:
-                blocks.append(list(b))
+                append(list(b))
         return BoardFile(path, column, self.raw, self.bom, blocks, exists)
 
 
 # Parsed `## ` lines, by line: most headings of a file are the same from one version to the next.
+# A SharedHeading refuses changes, so one serves every entry (of every parse) with that line.
 _HEADINGS = _Memo(32768)
 
 
-def _heading_fields(line: str) -> tuple[str, str, tuple[str, ...], str | None, str, str]:
+def _shared_heading(line: str) -> SharedHeading:
     found = _HEADINGS.new.get(line)
     if found is not None:
         return found
 
     def compute():
         parts = parse_heading(line)
-        if parts is None:
-            return None
-        return parts.prefix, parts.space, tuple(parts.markers), parts.task_id, parts.rest, parts.ending
+        return None if parts is None else SharedHeading.of(*parts.fields())
 
     found = _HEADINGS.get(line, compute)
     if found is None:
@@ -331,8 +367,13 @@ def _heading_fields(line: str) -> tuple[str, str, tuple[str, ...], str | None, s
     return found
 
 
-def parse_blocks(path: Path, column: Column, data: bytes) -> ParsedFile:
-    """`parse_file`, as an immutable ParsedFile. Raises KanbanError if unreadable."""
+def parse_blocks(path: Path, column: Column, data: bytes, earlier: ParsedFile | None = None) -> ParsedFile:
+    """`parse_file`, as an immutable ParsedFile. Raises KanbanError if unreadable.
+
+    EARLIER: a parse of an earlier version of the same file. Where an entry of the new text
+    has exactly the lines of one of its entries, that entry is kept (moved to its new line if
+    need be), with what validation and to_task derived from it: after a small edit, the
+    entries of a large file are found again rather than parsed and hashed again."""
     if len(data) > MAX_FILE_BYTES:
         raise KanbanError(
             f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit for board files",
@@ -344,41 +385,46 @@ def parse_blocks(path: Path, column: Column, data: bytes) -> ParsedFile:
     if bom:
         text = text[1:]
     lines = tuple(split_lines(text))  # slices of a tuple are the tuples the blocks keep
+    # Prose runs from the file's start or an entry's end to the next entry (or the file's end):
+    # never two prose blocks side by side.
     blocks: list[tuple[str, ...] | _EntrySpec] = []
+    line_nos: list[int] = []
+    ids: list[str | None] = []
     starts = top_headings(text)
+    old_entries, old_prose = earlier.kept if earlier is not None else ({}, {})
     prev = 0  # the first line not in a block yet
     for i, h in enumerate(starts):
         start = h.line
         end = starts[i + 1].line if i + 1 < len(starts) else len(lines)
-        entry = _entry_at(lines, start, end, h, column)
+        entry = _entry_at(lines, start, end, h, column, old_entries)
         if entry is None:
             continue
         if start > prev:
-            blocks.append(lines[prev:start])
+            prose = lines[prev:start]
+            blocks.append(old_prose.get(prose, prose))
+            line_nos.append(0)
         blocks.append(entry)
+        line_nos.append(start + 1)
+        ids.append(entry.heading.task_id)
         prev = end
     if prev < len(lines):
-        blocks.append(lines[prev:])
-    return ParsedFile(data, bom, tuple(_merge_prose(blocks)))
+        prose = lines[prev:]
+        blocks.append(old_prose.get(prose, prose))
+        line_nos.append(0)
+    return ParsedFile(data, bom, tuple(blocks), tuple(line_nos), frozenset(ids) - {None})  # type: ignore[arg-type]
 
 
-def _entry_at(lines: tuple[str, ...], start: int, end: int, h, column: Column) -> _EntrySpec | None:
+def _entry_at(lines: tuple[str, ...], start: int, end: int, h, column: Column,
+              earlier: Mapping[str, _EntrySpec]) -> _EntrySpec | None:
     if h.level != 2 or not h.atx or column is Column.DONE:
         return None
-    heading = _heading_fields(lines[start])
-    if heading[3] is None and column is not Column.TODO:
+    old = earlier.get(lines[start])  # an entry of an earlier parse of the file, with the same heading line
+    if old is not None and len(old.lines) == end - start and old.lines == lines[start:end]:
+        return old  # the same lines: the same entry, with what was derived from it
+    heading = _shared_heading(lines[start])
+    if heading.task_id is None and column is not Column.TODO:
         return None  # outside TODO.md a heading with no ID is the person's own text
-    return tuple.__new__(_EntrySpec, (lines[start:end], start + 1, heading))
-
-
-def _merge_prose(blocks: list[tuple[str, ...] | _EntrySpec]) -> list[tuple[str, ...] | _EntrySpec]:
-    merged: list[tuple[str, ...] | _EntrySpec] = []
-    for b in blocks:
-        if type(b) is tuple and merged and type(merged[-1]) is tuple:
-            merged[-1] = merged[-1] + b
-        else:
-            merged.append(b)
-    return merged
+    return _EntrySpec(lines[start:end], heading)
 
 
 @dataclass
@@ -391,9 +437,17 @@ class Board:
     # A board shared by its readers (store.read_board) answers tasks() once: it never changes.
     _tasks: list[Task] | None = field(default=None, repr=False, compare=False)
     frozen: bool = field(default=False, repr=False, compare=False)
+    # The board as loaded, known valid (set by mark_valid): validate then checks only what changed.
+    valid_base: ValidBase | None = field(default=None, repr=False, compare=False)
 
     def freeze(self) -> None:
         self.frozen = True
+
+    def mark_valid(self, parses: Sequence[ParsedFile], done_ids: frozenset[str]) -> None:
+        """This board, as just built from PARSES (one per column of BOARD_COLUMNS, by `board_file`)
+        and DONE_IDS, passed validation: remember it as it is now."""
+        self.valid_base = ValidBase({c: (p, tuple(self.files[c].blocks)) for c, p in zip(BOARD_COLUMNS, parses)},
+                                    done_ids)
 
     def _writable(self) -> None:
         if self.frozen:  # a board other readers share: a change would show in theirs
@@ -429,7 +483,7 @@ class Board:
         return out
 
     def new_entries(self) -> list[Entry]:
-        return [e for e in self.files[Column.TODO].entries() if e.task_id is None]
+        return [e for e in self.files[Column.TODO].blocks if isinstance(e, Entry) and e.heading.task_id is None]
 
     def all_ids(self) -> set[str]:
         return {e.task_id for _, e in self.located() if e.task_id} | self.done_ids
@@ -497,12 +551,22 @@ class Board:
 def to_task(f: BoardFile, entry: Entry, order: int) -> Task:
     """The entry as a Task. Tasks are immutable: one is built per distinct entry (its lines and
     parsed heading) and column, and copied for another order, as an idle `kanban run` plans every
-    pass from the same board."""
-    h = entry.heading
-    key = (tuple(entry.lines), f.column, h.task_id, tuple(h.markers), h.rest)
-    task = _TASKS.new.get(key)
-    if task is None:
-        task = _TASKS.get(key, lambda: _build_task(f, entry, order))
+    pass from the same board. An entry that shares a cached parse's lines (Entry.origin) finds
+    its Task there."""
+    spec = entry.origin
+    if spec is not None and (entry.lines is not spec.lines or entry.heading is not spec.heading):  # type: ignore[attr-defined]
+        spec = None
+    found = spec.task if spec is not None else None  # type: ignore[attr-defined]
+    if found is not None and found[0] is f.column:
+        task = found[1]
+    else:
+        h = entry.heading
+        key = (tuple(entry.lines), f.column, h.task_id, tuple(h.markers), h.rest)
+        task = _TASKS.new.get(key)
+        if task is None:
+            task = _TASKS.get(key, lambda: _build_task(f, entry, order))
+        if spec is not None:
+            spec.task = (f.column, task)  # type: ignore[attr-defined]
     if task.order == order:
         return task
     if hasattr(task, "__dict__"):  # dataclasses.replace, without running __init__ again
@@ -546,6 +610,16 @@ _TASKS = _Memo(32768)
 
 
 def _facts(entry: Entry) -> _Facts:
+    spec = entry.origin  # shared lines: what was found for them is kept with the cached parse
+    if spec is None or entry.lines is not spec.lines:  # type: ignore[attr-defined]
+        return _facts_of(entry)
+    found = spec.facts  # type: ignore[attr-defined]
+    if found is None:
+        found = spec.facts = _facts_of(entry)  # type: ignore[attr-defined]
+    return found
+
+
+def _facts_of(entry: Entry) -> _Facts:
     lines = tuple(entry.lines)
     found = _FACTS.new.get(lines)
     if found is not None:
@@ -608,8 +682,148 @@ def changelog_ids_frozen(text: str) -> frozenset[str]:
 def validate(board: Board) -> None:
     """Raise a KanbanError for the first problem found, naming file and line.
 
-    Each entry's metadata is parsed and checked once per distinct lines (_facts); an entry
-    with a problem is checked again by the functions that name it, so the error is the same."""
+    Each entry's metadata is parsed and checked once per distinct lines (_facts, kept with a
+    cached parse for the entries that share it). Whether there is a problem at all is found
+    by passes over lists (every ID once, all metadata good, every depends a known ID and not the
+    entry's own); if there may be one, _validate_in_order looks for it entry by entry and names
+    the first, the same problem, in the same words, as ever.
+
+    A board loaded valid (Board.valid_base) and changed a little since, as by an update, is
+    checked only where it changed (_valid_after_change), when that is enough to tell."""
+    if board.valid_base is not None and _valid_after_change(board, board.valid_base):
+        return
+    files = [board.files[column] for column in BOARD_COLUMNS]
+    entries = [b for f in files for b in f.blocks if isinstance(b, Entry)]
+    facts = [o.facts if (o := e.origin) is not None and o.facts is not None and e.lines is o.lines  # type: ignore[attr-defined]
+             else _facts(e) for e in entries]
+    tids = [e.heading.task_id for e in entries]
+    ids = [tid for tid in tids if tid is not None]
+    known = set(ids)
+    deps = [x.deps for x in facts if x.deps]
+    if (len(known) != len(ids) or not all(x.meta_ok and x.deps_ok for x in facts)
+            or not (known | board.done_ids).issuperset(itertools.chain.from_iterable(deps))
+            or deps and any(tid in x.deps for tid, x in zip(tids, facts) if tid and x.deps)):
+        _validate_in_order(board)  # a problem, or the lists cannot tell: the full check names it
+        return
+    known |= board.done_ids
+    graph = {tid: x.deps for tid, x in zip(tids, facts) if tid}
+    if graph != _LAST_ACYCLIC.graph:  # as _validate_in_order ends
+        located = [(f, b) for f in files for b in f.blocks if isinstance(b, Entry)]
+        _check_cycles([(f, entry, x.meta) for (f, entry), x in zip(located, facts)], known)
+        _LAST_ACYCLIC.graph = graph
+
+
+@dataclass(frozen=True, eq=False)
+class ValidBase:
+    """A board as it was when it passed validation: per column, the parse its file was built
+    from and the blocks it was built with (`ParsedFile.board_file`: one block per parse block,
+    in order), and the done IDs."""
+
+    files: Mapping[Column, tuple[ParsedFile, tuple[list[str] | Entry, ...]]]
+    done_ids: frozenset[str]
+
+
+# A change of more entries than this is validated in full: as fast, and no cleverness needed.
+_MAX_CHANGED = 64
+
+
+def _window(was: Sequence[object], now: Sequence[object]) -> tuple[int, int, int]:
+    """(start, end in NOW, end in WAS): outside now[start:end] and was[start:end] the two hold the
+    same objects in the same order (compared by identity, at C speed)."""
+    n = min(len(was), len(now))
+    start = next(itertools.compress(itertools.count(), map(operator.is_not, was, now)), n)
+    tail = next(itertools.compress(itertools.count(), map(operator.is_not, reversed(was), reversed(now))), n)
+    tail = min(tail, n - start)
+    return start, len(now) - tail, len(was) - tail
+
+
+def _valid_after_change(board: Board, base: ValidBase) -> bool:
+    """True if BOARD, which was BASE (a valid board) and has changed since, is valid; False if
+    it may not be (validate then checks it in full, and names the problem).
+
+    What changed: per file, the blocks between the first and last that are not the same
+    objects as in BASE, and the entries edited in place (an entry edited is no longer the one
+    its parse restored, see Entry). The entries that left (as BASE had them) and the entries that
+    came are checked against BASE's IDs. The board is valid if every entry that came has good
+    metadata and depends on known IDs, and if it has an ID, it is the ID of one that left (an
+    entry moved or edited), once, depending on no more than it did then (so no ID twice, none
+    its own dependency, no new edge in BASE's acyclic graph); and every ID that left the board
+    or CHANGELOG.md is known still (the entries BASE had as they are may depend on it). Anything
+    else (a task added, a depends line grown) goes to the full check."""
+    left: list[_EntrySpec] = []  # entries of BASE no longer on the board as they were
+    came: list[Entry] = []  # entries on the board that BASE did not have as they are
+    for column in BOARD_COLUMNS:
+        parsed, was = base.files[column]
+        now = board.files[column].blocks
+        start, end_now, end_was = _window(was, now)
+        left += [s for s in parsed.blocks[start:end_was] if type(s) is _EntrySpec]
+        came += [b for b in now[start:end_now] if isinstance(b, Entry)]
+        # Outside the window, BASE's entries at their places: edited in place if their lines or
+        # heading are no longer those of the spec they were restored from.
+        edited = [i for i, b in enumerate(now) if type(b) is Entry and (
+            (o := b.origin) is None or b.lines is not o.lines or b.heading is not o.heading)]  # type: ignore[attr-defined]
+        for i in edited:
+            if not start <= i < end_now:
+                came.append(now[i])  # type: ignore[arg-type]
+                left.append(parsed.blocks[i if i < start else i - end_now + end_was])  # type: ignore[arg-type]
+        if len(left) + len(came) > _MAX_CHANGED:
+            return False
+    return _valid_swap([parsed.ids for parsed, _ in base.files.values()], base.done_ids, left,
+                       [(e.heading.task_id, _facts(e)) for e in came], board.done_ids)
+
+
+def parses_valid_after(before: Sequence[ParsedFile], before_done: frozenset[str],
+                       now: Sequence[ParsedFile], now_done: frozenset[str]) -> bool:
+    """True if the board of the parses NOW (one per column of BOARD_COLUMNS) and the done IDs
+    NOW_DONE is valid, given that the board of BEFORE and BEFORE_DONE was: the check of
+    _valid_after_change, between a new version of the board files and the last one found valid
+    (parse_blocks keeps the entries and prose blocks a new version has unchanged, the very same
+    objects, so the two differ only between the first and last block that are not). False if
+    it may not be valid: validate then checks the board in full."""
+    left: list[_EntrySpec] = []
+    came: list[_EntrySpec] = []
+    for was, parsed in zip(before, now):
+        start, end_now, end_was = _window(was.blocks, parsed.blocks)
+        left += [s for s in was.blocks[start:end_was] if type(s) is _EntrySpec]
+        came += [s for s in parsed.blocks[start:end_now] if type(s) is _EntrySpec]
+        if len(left) + len(came) > _MAX_CHANGED:
+            return False
+    return _valid_swap([p.ids for p in before], before_done, left,
+                       [(s.heading.task_id, _spec_facts(s)) for s in came], now_done)
+
+
+def _valid_swap(base_ids: list[frozenset[str]], base_done: frozenset[str], left: list[_EntrySpec],
+                came: list[tuple[str | None, _Facts]], done: AbstractSet[str]) -> bool:
+    """True if a valid board (its files' IDs BASE_IDS, its done IDs BASE_DONE) is valid still
+    with the entries LEFT taken away and CAME (ID, facts) put in, and DONE for done IDs."""
+    gone = {s.heading.task_id: _spec_facts(s).deps for s in left if s.heading.task_id is not None}
+    added: set[str] = set()
+    for tid, facts in came:
+        if not facts.meta_ok:
+            return False
+        if tid is not None:
+            # One that left (moved or edited), once, depending on no more than it did: then it is on
+            # no other entry, does not depend on itself, and adds no edge to BASE's acyclic graph.
+            if tid in added or tid not in gone or not set(facts.deps or ()) <= set(gone[tid] or ()):
+                return False
+            added.add(tid)
+
+    def known(task_id: str) -> bool:
+        return (task_id in added or task_id in done
+                or task_id not in gone and any(task_id in ids for ids in base_ids))
+
+    if not all(known(d) for _, facts in came for d in facts.deps or ()):
+        return False
+    # An entry BASE had as it was may depend on an ID that left the board or CHANGELOG.md.
+    return all(known(task_id) for task_id in itertools.chain(gone, base_done - done))
+
+
+def _spec_facts(spec: _EntrySpec) -> _Facts:
+    return spec.facts if spec.facts is not None else _facts(Entry.restored(spec.lines, 0, spec.heading, spec))
+
+
+def _validate_in_order(board: Board) -> None:
+    """validate, entry by entry: the first problem, by file and line, as a KanbanError."""
     seen: dict[str, tuple[BoardFile, Entry]] = {}
     located: list[tuple[BoardFile, Entry, _Facts, str | None]] = []
     for column in BOARD_COLUMNS:  # board.located(), without a generator per file

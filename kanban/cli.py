@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,6 +30,8 @@ class _Group(TyperGroup):
         if (args and not ctx.resilient_parsing and not name.startswith("-")
                 and self.get_command(ctx, name) is None):
             names = [n for n in self.list_commands(ctx) if not self.commands[n].hidden]
+            import difflib  # only for a mistyped command
+
             close = difflib.get_close_matches(name, names, n=1)
             shown = name if name.isprintable() else repr(name)[1:-1]
             if close:

@@ -6,7 +6,6 @@ KanbanError naming the file, the line, the full dotted key and a hint.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 import fnmatch
 import math
@@ -181,7 +180,7 @@ class EnvConfig:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow)
 
     def filter(self, environ: Mapping[str, str]) -> dict[str, str]:
-        return {name: value for name, value in environ.items() if self.permits(name)}
+        return {name: value for name, value in environ.items() if _permitted(self, name)}
 
     def for_checks(self) -> EnvConfig:
         """The verify and test commands' own lists: `check_allow`/`check_deny` when given, else the
@@ -220,6 +219,20 @@ class Config:
         if name not in self.roles:
             raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
         return self.roles[name]
+
+
+_PERMITTED: dict[tuple[EnvConfig, str], bool] = {}
+
+
+def _permitted(env: EnvConfig, name: str) -> bool:
+    """`env.permits(name)`, remembered: every agent start filters the same environment."""
+    key = (env, name)
+    found = _PERMITTED.get(key)
+    if found is None:
+        if len(_PERMITTED) > 20000:
+            _PERMITTED.clear()
+        found = _PERMITTED[key] = env.permits(name)
+    return found
 
 
 # --- durations ---------------------------------------------------------------
@@ -400,8 +413,15 @@ _ENV_PATTERN_RE = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")
 _URL_RE = re.compile(r"https?://[^\s/?#]+\S*")
 
 
+def _close_matches(word: str, choices) -> list[str]:
+    """The one choice closest to a mistyped WORD, if any (difflib loads only for a mistake)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(choices), n=1)
+
+
 def _suggest(key: str, valid: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
+    close = _close_matches(key, valid)
     if close:
         return f'did you mean "{close[0]}"?'
     return "valid keys: " + ", ".join(valid)
@@ -483,7 +503,7 @@ class _Loader:
 
     def choice(self, value: Any, path: KeyPath, allowed: tuple[str, ...]) -> str:
         if value not in allowed or not isinstance(value, str):
-            close = difflib.get_close_matches(value, list(allowed), n=1) if isinstance(value, str) else []
+            close = _close_matches(value, list(allowed)) if isinstance(value, str) else []
             hint = f'did you mean "{close[0]}"?' if close else "allowed: " + ", ".join(f'"{a}"' for a in allowed)
             raise self.wrong_type(path, "one of " + ", ".join(allowed), value, hint)
         return value
@@ -760,7 +780,7 @@ class _Loader:
                                   "e.g. events = [" + ", ".join(f'"{k}"' for k in NOTIFY_KINDS[:2]) + "]")
             for name in events:
                 if name not in NOTIFY_KINDS:
-                    close = difflib.get_close_matches(name, NOTIFY_KINDS, n=1)
+                    close = _close_matches(name, NOTIFY_KINDS)
                     raise self.error(where, f"{self.name(where)} has an unknown event {_describe(name)}",
                                      f'did you mean "{close[0]}"?' if close
                                      else "known events: " + ", ".join(NOTIFY_KINDS))

@@ -86,11 +86,12 @@ class Engine:
         self.root = root
         self.config = config
         self.history = history
-        self.runner = runner or LocalRunner()
+        self.runner = runner or LocalRunner(root)
         self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
         self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
         self.queue_state = None  # a kanban.events.QueueState the merge queue sets, the live view reads
         self._aftercheck: AfterCheck | None = None
+        self._unrecorded_pids: dict[int, tuple[int, int | None]] = {}  # ended runs' agent pids, by run id
 
     @property
     def aftercheck(self) -> AfterCheck:
@@ -145,7 +146,7 @@ class Engine:
         pending = [r for r in self.history.live_runs() if r.pid is None]
         while pending and time.monotonic() < deadline:
             for run in list(pending):
-                state = self.runner.poll(Path(run.run_dir))
+                state = self.runner.poll(run.run_path(self.runner))
                 if state.agent_pid or not state.running:
                     if state.agent_pid:
                         self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
@@ -172,14 +173,18 @@ class Engine:
 
     def _reap(self, report: TickReport) -> None:
         for run in self.history.live_runs():
-            state = self.runner.poll(Path(run.run_dir))
+            state = self.runner.poll(run.run_path(self.runner))
             if run.pid is None and state.agent_pid:
-                self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
+                pid = (state.agent_pid, process_start_time(state.agent_pid))
+                if state.running:
+                    self.history.set_pid(run.id, *pid)
+                else:  # recorded with its end, in one commit
+                    self._unrecorded_pids[run.id] = pid
             if state.running and not state.supervisor_alive:  # nothing enforces its timeout any more
-                self.runner.reclaim(Path(run.run_dir), "kanban tick")
+                self.runner.reclaim(run.run_path(self.runner), "kanban tick")
                 report.add("problems", self._problem(
                     run.task, f"{run.task} {_who(run.role)} lost its supervisor; the agent was stopped"))
-                state = self.runner.poll(Path(run.run_dir))
+                state = self.runner.poll(run.run_path(self.runner))
             if state.running:
                 continue
             try:
@@ -214,18 +219,29 @@ class Engine:
         """A finished run that must not be judged, or could not be (its worktree broken by the agent):
         recorded as failed and held for a person, never left live for every later pass to trip over."""
         if any(r.id == run.id for r in self.history.live_runs()):
-            self.history.finish_run(run.id, outcome="failed", result=result, reason=reason)
+            self._finish_run(run.id, outcome="failed", result=result, reason=reason)
         try:
             return self.escalate_event(run.task, f"{_stamp()} {note}", why=why)
         except KanbanError as again:
             return self._problem(run.task, f"{run.task} could not be escalated: {again}")
+
+    def _finish_run(self, run_id: int, **fields) -> None:
+        """`history.finish_run`, with the agent's pid when the poll that found the run over was
+        the first to see it (kanban run leaves pids to the next poll): one commit, not two."""
+        pid = self._unrecorded_pids.pop(run_id, None)
+        if pid is None:
+            self.history.finish_run(run_id, **fields)
+            return
+        with self.history.transaction():
+            self.history.set_pid(run_id, *pid)
+            self.history.finish_run(run_id, **fields)
 
     def _finish(self, run: Run, result: dict | None) -> Happening:
         if run.role == TEST_RUN:
             return self._finish_test(run, result)
         role = Role(run.role)
         worktree = agents.worktree_path(self.root, self.config, run.task)
-        report_text = clean(agents.collect_report(worktree, Path(run.run_dir)), max_bytes=REPORT_LIMIT).strip()
+        report_text = clean(agents.collect_report(worktree, run.run_path(self.runner)), max_bytes=REPORT_LIMIT).strip()
         ok, why = self._judge(run, role, result, report_text)
         log_text = read_capped(Path(run.log), 1 << 20, tail=True)  # cost lines are spread over it
         agent = self.config.agent_for(role.value)
@@ -235,10 +251,10 @@ class Engine:
 
             cost = run_cost(agent.preset, run.model, log_text, self.config.pricing)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
-        self.history.finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
-                                tokens=cost.get("tokens"), input_tokens=cost.get("input_tokens"),
-                                output_tokens=cost.get("output_tokens"), model=cost.get("model"),
-                                reason=why or None)
+        self._finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
+                         tokens=cost.get("tokens"), input_tokens=cost.get("input_tokens"),
+                         output_tokens=cost.get("output_tokens"), model=cost.get("model"),
+                         reason=why or None)
         name = f"{ROLE_NAMES[role]} attempt {run.attempt}"
         said_why = _why_words(run, result, why)  # "timed out after 15m": the person's units
         if role is Role.TESTER and self.config.test.command and outcome != "cancelled":
@@ -280,9 +296,9 @@ class Engine:
     def _finish_test(self, run: Run, result: dict | None) -> Happening:
         ok, why = self._judge_process(run, result)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
-        self.history.finish_run(run.id, outcome=outcome, result=result, reason=why or None)
+        self._finish_run(run.id, outcome=outcome, result=result, reason=why or None)
         took = f" in {_human(float(result['duration']))}" if result and result.get("duration") is not None else ""
-        spec = self.runner.spec(Path(run.run_dir))  # its command as submitted, before any sandbox
+        spec = self.runner.spec(run.run_path(self.runner))  # its command as submitted, before any sandbox
         shown = " ".join(((" ".join(spec.command)[:2000] if spec else "") or self.config.test.shown()).split())
         if ok:
             return self.apply_event(run.task, Event.TEST_OK, f"{_stamp()} tests passed: `{clean(shown)}`{took}",
@@ -595,7 +611,7 @@ class Engine:
     def _start_tests(self, task_id: str, worktree: Path, title: str = "") -> Happening:
         """`[test] command` in the task's worktree, supervised like an agent; no agent is spent."""
         changed = git.changed_files(worktree, self.config.main_branch)
-        tests = agents.covering_tests(changed, git.tracked_files(worktree))
+        tests = agents.covering_tests(changed, agents.tracked_candidates(worktree, changed))
         argv = self.config.test.argv(tests)
         attempt = self.history.next_attempt(task_id, TEST_RUN)
         rdir = agents.run_dir(self.root, task_id, TEST_RUN, attempt)
@@ -611,7 +627,7 @@ class Engine:
     def _submit(self, task_id: str, role: str, attempt: int, rdir: Path, argv: list[str], worktree: Path,
                 env: dict[str, str], log: Path, timeout: float, stall: float | None, grace: float,
                 head: str | None, what: str, title: str = "", model: str | None = None) -> Happening:
-        run_id = self.history.start_run(task=task_id, role=role, attempt=attempt, run_dir=str(rdir),
+        run_id = self.history.start_run(task=task_id, role=role, attempt=attempt, run_ref=self.runner.ref(rdir),
                                         log=str(log), timeout=timeout, head_before=head, model=model)
         try:
             # Not waiting for the agent to be up keeps the engine free for the next handover;

@@ -19,29 +19,41 @@ _MARKER_RE = re.compile(r"\[([A-Z][A-Z_-]*)\][ \t]*")
 _META_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(?:[ \t]+(.*?))?[ \t]*[\r\n]*$", re.S)
 _NOTES_RE = re.compile(r"^ {0,3}###[ \t]+Notes[ \t#]*$")
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_ENDING_RE = re.compile(r"(\r\n|\r|\n)$")
+_ENDING_RE = re.compile(r"(\r\n|\r|\n)$")  # what line_ending finds, by definition (not run: see there)
 _UNDERLINE_RE = re.compile(r"^ {0,3}[=-]+[ \t]*$")  # as mistune 3.4 matches a setext underline
 
 
 def line_ending(line: str) -> str:
-    m = _ENDING_RE.search(line)
-    return m.group(1) if m else ""
+    """`_ENDING_RE.search(line).group(1)`, or "" (its `$` matches before a final "\\n" too), without
+    the regex: a file's newline is counted line by line (tests/test_board_roundtrip.py compares)."""
+    last = line[-1:]
+    if last == "\n":
+        return "\r\n" if line.endswith(("\r\n", "\r\n\n")) else "\n"
+    return "\r" if last == "\r" else ""
 
 
 def strip_ending(line: str) -> str:
     return line[: len(line) - len(line_ending(line))]
 
 
-@dataclass
+@dataclass(eq=False)
 class HeadingParts:
     """`{prefix}{space}{markers}{id}:{rest}{ending}` for an ID'd heading."""
 
     prefix: str  # indentation and "##"
     space: str  # whitespace after "##"
-    markers: list[str]
+    markers: list[str]  # a tuple in a SharedHeading
     task_id: str | None
     rest: str  # raw text after "ID:" (or the whole title when there is no ID)
     ending: str
+
+    def fields(self) -> tuple[str, str, tuple[str, ...], str | None, str, str]:
+        return self.prefix, self.space, tuple(self.markers), self.task_id, self.rest, self.ending
+
+    def __eq__(self, other: object) -> bool:  # a SharedHeading equals the HeadingParts it copies into
+        if not isinstance(other, HeadingParts):
+            return NotImplemented
+        return self.fields() == other.fields()
 
     @property
     def title(self) -> str:
@@ -56,6 +68,29 @@ class HeadingParts:
         if self.task_id is None:
             return f"{self.prefix}{space}{markers}{self.rest}{self.ending}"
         return f"{self.prefix}{space}{markers}{self.task_id}:{self.rest}{self.ending}"
+
+
+class SharedHeading(HeadingParts):
+    """A parsed heading that many entries share (those of every load of a cached parse, see
+    Entry.restored): its markers are a tuple and setting any part raises TypeError. An entry
+    edits its own copy (`owned`), made by Entry._own before its first edit."""
+
+    @classmethod
+    def of(cls, prefix: str, space: str, markers: tuple[str, ...], task_id: str | None, rest: str,
+           ending: str) -> SharedHeading:
+        heading = object.__new__(cls)
+        heading.__dict__.update(prefix=prefix, space=space, markers=tuple(markers), task_id=task_id,
+                                rest=rest, ending=ending)
+        return heading
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise TypeError(f"a shared heading cannot be changed (set {name}): edit the entry, which copies it first")
+
+    def __delattr__(self, name: str) -> None:
+        raise TypeError(f"a shared heading cannot be changed (delete {name})")
+
+    def owned(self) -> HeadingParts:
+        return HeadingParts(self.prefix, self.space, list(self.markers), self.task_id, self.rest, self.ending)
 
 
 def parse_heading(line: str) -> HeadingParts | None:
@@ -77,13 +112,24 @@ def parse_heading(line: str) -> HeadingParts | None:
     return HeadingParts(prefix, space, markers, None, body, ending)
 
 
-@dataclass
+@dataclass(eq=False, slots=True)  # slots: a load makes one per entry of the board
 class Entry:
-    """A task entry as the exact lines of its file, with parsed views of them."""
+    """A task entry as the exact lines of its file, with parsed views of them.
 
-    lines: list[str]
+    Copy on write: an entry of a load (`restored`) shares its lines (a tuple) and heading (a
+    SharedHeading) with the cached parse of its file, and so with every other load of the same
+    bytes, until its first edit, when every edit method first takes copies of its own (`_own`).
+    A change that skips the edit methods fails loudly rather than reaching the shared lines or
+    heading: a tuple takes no item assignment and has no append, a SharedHeading refuses any
+    assignment. (Assigning a new `lines` or `heading` to the entry is seen too: board.py trusts
+    what it kept for the entry only while these are the very objects it restored it with.)"""
+
+    lines: list[str]  # a tuple while shared
     line_no: int  # 1-based line of the heading in its file when it was read
     heading: HeadingParts = field(init=False)
+    # While shared: the cached parse's record of this entry, where board.py keeps what it derives
+    # from the lines and heading (validation facts, the Task). None once the entry has its own.
+    origin: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         parts = parse_heading(self.lines[0])
@@ -92,12 +138,26 @@ class Entry:
         self.heading = parts
 
     @classmethod
-    def restored(cls, lines: list[str], line_no: int, heading: HeadingParts) -> Entry:
-        """An entry from parts already parsed (a cached parse of its file): LINES and HEADING
-        become the entry's own, so they must be fresh objects, not shared with the cache."""
+    def restored(cls, lines: tuple[str, ...], line_no: int, heading: SharedHeading, origin: object) -> Entry:
+        """An entry from parts already parsed (a cached parse of its file), sharing LINES and
+        HEADING with it until its first edit (see the class doc)."""
         entry = cls.__new__(cls)
-        entry.lines, entry.line_no, entry.heading = lines, line_no, heading
+        entry.lines, entry.line_no, entry.heading, entry.origin = lines, line_no, heading, origin  # type: ignore[assignment]
         return entry
+
+    def _own(self) -> None:
+        """Before an edit: lines and a heading of the entry's own, no longer the shared ones."""
+        if self.origin is not None or type(self.lines) is not list or isinstance(self.heading, SharedHeading):
+            self.lines = list(self.lines)
+            if isinstance(self.heading, SharedHeading):
+                self.heading = self.heading.owned()
+            self.origin = None
+
+    def __eq__(self, other: object) -> bool:  # a shared entry equals its owned copy
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return (self.line_no == other.line_no and self.heading == other.heading
+                and tuple(self.lines) == tuple(other.lines))
 
     # -- views -------------------------------------------------------------
 
@@ -165,13 +225,16 @@ class Entry:
 
     def convert_newlines(self, nl: str) -> None:
         """Give every line the ending `nl` (the last line too), for a move to another file."""
+        self._own()
         self.lines = [strip_ending(line) + nl for line in self.lines]
         self.heading = parse_heading(self.lines[0])  # type: ignore[assignment]
 
     def _set_heading(self) -> None:
+        self._own()
         self.lines[0] = self.heading.render()
 
     def set_id(self, task_id: str) -> None:
+        self._own()
         h = self.heading
         rest = h.rest
         if h.task_id is None:
@@ -180,19 +243,21 @@ class Entry:
         self._set_heading()
 
     def set_markers(self, markers: list[str]) -> None:
-        if markers != self.heading.markers:
+        if list(markers) != list(self.heading.markers):
+            self._own()
             self.heading.markers = list(markers)
             self._set_heading()
 
     def add_marker(self, marker: str) -> None:
         if marker not in self.heading.markers:
-            self.set_markers(self.heading.markers + [marker])
+            self.set_markers([*self.heading.markers, marker])
 
     def remove_marker(self, marker: str) -> None:
         self.set_markers([m for m in self.heading.markers if m != marker])
 
     def set_meta(self, key: str, value: str | None) -> None:
         """Set, replace or (value None) delete one `key: value` line."""
+        self._own()
         metas = self.meta_lines()
         if value is None:
             for i, k, _ in reversed(metas):
@@ -213,6 +278,7 @@ class Entry:
 
     def add_note(self, note: str) -> None:
         """Append one item to the entry's `### Notes` list, creating it if needed."""
+        self._own()
         nl = self.newline
         item = _note_item(note, nl)
         notes_at = self._notes_heading_index()
@@ -230,6 +296,7 @@ class Entry:
     # -- helpers -------------------------------------------------------------
 
     def _ensure_ending(self, index: int) -> None:
+        self._own()
         if index >= 0 and not line_ending(self.lines[index]):
             self.lines[index] += self.newline
             if index == 0:  # keep the parsed heading in step, or its next render drops the ending

@@ -1,15 +1,15 @@
 """All git access: nothing else in kanban starts git.
 
-Flat functions over argv, reading machine output (`-z`, `--porcelain`), through GitPython
-(`run`, `run_status`) or, for exact bytes in and out, a plain subprocess (`run_bytes`). Git
-runs with a cleaned environment: nothing ever waits for a password or an editor, and no
-variable left by a caller (a git hook's GIT_DIR, GIT_INDEX_FILE, `git -c`...) can point it at
-another repository than the one kanban names. Transient lock contention is retried with
-tenacity; everything else raises GitError with git's own message.
+Flat functions over argv, reading machine output (`-z`, `--porcelain`), as text (`run`,
+`run_status`) or, for exact bytes in and out, as bytes (`run_bytes`), each one plain
+subprocess (GitPython's `Git.execute` ran them once: its import cost more than most commands'
+git). Git runs with a cleaned environment: nothing ever waits for a password or an editor, and
+no variable left by a caller (a git hook's GIT_DIR, GIT_INDEX_FILE, `git -c`...) can point it
+at another repository than the one kanban names. Transient lock contention is retried;
+everything else raises GitError with git's own message.
 
-Importable with the standard library only (GitPython and tenacity load on first use): the
-supervisor, started with `python -I -S`, settles a sandboxed run's objects and branch through
-`run_bytes` (kanban.sandbox).
+Standard library only: the supervisor, started with `python -I -S`, settles a sandboxed run's
+objects and branch through `run_bytes` (kanban.sandbox).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def _text(data: bytes) -> str:
 
 
 def _scrub_environ() -> None:
-    """Drop the `removed_variables` from this process's own environment. GitPython builds every
-    child's environment from os.environ and can only add to it, never remove: kanban never
+    """Drop the `removed_variables` from this process's own environment. Agents' environments
+    are filtered from os.environ, and a library's git would build on it: kanban never
     wants a caller's repository variables (a hook's GIT_DIR would point every git it runs, and
     every agent, at another repository), so they leave the process the first time git runs."""
     removed = removed_variables()
@@ -140,39 +140,39 @@ def _scrub_environ() -> None:
         os.environ.pop(name, None)
 
 
-def _gitpython(cwd: Path | str, args: Sequence[str], env: Mapping[str, str] | None) -> tuple[int, str, str]:
-    _scrub_environ()  # before GitPython's import, which runs `git version` itself
-    import git as gitpython  # GitPython; imported on first use (the supervisor imports this module under -I -S)
-
-    _check_dot_git(cwd)
-    if not os.path.isdir(cwd):  # GitPython would fall back to this process's own directory
+def _git_text(cwd: Path | str, args: Sequence[str], env: Mapping[str, str] | None) -> tuple[int, str, str]:
+    """`git SAFE_CONFIG ARGS` in CWD, as text: (status, stdout, stderr less one trailing newline).
+    A plain subprocess, as GitPython's `Git.execute` ran it (the same environment, decoding and
+    stripping) without its import (half a second on a busy machine, and a `git version` of its
+    own) or its copy of the environment per call."""
+    _scrub_environ()
+    if not os.path.isdir(cwd):  # else the error would name this process's own directory
+        _check_dot_git(cwd)
         return 128, "", f"fatal: cannot change to '{cwd}': No such file or directory"
-    status, out, err = gitpython.Git(str(cwd)).execute(
-        ["git", *SAFE_CONFIG, *args], env={**GIT_ENV, **(env or {})}, istream=subprocess.DEVNULL,
-        with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
-    return int(status), out, err
+    status, out, err = _exec(cwd, args, env=env)
+    return status, _text(out), _text(err).removesuffix("\n")
 
 
 def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
     """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given.
-    Transient lock contention (another git holding index.lock a moment) is retried."""
-    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-    for attempt in Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(_ATTEMPTS),
-                            wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True):
-        with attempt:
-            status, out, err = _gitpython(cwd, args, env)
-            if status == 0 or not check:
-                return out if status == 0 else ""
-            stderr = err.strip()
-            first = stderr.splitlines()[0] if stderr else f"exit status {status}"
-            raise GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr, status=status)
-    raise AssertionError("unreachable")  # Retrying re-raises the last error
+    Transient lock contention (another git holding index.lock a moment) is retried, after
+    0.05, 0.1, 0.2, 0.4 and 0.8 s; the last error is raised."""
+    for attempt in range(_ATTEMPTS):
+        status, out, err = _git_text(cwd, args, env)
+        if status == 0 or not check:
+            return out if status == 0 else ""
+        stderr = err.strip()
+        first = stderr.splitlines()[0] if stderr else f"exit status {status}"
+        error = GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr, status=status)
+        if not _is_transient(error) or attempt == _ATTEMPTS - 1:
+            raise error
+        time.sleep(min(0.05 * 2 ** attempt, 1.0))
+    raise AssertionError("unreachable")
 
 
 def run_status(cwd: Path | str, *args: str) -> tuple[int, str, str]:
     """Run git and return (status, stdout, stderr) without raising on a non-zero status."""
-    status, out, err = _gitpython(cwd, args, None)
+    status, out, err = _git_text(cwd, args, None)
     return status, out, err.removesuffix("\n")
 
 
@@ -218,13 +218,34 @@ def version() -> tuple[int, ...]:
 
 
 def toplevel(path: Path) -> Path | None:
-    status, out, _ = run_status(path, "rev-parse", "--show-toplevel")
-    return Path(out.strip()) if status == 0 else None
+    """The checkout's top folder, or None outside one; its shared git directory is asked in the
+    same process and remembered (`common_dir`, `branch_exists`)."""
+    status, out, _ = run_status(path, "rev-parse", "--show-toplevel", "--git-common-dir")
+    if status != 0:
+        return None
+    lines = out.removesuffix("\n").split("\n")
+    if len(lines) != 2:  # a newline in a path: the top level alone
+        status, out, _ = run_status(path, "rev-parse", "--show-toplevel")
+        return Path(out.strip()) if status == 0 else None
+    common = lines[1].strip()
+    _COMMON_DIRS[os.path.abspath(path)] = Path(common) if os.path.isabs(common) else (path / common).resolve()
+    return Path(lines[0].strip())
+
+
+_COMMON_DIRS: dict[str, Path] = {}
 
 
 def common_dir(root: Path) -> Path:
+    """The repository's shared git directory; asked once per checkout and process (every worktree
+    lock needs it), again only if the one remembered is gone."""
+    key = os.path.abspath(root)
+    known = _COMMON_DIRS.get(key)
+    if known is not None and known.is_dir():
+        return known
     out = run(root, "rev-parse", "--git-common-dir").strip()
-    return (root / out).resolve() if not os.path.isabs(out) else Path(out)
+    found = (root / out).resolve() if not os.path.isabs(out) else Path(out)
+    _COMMON_DIRS[key] = found
+    return found
 
 
 def has_commits(root: Path) -> bool:
@@ -232,6 +253,9 @@ def has_commits(root: Path) -> bool:
 
 
 def branch_exists(root: Path, branch: str) -> bool:
+    common = _COMMON_DIRS.get(os.path.abspath(root))
+    if common is not None and loose_ref(common, f"refs/heads/{branch}") is not None:
+        return True  # a loose ref file holding a commit id: what `rev-parse --verify` says too
     return run_status(root, "rev-parse", "--verify", "-q", f"refs/heads/{branch}")[0] == 0
 
 
@@ -441,6 +465,17 @@ def _head_from_files(path: Path) -> str | None:
     return sha if _SHA.fullmatch(sha) else None
 
 
+def loose_ref(common: Path, ref: str) -> str | None:
+    """The commit id in REF's loose file under the shared git directory COMMON, read without a
+    process (git reads a loose ref before the packed ones); None where git must be asked: a
+    packed, symbolic or linked ref, none at all, or refs kept another way (reftable)."""
+    try:
+        sha = _small_file(common / ref).strip()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return sha if _SHA.fullmatch(sha) else None
+
+
 # Answers about commits named by their full id never change: asked once per process. A merge
 # queue pass asks them of every ready task, and most passes find nothing new.
 _FULL_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
@@ -484,7 +519,17 @@ def tracked_files(path: Path, paths: list[str] | None = None) -> list[str]:
     return [p for p in run(path, "ls-files", "-z", *spec).split("\0") if p]
 
 
+def tracked_matching(path: Path, pathspecs: list[str]) -> list[str]:
+    """Files in the index of the checkout at PATH that match one of PATHSPECS (magic included)."""
+    if not pathspecs:
+        return []
+    return [p for p in run(path, "ls-files", "-z", "--", *pathspecs).split("\0") if p]
+
+
 def merge_in_progress(path: Path) -> bool:
+    gitdir = checkout_gitdir(path)
+    if gitdir is not None and gitdir.is_dir() and not os.path.lexists(gitdir / "MERGE_HEAD"):
+        return False  # git keeps MERGE_HEAD as a file in the checkout's own git folder: none, no merge
     return run_status(path, "rev-parse", "-q", "--verify", "MERGE_HEAD")[0] == 0
 
 

@@ -56,7 +56,7 @@ def _entry(path: Path) -> dict | None:
     if stat.S_ISREG(st.st_mode):
         if st.st_size > MAX_FILE:
             return {"kind": "file", "sha": f"size:{st.st_size}:{st.st_mtime_ns}", "mode": st.st_mode & 0o7777}
-        return {"kind": "file", "sha": _digest(path), "mode": st.st_mode & 0o7777}
+        return {"kind": "file", "sha": _digest_of(path, st), "mode": st.st_mode & 0o7777}
     if stat.S_ISDIR(st.st_mode):
         return {"kind": "dir"}
     return {"kind": "other"}
@@ -64,6 +64,27 @@ def _entry(path: Path) -> dict | None:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(_content(path)).hexdigest()
+
+
+# Digests by what lstat says of the file: any write changes its ctime, which no one can set back,
+# and a replacement is another inode. A check after every run reads only what changed. A file
+# changed within the last RACY_NS is read every time: a second write in the same clock tick
+# would leave its times as they were (git's "racy" entries, the same cure).
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_LIMIT = 4096
+RACY_NS = 2_000_000_000
+
+
+def _digest_of(path: Path, st: os.stat_result) -> str:
+    key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    found = _DIGESTS.get(key)
+    if found is None:
+        found = _digest(path)
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
+            if len(_DIGESTS) >= _DIGESTS_LIMIT:
+                _DIGESTS.clear()
+            _DIGESTS[key] = found
+    return found
 
 
 def _content(path: Path) -> bytes:
@@ -110,6 +131,7 @@ class GitGuard:
         self.home = paths.gitguard_dir(root)
         self.baseline_file = self.home / "baseline.json"
         self.blobs = self.home / "blobs"
+        self._baseline: tuple[tuple, dict] | None = None  # (the file's stat, its entries) last read
 
     def take_baseline(self) -> None:
         """Record the watched parts as they are now, with a copy of each file."""
@@ -124,9 +146,16 @@ class GitGuard:
 
     def baseline(self) -> dict[str, dict | None] | None:
         try:
-            return json.loads(self.baseline_file.read_text(encoding="utf-8"))["entries"]
+            st = os.stat(self.baseline_file)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._baseline is not None and self._baseline[0] == key:
+                return self._baseline[1]  # read again only once rewritten (a new file each time)
+            found = json.loads(self.baseline_file.read_text(encoding="utf-8"))["entries"]
         except (FileNotFoundError, ValueError, KeyError):
             return None
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
+            self._baseline = (key, found)
+        return found
 
     def check_and_restore(self) -> tuple[list[Finding], Path | None]:
         """What changed since the baseline, put back; (findings, folder holding what was found)."""

@@ -3,6 +3,11 @@
 The board files say where each task is; the history says what happened:
 which runs are live (to reap them), how often a task was sent back from a
 stage (strikes, so nothing loops forever), which port a task holds.
+
+A run is kept as the executor's reference to it (`run_ref`, from `Runner.ref`),
+never as a local path: `Run.run_path(runner)` asks the runner where it is. Rows
+of an older kanban hold a run directory (`run_dir`) instead; opening the history
+for writing fills their reference in, and a reader sees it filled in too.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ from kanban.budget import Spend
 
 DB_NAME = paths.HISTORY_DB
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+_RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
     task TEXT NOT NULL,
     role TEXT NOT NULL,
     attempt INTEGER NOT NULL,
-    run_dir TEXT NOT NULL UNIQUE,
+    run_dir TEXT,
     log TEXT NOT NULL,
     pid INTEGER,
     pid_start INTEGER,
@@ -43,9 +48,12 @@ CREATE TABLE IF NOT EXISTS runs (
     model TEXT,
     input_tokens INTEGER,
     output_tokens INTEGER,
-    reason TEXT
+    reason TEXT,
+    run_ref TEXT UNIQUE
 );
-CREATE INDEX IF NOT EXISTS runs_live ON runs (ended);
+"""
+_RUNS_INDEX = "CREATE INDEX IF NOT EXISTS runs_live ON runs (ended);"
+_SCHEMA = _RUNS_TABLE.format(name="runs") + _RUNS_INDEX + """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -71,7 +79,8 @@ CREATE TABLE IF NOT EXISTS verifications (
     run_dir TEXT,
     base TEXT,
     head TEXT,
-    worktree TEXT
+    worktree TEXT,
+    run_ref TEXT
 );
 CREATE TABLE IF NOT EXISTS ports (
     task TEXT PRIMARY KEY,
@@ -85,7 +94,7 @@ class Run(NamedTuple):
     task: str
     role: str
     attempt: int
-    run_dir: str
+    run_dir: str | None  # an older kanban's run directory; None in the rows of this one (run_ref)
     log: str
     pid: int | None
     pid_start: int | None
@@ -105,6 +114,16 @@ class Run(NamedTuple):
     input_tokens: int | None = None  # of tokens: prompt tokens, cached ones included
     output_tokens: int | None = None
     reason: str | None = None  # why kanban judged it failed: "no verdict: ...", "timed out after 15m"
+    run_ref: str | None = None  # the executor's reference to the run (Runner.ref)
+
+    @property
+    def ref(self) -> str:
+        """The executor's reference to the run; for an older kanban's row, made from its run directory."""
+        return self.run_ref or _legacy_ref(self.run_dir)
+
+    def run_path(self, runner) -> Path:
+        """Where the run is, as RUNNER (a kanban.runner.Runner) resolves its reference."""
+        return runner.resolve(self.ref)
 
 
 class Verification(NamedTuple):
@@ -125,20 +144,31 @@ class Verification(NamedTuple):
     base: str | None = None  # the commit the merge was built on: main, or the speculation ahead of it
     head: str | None = None  # the task branch's commit that was merged
     worktree: str | None = None  # the verify worktree it runs in
+    run_ref: str | None = None  # its run's reference (Runner.ref); None: run in-process by an older kanban
+
+    @property
+    def ref(self) -> str | None:
+        """Its run's reference (made from an older kanban's run directory), or None: no run."""
+        return self.run_ref or (_legacy_ref(self.run_dir) if self.run_dir else None)
+
+    def run_path(self, runner) -> Path:
+        """Where its run is, as RUNNER resolves its reference (only for a verification with a run)."""
+        return runner.resolve(self.ref)
 
     def task_ids(self) -> list[str]:
         return [t for t in self.tasks.split(",") if t]
 
 
 _VERIFICATION_COLUMNS = ("id, tasks, sha, started, ended, exit_code, timed_out, outcome, how, log, try, run_dir, base,"
-                         " head, worktree")
-_ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "TEXT"), ("worktree", "TEXT"))
+                         " head, worktree, run_ref")
+_ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "TEXT"), ("worktree", "TEXT"),
+                               ("run_ref", "TEXT"))
 
 
 # Columns added after the first release, with their types: History() adds the missing
 # ones to an existing database (SQLite appends them, so reads name the columns).
 _ADDED_RUN_COLUMNS = (("model", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"),
-                      ("reason", "TEXT"))
+                      ("reason", "TEXT"), ("run_ref", "TEXT"))
 _RUN_COLUMNS = ", ".join(Run._fields)
 # The fields of a Spend, summed over runs.
 _SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
@@ -147,6 +177,7 @@ _SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
 
 class History:
     def __init__(self, root: Path, *, readonly: bool = False) -> None:
+        self.root = root
         self.path = paths.history_db(root)
         if readonly:
             self.db = _open_readonly(self.path)
@@ -168,11 +199,36 @@ class History:
                 found += [(table, name, kind) for name, kind in added if name not in have]
             return found
 
-        if not missing():
+        if not missing() and not self._run_dir_required():
             return
         with self.transaction():  # another process may be migrating the same file
             for table, name, kind in missing():
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            if self._run_dir_required():
+                self._rebuild_runs()
+            self._fill_refs()
+
+    def _run_dir_required(self) -> bool:
+        """Whether `runs` is an older kanban's, whose every row must name a run directory."""
+        return any(row[1] == "run_dir" and row[3] for row in self.db.execute("PRAGMA table_info(runs)"))
+
+    def _rebuild_runs(self) -> None:
+        """`runs` again with today's table (run_dir optional, run_ref unique), its rows kept: SQLite
+        changes a column's constraints only by copying the table."""
+        columns = ", ".join(Run._fields)
+        self.db.execute("DROP TABLE IF EXISTS runs_migrating")
+        self.db.execute(_RUNS_TABLE.format(name="runs_migrating"))
+        self.db.execute(f"INSERT INTO runs_migrating ({columns}) SELECT {columns} FROM runs")
+        self.db.execute("DROP TABLE runs")
+        self.db.execute("ALTER TABLE runs_migrating RENAME TO runs")
+        self.db.execute(_RUNS_INDEX)
+
+    def _fill_refs(self) -> None:
+        """The references of an older kanban's rows, made from their run directories."""
+        for table in ("runs", "verifications"):
+            rows = self.db.execute(f"SELECT id, run_dir FROM {table} WHERE run_ref IS NULL AND run_dir IS NOT NULL")
+            self.db.executemany(f"UPDATE {table} SET run_ref=? WHERE id=?",
+                                [(_legacy_ref(run_dir, self.root), row_id) for row_id, run_dir in rows.fetchall()])
 
     def close(self) -> None:
         self.db.close()
@@ -200,12 +256,16 @@ class History:
                               (task, role)).fetchone()
         return int(row[0]) + 1
 
-    def start_run(self, *, task: str, role: str, attempt: int, run_dir: str, log: str, timeout: float,
-                  head_before: str | None, model: str | None = None) -> int:
+    def start_run(self, *, task: str, role: str, attempt: int, log: str, timeout: float,
+                  head_before: str | None, model: str | None = None, run_ref: str | None = None,
+                  run_dir: str | None = None) -> int:
+        """RUN_REF: the executor's reference to the run (Runner.ref). A RUN_DIR instead is taken as a
+        local run directory, and kept as the local runner's reference to it."""
+        ref = run_ref or _legacy_ref(run_dir, self.root)
         cur = self.db.execute(
-            "INSERT INTO runs (task, role, attempt, run_dir, log, timeout, started, head_before, model)"
+            "INSERT INTO runs (task, role, attempt, run_ref, log, timeout, started, head_before, model)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (task, role, attempt, run_dir, log, timeout, time.time(), head_before, model or None),
+            (task, role, attempt, ref, log, timeout, time.time(), head_before, model or None),
         )
         return int(cur.lastrowid)
 
@@ -307,11 +367,13 @@ class History:
     # -- verifications (the merge queue's `[merge] verify` runs) ---------------------
 
     def start_verification(self, tasks: list[str], sha: str, log: str, try_: int = 1, *,
-                           run_dir: str | None = None, base: str | None = None, head: str | None = None,
-                           worktree: str | None = None) -> int:
-        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_dir, base, head, worktree)"
+                           run_ref: str | None = None, base: str | None = None, head: str | None = None,
+                           worktree: str | None = None, run_dir: str | None = None) -> int:
+        """RUN_REF as in start_run (a RUN_DIR instead is kept as the local runner's reference)."""
+        ref = run_ref or (_legacy_ref(run_dir, self.root) if run_dir else None)
+        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_ref, base, head, worktree)"
                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (",".join(tasks), sha, time.time(), log, try_, run_dir, base, head, worktree))
+                              (",".join(tasks), sha, time.time(), log, try_, ref, base, head, worktree))
         return int(cur.lastrowid)
 
     def latest_verification(self, task: str, base: str, head: str) -> Verification | None:
@@ -358,6 +420,25 @@ class History:
         self.db.execute("DELETE FROM ports WHERE task=?", (task,))
 
 
+def _legacy_ref(run_dir: str | None, root: Path | None = None) -> str:
+    """The local runner's reference to RUN_DIR (relative to ROOT when inside it)."""
+    from kanban.runner import local_ref
+
+    if not run_dir:
+        raise ValueError("a run needs its reference (or, from an older kanban, its run directory)")
+    return local_ref(root, run_dir)
+
+
+def _read_as(name: str, have: set[str]) -> str:
+    """What a reader of an older history (columns HAVE) sees in the column NAME it lacks, until a
+    writer migrates it: the references of its runs made from their run directories, else NULL."""
+    from kanban.runner import LOCAL_REF
+
+    if name == "run_ref" and "run_dir" in have:
+        return f"CASE WHEN run_dir IS NULL THEN NULL ELSE '{LOCAL_REF}' || run_dir END"
+    return "NULL"
+
+
 def _empty_history() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.executescript(_SCHEMA)
@@ -388,18 +469,18 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     if "verifications" not in tables:  # a history from before per-run verify logs
         db.execute("CREATE TEMP TABLE verifications (id INTEGER PRIMARY KEY, tasks TEXT, sha TEXT, started REAL,"
                    " ended REAL, exit_code INTEGER, timed_out INTEGER, outcome TEXT, how TEXT, log TEXT, try INTEGER,"
-                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT)")
+                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT, run_ref TEXT)")
     if not {"runs", "events", "ports"} <= tables:
         # Its schema was never completed (a full disk at the first write): nothing was recorded.
         db.close()
         return _empty_history()
     have = {row[1] for row in db.execute("PRAGMA main.table_info(runs)")}
-    added = [f"NULL AS {name}" for name, _ in _ADDED_RUN_COLUMNS if name not in have]
+    added = [f"{_read_as(name, have)} AS {name}" for name, _ in _ADDED_RUN_COLUMNS if name not in have]
     if added:  # an older history, migrated by the next writer: the same columns meanwhile
         db.execute(f"CREATE TEMP VIEW runs AS SELECT *, {', '.join(added)} FROM main.runs")
     if "verifications" in tables:
         have = {row[1] for row in db.execute("PRAGMA main.table_info(verifications)")}
-        added = [f"NULL AS {name}" for name, _ in _ADDED_VERIFICATION_COLUMNS if name not in have]
+        added = [f"{_read_as(name, have)} AS {name}" for name, _ in _ADDED_VERIFICATION_COLUMNS if name not in have]
         if added:
             db.execute(f"CREATE TEMP VIEW verifications AS SELECT *, {', '.join(added)} FROM main.verifications")
     return db

@@ -182,7 +182,7 @@ class MergeQueue:
             self._state("verifying", tuple(v.tasks for v in live), since=min(v.started for v in live))
             if not wait:
                 return
-            self.engine.runner.wait_any([Path(v.run_dir) for v in live if v.run_dir], timeout=0.5)
+            self.engine.runner.wait_any([v.run_path(self.engine.runner) for v in live if v.ref], timeout=0.5)
 
     def _pipeline_pass(self, candidates: list[Candidate]) -> list:
         """Reap, land in order, start what fits; returns the verifications still running."""
@@ -209,7 +209,7 @@ class MergeQueue:
                 if v is not None and v.outcome == "discarded":
                     v = None
                 if v is not None and v.ended is None:
-                    if not self.engine.runner.poll(Path(v.run_dir)).running:
+                    if not self.engine.runner.poll(v.run_path(self.engine.runner)).running:
                         self._collect(v)
                         v = history.latest_verification(c.task_id, tip, c.sha)
                     else:
@@ -515,7 +515,7 @@ class MergeQueue:
         for try_ in range(first_try, first_try + retries + 1):
             v = self._start_verification(commit, ids, base=base, head=head, try_=try_,
                                          worktree=self._verify_slot_path(0))
-            self.engine.runner.wait_any([Path(v.run_dir)], timeout=None)
+            self.engine.runner.wait_any([v.run_path(self.engine.runner)], timeout=None)
             ok, output = self._collect(v)
             if ok:
                 return ok, output
@@ -535,8 +535,8 @@ class MergeQueue:
         runs = paths.verify_runs_dir(self.root)
         runs.mkdir(exist_ok=True)
         run_dir = runs / log.stem
-        vid = self.engine.history.start_verification(ids, commit, str(log), try_, run_dir=str(run_dir), base=base,
-                                                     head=head, worktree=str(path))
+        vid = self.engine.history.start_verification(ids, commit, str(log), try_, base=base, head=head,
+                                                     worktree=str(path), run_ref=self.engine.runner.ref(run_dir))
         try:
             self.engine.runner.submit(run_dir, list(self.config.merge.verify), cwd=path, env=self._verify_env(),
                                       log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False)
@@ -547,7 +547,7 @@ class MergeQueue:
     def _collect(self, v) -> tuple[bool, str]:
         """A finished verification run: its outcome recorded, (passed, what to tell the task)."""
         if v.ended is None:
-            state = self.engine.runner.poll(Path(v.run_dir))
+            state = self.engine.runner.poll(v.run_path(self.engine.runner))
             result = state.result or {}
             exit_code = result.get("exit_code")
             if result.get("timed_out"):
@@ -584,10 +584,10 @@ class MergeQueue:
         gone): stopped with their whole tree, and waited for, so their worktree can be reused."""
         stray = [v for v in self.engine.history.live_verifications() if v.id not in keep]
         for v in stray:
-            if v.run_dir:
-                self.engine.runner.cancel(Path(v.run_dir), force=True)
+            if v.ref:
+                self.engine.runner.cancel(v.run_path(self.engine.runner), force=True)
         if stray:
-            self.engine.runner.wait_any([Path(v.run_dir) for v in stray if v.run_dir], timeout=5.0)
+            self.engine.runner.wait_any([v.run_path(self.engine.runner) for v in stray if v.ref], timeout=5.0)
         for v in stray:
             self.engine.history.finish_verification(v.id, outcome="discarded", how="no longer needed")
 

@@ -22,6 +22,12 @@ The short commands kanban runs itself and waits for (worktree set-up,
 `run_bounded`: a session of their own, bounded output, and their whole process
 group stopped at the timeout. Nothing else in kanban starts a process but git
 (kanban.git), and nothing else reads a run directory's files.
+
+What the history keeps of a run is its reference, an opaque string this runner
+gives out (`ref`) and turns back into the run (`resolve`): `local:` and the run
+directory relative to the repository's root (absolute where it lies outside the
+root, and for rows an older kanban wrote with a run directory). A second executor
+gives out references of its own; no caller looks inside one.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import kanban
-from kanban import procs
+from kanban import atomic, procs
 from kanban.errors import WORK_FAILED, KanbanError
 from kanban.sandbox import Plan
 from kanban.supervisor import (
@@ -60,6 +66,7 @@ START_LIMIT = 5.0  # seconds the supervisor gets to start the agent
 WAIT_STEP = 0.01  # wait_any's polling interval: a few stat() calls, cheap
 SPEC_LIMIT = 16 << 20  # bytes of spec.json read back (its env is most of it)
 LIVENESS_EVERY = 50  # wait_any checks for dead supervisors every N steps
+LOCAL_REF = "local:"  # the prefix of this runner's run references
 
 
 class LaunchError(KanbanError):
@@ -137,11 +144,19 @@ class Runner(Protocol):
 
     def wait_any(self, run_dirs: Iterable[Path], timeout: float | None) -> list[Path]: ...
 
+    def ref(self, run_dir: Path) -> str: ...
+
+    def resolve(self, ref: str) -> Path: ...
+
 
 class LocalRunner:
-    """Runs agents on this machine under `python -m kanban.supervisor`."""
+    """Runs agents on this machine under `python -m kanban.supervisor`.
 
-    def __init__(self) -> None:
+    ROOT, the repository's root, makes its run references relative to it (the repository may
+    move); without it they hold absolute paths."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
         self._children: dict[Path, subprocess.Popen] = {}  # reaped in poll()
         self._pidfds: dict[Path, int] = {}  # wait_any's watch on supervisors, by run directory
         # Our /proc/<pid>/environ holds the whole environment the agents' is filtered from.
@@ -195,11 +210,14 @@ class LocalRunner:
             # What the supervisor settles after a sandboxed run (kanban.sandbox.settle); None: no sandbox.
             "sandbox": None if sandbox is None else sandbox.settle_spec(run_dir),
         }
-        write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
+        # Whole or not at all, but not synced (four fsyncs per start were most of a handover's
+        # disk time): both describe processes a power cut ends. Afterwards a lost or empty spec
+        # reads as none (spec()), a lost or empty launcher's record as a supervisor gone.
+        atomic.write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
         child = _spawn_supervisor(run_dir, env)
         self._children[run_dir] = child
-        write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid,
-                                                "supervisor_start_time": procs.process_start_time(child.pid)})
+        atomic.write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid,
+                                                       "supervisor_start_time": procs.process_start_time(child.pid)})
         if not wait:
             return RunHandle(run_dir, None, None, child.pid, Path(spec["log"]))
         return _await_start(run_dir, child, Path(spec["log"]))
@@ -209,7 +227,7 @@ class LocalRunner:
         run_dir = Path(run_dir)
         # Before the supervisor writes agent.json, the launcher's record says who it is.
         info = read_json(run_dir / AGENT) or {}
-        sup = info or read_json(run_dir / LAUNCHER) or {}
+        sup = info or _launcher(run_dir)
         sup_alive = procs.alive(sup.get("supervisor_pid"), sup.get("supervisor_start_time"))
         result = read_json(run_dir / RESULT)
         if result is None and not sup_alive:
@@ -329,6 +347,14 @@ class LocalRunner:
                         time.sleep(pause)
                     step += 1
 
+    def ref(self, run_dir: Path) -> str:
+        """The reference the history keeps for the run in RUN_DIR."""
+        return local_ref(self.root, run_dir)
+
+    def resolve(self, ref: str) -> Path:
+        """The run directory of REF, as `ref` gave it out (or an older kanban's run directory)."""
+        return local_path(self.root, ref)
+
     @contextlib.contextmanager
     def _exit_watch(self, dirs: list[Path]):
         """pidfds of the supervisors of `dirs` (Linux 5.3+; else none): those this runner started,
@@ -355,7 +381,7 @@ class LocalRunner:
             with contextlib.suppress(OSError):
                 return os.pidfd_open(child.pid)
             return None
-        sup = read_json(run_dir / AGENT) or read_json(run_dir / LAUNCHER) or {}
+        sup = read_json(run_dir / AGENT) or _launcher(run_dir)
         pid, start = sup.get("supervisor_pid"), sup.get("supervisor_start_time")
         if not isinstance(pid, int) or not isinstance(start, int):
             return None
@@ -373,6 +399,37 @@ class LocalRunner:
         for run_dir, child in list(self._children.items()):
             if child.poll() is not None:
                 del self._children[run_dir]
+
+
+def local_ref(root: Path | None, run_dir: Path | str) -> str:
+    """`local:` and RUN_DIR relative to ROOT; absolute where it is outside ROOT or ROOT is None."""
+    path = Path(run_dir)
+    if root is not None:
+        for base, inner in ((Path(root), path), (Path(root).resolve(), path.resolve())):
+            with contextlib.suppress(ValueError):
+                return LOCAL_REF + inner.relative_to(base).as_posix()
+    return LOCAL_REF + os.path.abspath(path)
+
+
+def local_path(root: Path | None, ref: str) -> Path:
+    """The run directory a `local:` reference names (relative ones under ROOT)."""
+    if not isinstance(ref, str) or not ref.startswith(LOCAL_REF) or len(ref) == len(LOCAL_REF):
+        raise KanbanError(f"not a run of this machine's runner: {ref!r}")
+    path = Path(ref[len(LOCAL_REF):])
+    if path.is_absolute():
+        return path
+    if root is None:
+        raise KanbanError(f"the run {ref} is named relative to its repository, and the runner was given none")
+    return Path(root) / path
+
+
+def _launcher(run_dir: Path) -> dict:
+    """The launcher's record of the supervisor ({} if none, or one a power cut left empty)."""
+    try:
+        found = read_json(run_dir / LAUNCHER)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _prepare(run_dir: Path, argv: Sequence, timeout: float) -> None:

@@ -29,7 +29,12 @@ two quick writes can leave the same size and mtime); what those bytes parse
 into is kept per file path with the bytes it came from (_ParseCache), and reused
 when the bytes read are the same bytes (compared in full, not by a hash or a
 stat). A cached parse is immutable (board.ParsedFile): each load gets its own
-BoardFiles and entries, built from it, for `update`'s change to edit. The IDs of
+BoardFiles and entries, built from it, for `update`'s change to edit; the entries
+share the parse's lines and headings until their first edit (copy on write, see
+entry.Entry), and a new version of a file keeps the entries of the last parse
+whose lines it has unchanged (board.parse_blocks). A board loaded valid remembers
+it (Board.mark_valid), so that the validation before an update's save checks only
+what the change changed (board.validate). The IDs of
 CHANGELOG.md are kept the same way, and so is the fact that a board of exactly
 these parses (by identity) passed validation, so a load of an unchanged board
 does not validate it again. Errors are never cached: bytes that do not parse or
@@ -66,6 +71,7 @@ from kanban.board import (
     changelog_ids_frozen,
     decode_text,
     parse_blocks,
+    parses_valid_after,
     validate,
 )
 from kanban.errors import ConcurrentEdit, KanbanError
@@ -200,14 +206,15 @@ class _ParseCache:
         self._files: OrderedDict[tuple[str, Column], tuple[bytes, object]] = OrderedDict()
         self._valid: OrderedDict[str, tuple] = OrderedDict()
 
-    def _get(self, key: tuple[str, Column], data: bytes, parse: Callable[[], T]) -> T:
+    def _get(self, key: tuple[str, Column], data: bytes, parse: Callable[[object | None], T]) -> T:
+        """What DATA, the bytes of KEY's file, parse into; PARSE gets what the file's last bytes did."""
         with self._lock:
             found = self._files.get(key)
             if found is not None:
                 self._files.move_to_end(key)
         if found is not None and found[0] == data:  # the same bytes, compared in full
             return found[1]  # type: ignore[return-value]
-        parsed = parse()  # raises for bytes that do not parse: never cached
+        parsed = parse(found[1] if found is not None else None)  # raises for bytes that do not parse: never cached
         with self._lock:
             self._files[key] = (data, parsed)
             self._files.move_to_end(key)
@@ -216,15 +223,20 @@ class _ParseCache:
         return parsed
 
     def parsed(self, path: Path, column: Column, data: bytes) -> ParsedFile:
-        return self._get((str(path), column), data, lambda: parse_blocks(path, column, data))
+        return self._get((str(path), column), data,
+                         lambda earlier: parse_blocks(path, column, data, earlier))  # type: ignore[arg-type]
 
     def done_ids(self, path: Path, data: bytes) -> _DoneIds:
         return self._get((str(path), Column.DONE), data,
-                         lambda: _DoneIds(changelog_ids_frozen(decode_text(path, data))))
+                         lambda _: _DoneIds(changelog_ids_frozen(decode_text(path, data))))
 
     def validated(self, root: Path, key: tuple) -> bool:
         with self._lock:
             return self._valid.get(str(root)) == key  # tuples of identity-compared parses
+
+    def last_validated(self, root: Path) -> tuple | None:
+        with self._lock:
+            return self._valid.get(str(root))
 
     def mark_validated(self, root: Path, key: tuple) -> None:
         with self._lock:
@@ -264,7 +276,8 @@ def load_board(root: Path, *, check: bool = True, shared: bool = False) -> Board
         for column in (*BOARD_COLUMNS, Column.DONE):
             path = board_path(root, column)
             raw[column] = path, read_bytes(path)
-    parses: list[object] = [_CACHE.parsed(raw[c][0], c, raw[c][1] or b"") for c in BOARD_COLUMNS]
+    parsed_files = [_CACHE.parsed(raw[c][0], c, raw[c][1] or b"") for c in BOARD_COLUMNS]
+    parses: list[object] = list(parsed_files)
     changelog_path, changelog = raw[Column.DONE]
     done = _CACHE.done_ids(changelog_path, changelog or b"")
     parses.append(done)
@@ -278,12 +291,15 @@ def load_board(root: Path, *, check: bool = True, shared: bool = False) -> Board
                 _CACHE.mark_validated(root, tuple(parses))
             return found[1]
     files = {c: parsed.board_file(raw[c][0], c, exists=raw[c][1] is not None)
-             for c, parsed in zip(BOARD_COLUMNS, parses)}
+             for c, parsed in zip(BOARD_COLUMNS, parsed_files)}
     board = Board(root, files, set(done.ids))
     if check:
         if not _CACHE.validated(root, tuple(parses)):
-            validate(board)
+            last = _CACHE.last_validated(root)  # most often the files just before kanban's write, or an edit
+            if last is None or not parses_valid_after(last[:-1], last[-1].ids, parsed_files, done.ids):
+                validate(board)
             _CACHE.mark_validated(root, tuple(parses))
+        board.mark_valid(parsed_files, done.ids)  # an update's validate then checks what its change changed
     if shared:
         board.freeze()
         with _SHARED_LOCK:
@@ -683,12 +699,11 @@ def save(board: Board) -> list[str]:
     if board.files[Column.TODO].dirty:
         board.assign_ids()
     dirty = board.dirty_files()
-    for f in dirty:
-        f.settle()  # never write a file that would lose or split an entry on reload
+    texts = [f.settle() for f in dirty]  # never write a file that would lose or split an entry on reload
     for f in dirty:
         if (read_bytes(f.path) or b"") != f.raw:
             raise ConcurrentEdit(f.path)
-    rendered = [(f, f.render()) for f in dirty]
+    rendered = [(f, f.render(text)) for f, text in zip(dirty, texts)]
     writes = [_Write(f.path, data, f.raw, f.exists) for f, data in rendered if data != f.raw or not f.exists]
     if writes:
         _commit(writes)

@@ -34,6 +34,28 @@ def _test_stems(stem: str) -> set[str]:
     return {f"test_{stem}", f"{stem}_test", stem, f"{stem}Test", f"{stem}Tests", f"Test{stem}"}
 
 
+def wanted_stems(changed: Iterable[str]) -> set[str]:
+    """The file-name stems (the name up to its first dot) of the tests named after the changed
+    code: `covering_tests` looks at no other tracked file."""
+    wanted: set[str] = set()
+    for path in changed:
+        if not is_test_file(path) and path.endswith(_CODE_EXTS):
+            wanted |= _test_stems(_stem(path))
+    return wanted
+
+
+def stem_globs(stems: Iterable[str]) -> list[str] | None:
+    """Glob pathspecs (`:(glob)` magic) for the files anywhere whose stem is one of STEMS, for
+    asking git only about those; None where the names cannot be told apart that way."""
+    globs = []
+    for stem in stems:
+        if not stem:
+            return None  # a dotfile's stem: every name that starts with a dot
+        escaped = re.sub(r"([*?\[\]\\])", r"\\\1", stem)
+        globs += [f":(glob)**/{escaped}", f":(glob)**/{escaped}.*"]
+    return globs
+
+
 def covering_tests(changed: Iterable[str], tracked: Iterable[str], limit: int = 50) -> list[str]:
     """Test files for the changed files: the changed tests first, then tests named after the code."""
     changed = list(changed)

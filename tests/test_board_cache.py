@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kanban import mdblocks
-from kanban.board import parse_file
+from kanban.board import parse_file, validate
 from kanban.changelog import insert_entry
 from kanban.entry import Entry
 from kanban.errors import KanbanError
@@ -146,6 +146,66 @@ def test_mutating_a_loaded_board_never_corrupts_the_cache(tmp_path):
     assert _shape(board) != want
     assert _shape(load_board(root)) == want  # warm: from the cache
     assert _shape(load_board(root)) == _fresh_shape(root)
+
+
+# Every way an entry is edited, each on an entry that shares the cached parse (copy on write).
+_EDITS = {
+    "set_meta new": lambda e: e.set_meta("status", "picked"),
+    "set_meta replace": lambda e: e.set_meta("priority", "1"),
+    "set_meta delete": lambda e: e.set_meta("priority", None),
+    "add_note": lambda e: e.add_note("a note"),
+    "add_marker": lambda e: e.add_marker("RETRY"),
+    "set_markers": lambda e: e.set_markers(["A", "B"]),
+    "remove_marker": lambda e: (e.add_marker("X"), e.remove_marker("X")),
+    "set_id": lambda e: e.set_id("TASK-50"),
+    "convert_newlines": lambda e: e.convert_newlines("\r\n"),
+}
+
+
+@pytest.mark.parametrize("edit", list(_EDITS))
+def test_editing_one_load_never_changes_another_load_or_the_cache(tmp_path, edit):
+    root = _board(tmp_path)
+    want = _fresh_shape(root)
+    first, second = load_board(root), load_board(root)
+    e1, e2 = first.find("TASK-1")[1], second.find("TASK-1")[1]
+    assert e1.lines is e2.lines and e1.heading is e2.heading  # shared until edited
+    before = (list(e1.lines), e1.heading.fields())
+    _EDITS[edit](e1)
+    assert (list(e1.lines), e1.heading.fields()) != before or edit == "remove_marker"
+    assert (list(e2.lines), e2.heading.fields()) == before
+    assert e1.origin is None and e2.origin is not None
+    assert _shape(second) == want and _shape(load_board(root)) == want == _fresh_shape(root)
+
+
+def test_a_change_that_skips_the_entry_methods_raises(tmp_path):
+    root = _board(tmp_path)
+    want = _fresh_shape(root)
+    entry = load_board(root).find("TASK-1")[1]
+    with pytest.raises(TypeError):
+        entry.lines[0] = "## TASK-1: renamed\n"
+    with pytest.raises(AttributeError):
+        entry.lines.append("one more line\n")
+    with pytest.raises(AttributeError):
+        entry.heading.markers.append("RETRY")
+    for name in ("task_id", "rest", "ending", "markers"):
+        with pytest.raises(TypeError):
+            setattr(entry.heading, name, "x")
+    assert _shape(load_board(root)) == want
+
+
+def test_an_edited_entry_is_validated_and_read_from_its_own_lines(tmp_path):
+    root = _board(tmp_path)
+    board = load_board(root)
+    assert {t.id: t.priority for t in board.tasks()}["TASK-1"] == 2
+    board.find("TASK-1")[1].set_meta("priority", "3")
+    assert {t.id: t.priority for t in board.tasks()}["TASK-1"] == 3
+    board.find("TASK-2")[1].set_meta("priority", "0")
+    with pytest.raises(KanbanError) as err:
+        validate(board)
+    assert (err.value.file, err.value.line) == ("TODO.md", 12) and "priority of TASK-2" in err.value.message
+    again = load_board(root)  # the cached parse still has what the file says
+    assert {t.id: t.priority for t in again.tasks()}["TASK-1"] == 2
+    validate(again)
 
 
 def test_an_update_that_fails_leaves_nothing_behind(tmp_path):
@@ -356,6 +416,23 @@ def test_parses_from_recent_ones_equal_full_parses_on_real_files_soak():
     _corpus_edits(60)
 
 
+def test_a_new_version_of_a_file_keeps_the_entries_it_has_unchanged(tmp_path):
+    root = _board(tmp_path)
+    before = load_board(root)
+    first = before.find("TASK-2")[1].origin
+    assert first.facts is not None  # validated
+    todo = root / "TODO.md"
+    todo.write_text(todo.read_text().replace("Notes.", "Notes,\nover two lines."))
+    board = load_board(root)
+    again = board.find("TASK-2")[1]
+    assert again.line_no == before.find("TASK-2")[1].line_no + 1  # moved down a line, the same entry
+    assert again.origin is first and first.facts is not None
+    assert board.files[Column.TODO].blocks[0] != before.files[Column.TODO].blocks[0]  # the prose that changed
+    assert _shape(board) == _fresh_shape(root)
+    todo.write_text(todo.read_text().replace("depends: TASK-1", "depends: TASK-1, TASK-1"))
+    assert load_board(root).find("TASK-2")[1].origin.lines is not first.lines  # changed: parsed again
+
+
 def test_board_files_parsed_from_recent_parses(tmp_path, monkeypatch):
     # Every parse of this test goes through a recent one and is checked against a full parse.
     monkeypatch.setattr(mdblocks, "INCREMENTAL_MIN", 0)
@@ -403,9 +480,12 @@ def test_parse_file_gives_fresh_objects(tmp_path):
     path = tmp_path / "TODO.md"
     a, b = parse_file(path, Column.TODO, TODO.encode()), parse_file(path, Column.TODO, TODO.encode())
     ea, eb = next(a.entries()), next(b.entries())
-    assert ea is not eb and ea.lines is not eb.lines and ea.heading is not eb.heading
-    assert ea.heading.markers is not eb.heading.markers
-    assert a.blocks[0] is not b.blocks[0]
+    assert ea is not eb and a.blocks is not b.blocks and a.blocks[0] is not b.blocks[0]
+    ea.add_marker("RETRY")  # copy on write: the entry's own lines and heading from its first edit
+    ea.set_meta("priority", "1")
+    assert ea.lines[0] == "## [RETRY] TASK-1: first\n" and eb.lines[0] == "## TASK-1: first\n"
+    assert ea.heading.markers == ["RETRY"] and list(eb.heading.markers) == []
+    assert eb.meta()["priority"] == "2" and a.render() != b.render() == TODO.encode()
 
 
 @pytest.mark.parametrize("column", list(BOARD_COLUMNS))
@@ -418,3 +498,83 @@ def test_every_board_file_round_trips_through_the_cache(tmp_path, column):
     second = load_board(root).files[column]
     assert first.render() == second.render() == data
     assert first.blocks == second.blocks and first.blocks is not second.blocks
+
+
+# -- a new version of the files, validated against the last valid one ----------------------------
+# A load of files that changed since the last valid load keeps the entries they have unchanged
+# (board.parse_blocks) and validates only what changed (board.parses_valid_after). Whatever the
+# edit, the load must give what a load with nothing cached gives: the same board, or the same
+# error, word for word, at the same file and line.
+
+_FILES = {
+    "TODO.md": "# Todo\n\n## TASK-1: a\npriority: 2\n\n## TASK-2: b\ndepends: TASK-1\n\n## new heading\n"
+               "depends: TASK-2\n\n# Later\n\n## TASK-3: c\ndepends: TASK-1, TASK-2\n\n## TASK-4: d\ndepends: TASK-0\n",
+    "IN_PROGRESS.md": "# In progress\n\n## TASK-5: e\ndepends: TASK-3\n\n## TASK-6: f\n",
+    "REVIEW.md": "## TASK-7: g\ndepends: TASK-6\n",
+    "TESTING.md": "## TASK-8: h\n",
+    "CHANGELOG.md": "# Changelog\n\n- TASK-0: bootstrap\n- TASK-9: old\n",
+}
+
+
+def _hand_edit(texts: dict[str, str], rng: random.Random) -> None:
+    names = [n for n in texts if n != "CHANGELOG.md"]
+    name = rng.choice(names)
+    chunks = texts[name].split("\n\n")
+    kind = rng.randrange(7)
+    if kind == 0 and len(chunks) > 1:  # an entry (or prose) moved to another file
+        chunk = chunks.pop(rng.randrange(len(chunks)))
+        other = rng.choice(names)
+        texts[other] = texts[other].rstrip("\n") + "\n\n" + chunk.strip("\n") + "\n"
+    elif kind == 1:  # a depends line rewritten
+        ids = [f"TASK-{n}" for n in range(11)] + ["TASK-99", "x/y"]
+        at = rng.randrange(len(chunks))
+        chunks[at] = chunks[at].rstrip("\n") + f"\ndepends: {', '.join(rng.sample(ids, rng.randint(1, 3)))}"
+    elif kind == 2:  # a copy of an entry
+        texts[rng.choice(names)] += "\n" + rng.choice(chunks).strip("\n") + "\n"
+    elif kind == 3 and len(chunks) > 1:  # a deletion
+        del chunks[rng.randrange(len(chunks))]
+    elif kind == 4:  # a new entry, maybe with a bad priority
+        chunks.append(f"## TASK-{rng.randint(1, 12)}: new\npriority: {rng.choice(['1', '0', 'x'])}")
+    elif kind == 5:
+        texts["CHANGELOG.md"] = texts["CHANGELOG.md"].replace(rng.choice(["TASK-0", "TASK-9"]), "TASK-10")
+    else:  # prose only
+        chunks.insert(rng.randrange(len(chunks) + 1), "Some words, by hand.")
+    if kind != 0 and kind != 2 and kind != 5:
+        texts[name] = "\n\n".join(chunks)
+
+
+def _load_outcome(root: Path):
+    try:
+        board = load_board(root)
+    except KanbanError as exc:
+        return str(exc), exc.file, exc.line
+    shape = _shape(board)
+    return {c: (raw, blocks) for c, (_path, raw, _bom, _exists, _dirty, blocks) in shape["files"].items()}, shape["done"]
+
+
+def test_a_load_after_an_edit_is_the_load_of_nothing_cached(tmp_path):
+    rng = random.Random(5)
+    root = tmp_path / "board"
+    root.mkdir()
+    valid = dict(_FILES)
+    texts = dict(valid)
+    outcomes = {True: 0, False: 0}
+    for step in range(300):
+        for name, text in texts.items():
+            (root / name).write_text(text)
+        load_board(root) if step == 0 else None
+        _hand_edit(texts, rng)
+        for name, text in texts.items():
+            (root / name).write_text(text)
+        got = _load_outcome(root)  # from the cached parses and the last valid load
+        fresh = tmp_path / f"fresh-{step}"  # a path never loaded: nothing cached for it
+        fresh.mkdir()
+        for name, text in texts.items():
+            (fresh / name).write_text(text)
+        assert got == _load_outcome(fresh), step
+        outcomes[isinstance(got[0], dict)] += 1
+        if not isinstance(got[0], dict) and rng.random() < 0.7:
+            texts = dict(valid)  # back to a valid board, mostly
+        elif isinstance(got[0], dict):
+            valid = dict(texts)
+    assert outcomes[True] > 60 and outcomes[False] > 60

@@ -407,7 +407,7 @@ def check_parse_render(doc: str) -> None:
         assert list(f.lines()) == split_lines(strip_bom(data))
         for e in f.entries():
             start, end = entry_range(e)
-            assert split_lines(strip_bom(data))[start:end] == e.lines
+            assert split_lines(strip_bom(data))[start:end] == list(e.lines)  # a tuple until edited
 
 
 def check_disk_roundtrip(docs: dict[Column, str]) -> None:
@@ -746,6 +746,20 @@ def test_move_out_from_between_a_paragraph_and_a_setext_heading():
 
 def test_move_after_a_line_ending_in_a_lone_cr():
     _move_case(_board(TODO="## ws-1: t\n", REVIEW="## API-2: t\rx\n\n\ny\r"), "ws-1", Column.REVIEW)
+
+
+def test_line_ending_is_the_regex_it_replaced():
+    # entry.line_ending reads the last characters instead of running _ENDING_RE over every line;
+    # the regex's `$` also matches before a final "\n", so strings with breaks inside count too.
+    import itertools
+
+    from kanban.entry import _ENDING_RE
+
+    for n in range(8):
+        for chars in itertools.product("a\r\n", repeat=n):
+            line = "".join(chars)
+            m = _ENDING_RE.search(line)
+            assert line_ending(line) == (m.group(1) if m else ""), repr(line)
 
 
 def test_note_right_above_a_setext_heading():

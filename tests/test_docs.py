@@ -311,6 +311,32 @@ def test_every_event_action_and_verdict_word_is_explained():
     assert not [w for words in WORDS.values() for w in words if f"verdict: {w}" not in verdicts]
 
 
+# --- repair ------------------------------------------------------------------------------
+
+
+def repair_table() -> list[str]:
+    """kanban/repair.py's registry (FIXES) as the markdown table docs/repair.md holds."""
+    from kanban.repair import FIXES, SCOPES
+
+    lines = ["| kind | finds | does | runs in |", "| --- | --- | --- | --- |"]
+    for fix in FIXES:
+        lines.append(f"| {fix.kind} | {fix.finds} | {fix.does} | {', '.join(s for s in SCOPES if s in fix.scopes)} |")
+    return lines
+
+
+def test_the_repair_table_is_the_registry_s():
+    text = read("repair.md")
+    m = re.search(r"<!-- repair-table:start -->\n(.*?)\n<!-- repair-table:end -->", text, re.S)
+    assert m, "docs/repair.md has no <!-- repair-table:start/end --> block"
+    assert m.group(1).splitlines() == repair_table(), (
+        "docs/repair.md's table differs from kanban/repair.py's FIXES; paste the output of "
+        "`python tests/test_docs.py repair`")
+    scopes = {row[0] for header, rows in tables(sections(text)["When it runs"]) for row in rows}
+    from kanban.repair import SCOPES
+
+    assert scopes == set(SCOPES), "docs/repair.md explains each scope once"
+
+
 # --- the agent contract -------------------------------------------------------------------
 
 
@@ -469,4 +495,4 @@ def test_the_readme_points_to_docs_not_to_a_shared_folder():
 
 
 if __name__ == "__main__":
-    print("\n".join(machine_table()))
+    print("\n".join(repair_table() if sys.argv[1:] == ["repair"] else machine_table()))

@@ -21,6 +21,7 @@ from conftest import git, run_cli
 
 from kanban import procs
 from kanban.commands.run import run as run_loop
+from kanban.runner import LocalRunner
 
 RETRY = frozenset({"RETRY"})
 ESCALATED = frozenset({"ESCALATED"})
@@ -221,7 +222,7 @@ def test_supervisor_outlives_the_tick_and_kills_at_the_timeout(kit, tmp_path):
     tick = run_cli(p.root, "tick", check_code=0)  # a separate process, finished when this returns
     assert "TASK-1 started: task agent, attempt 1" in tick.stdout
     (run,) = p.runs("TASK-1")
-    run_dir = Path(run.run_dir)
+    run_dir = run.run_path(LocalRunner(p.root))
     info = json.loads((run_dir / "agent.json").read_text())
     assert procs.alive(run.pid, run.pid_start), "the agent died with the tick"
     assert procs.alive(info["supervisor_pid"], info["supervisor_start_time"])

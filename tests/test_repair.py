@@ -562,3 +562,81 @@ def test_empty_worktree_directory_left_by_a_killed_add_is_removed(board_repo: Pa
 
     assert ensure_worktree(board_repo, load_config(board_repo), "TASK-21") == empty
     assert git(empty, "rev-parse", "--abbrev-ref", "HEAD").strip() == "kanban/TASK-21"
+
+
+# -- the registry ---------------------------------------------------------------------------------------
+
+
+def test_every_kind_of_damage_has_one_fix_that_says_what_it_finds_and_does() -> None:
+    import kanban.repair as r
+
+    kinds = {v for k, v in vars(r).items() if k.startswith("KIND_")}
+    registered = [f.kind for f in r.FIXES]
+    assert sorted(registered) == sorted(kinds) and len(set(registered)) == len(registered)
+    for f in r.FIXES:
+        assert f.finds and f.does and "\n" not in f.finds + f.does and "|" not in f.finds + f.does, f.kind
+        assert f.scopes and f.scopes <= set(r.SCOPES), f.kind
+    assert r.NOTE_ONLY == {r.KIND_NO_WORKTREE}
+
+
+def test_the_registry_keeps_the_scan_order_the_fix_order_and_the_scopes() -> None:
+    import kanban.repair as r
+
+    assert [f.kind for f in r.FIXES] == [
+        r.KIND_TEMP_FILE, r.KIND_DUPLICATE, r.KIND_MERGED_ON_BOARD, r.KIND_HALF_WORKTREE, r.KIND_ORPHAN_WORKTREE,
+        r.KIND_ORPHAN_BRANCH, r.KIND_NO_WORKTREE, r.KIND_SUPERVISOR_DIED, r.KIND_LOST_RUN, r.KIND_VERIFY_PROCESS,
+        r.KIND_VERIFY, r.KIND_HALF_ADVANCE, r.KIND_STALE_LOCK, r.KIND_PRUNABLE]
+    # the board first (the other fixes read it), then the locks (they would fail the git fixes), then scan order
+    assert [f.kind for f in r.FIX_ORDER] == [r.KIND_DUPLICATE, r.KIND_STALE_LOCK] + [
+        f.kind for f in r.FIXES if f.kind not in (r.KIND_DUPLICATE, r.KIND_STALE_LOCK)]
+    only = {f.kind: set(f.scopes) for f in r.FIXES if f.scopes != set(r.SCOPES)}
+    assert only == {r.KIND_MERGED_ON_BOARD: {"merge", "full"}, r.KIND_HALF_WORKTREE: {"tick", "full"},
+                    r.KIND_SUPERVISOR_DIED: {"full"}, r.KIND_LOST_RUN: {"full"},
+                    r.KIND_VERIFY_PROCESS: {"merge", "full"}, r.KIND_VERIFY: {"merge", "full"},
+                    r.KIND_HALF_ADVANCE: {"merge", "full"}}
+    assert [f.kind for f in r.fixes_for("tick")] == [f.kind for f in r.FIXES if "tick" in f.scopes]
+    with pytest.raises(ValueError):
+        r.find_problems(REPO, None, scope="everything")
+
+
+class _NoPolls:
+    """A runner that must not be asked about runs."""
+
+    def poll(self, run_dir):
+        raise AssertionError(f"polled {run_dir}")
+
+    def resolve(self, ref):
+        raise AssertionError(f"resolved {ref}")
+
+
+def test_scans_run_only_where_they_can_find_something(board_repo: Path, monkeypatch) -> None:
+    import kanban.git as kgit
+
+    asked: list[tuple[str, ...]] = []
+    real = kgit.run
+    monkeypatch.setattr(kgit, "run", lambda cwd, *args, **kw: (asked.append(args), real(cwd, *args, **kw))[1])
+    config = load_config(board_repo)
+    with History(board_repo) as h:  # no run is live: the run scans ask the runner nothing
+        assert find_problems(board_repo, config, h, _NoPolls(), scope="full") == []
+    assert ("worktree", "list", "--porcelain", "-z") not in asked, "no worktree: no worktree list"
+    asked.clear()
+    make_branch(board_repo, "TASK-22", commit=False)
+    assert [p.kind for p in find_problems(board_repo, config, scope="tick")] == ["orphan worktree", "orphan branch"]
+    assert ("worktree", "list", "--porcelain", "-z") in asked
+
+
+def test_a_merged_task_leaves_the_board_by_the_state_machine(board_repo: Path) -> None:
+    """The fix is the table's MERGED move, as for the merge queue's own finished tasks: an entry
+    changed by hand meanwhile (its ready line gone) leaves all the same, and the history says so."""
+    make_branch(board_repo, "TASK-3", commit=True)
+    git(board_repo, "merge", "-q", "--no-ff", "-m", "Merge TASK-3", "kanban/TASK-3")
+    write_board(board_repo, TESTING=entry("TASK-3"))  # no `status: ready`: no row of the table
+    (board_repo / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n\n- TASK-3: a task\n")
+    sha = git(board_repo, "rev-parse", "kanban/TASK-3").strip()
+    config = load_config(board_repo)
+    assert repair(board_repo, config, scope="merge")[0].endswith("; removed it from TESTING.md")  # no history given
+    assert column_of(board_repo, "TASK-3") == []
+    with History(board_repo) as h:
+        kinds = [(kind, source, target) for _, _, kind, source, target, _ in h.events("TASK-3")]
+        assert ("overruled", "TESTING", "DONE") in kinds and ("merged", "TESTING", "DONE") in kinds
+        assert [d for *_, kind, _, _, d in h.events("TASK-3") if kind == "merged"] == [sha]

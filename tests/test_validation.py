@@ -134,3 +134,107 @@ def test_hostile_heading_text_is_never_an_id(tmp_path):
     assert "## TASK-2: TASK-1;rm: x" in text
     assert "## TASK-3: TАSK-3: lookalike" in text
     assert "## TASK-4: ok" in text
+
+
+# -- validating only what an update changed --------------------------------------------------
+# A board loaded valid remembers it (Board.valid_base), and validate then checks only what
+# changed since. Whatever the change, it must find exactly what the full check finds, entry by
+# entry: the same first problem, in the same words, at the same file and line, or none.
+
+_BOARD = {
+    "TODO.md": "# Todo\n\n## TASK-1: a\npriority: 2\n\n## TASK-2: b\ndepends: TASK-1\n\n## new heading\n"
+               "depends: TASK-2\n\n## TASK-3: c\ndepends: TASK-1, TASK-2\nfiles: src/a.py\n\n"
+               "## TASK-4: d\ndepends: TASK-0\n",
+    "IN_PROGRESS.md": "# In progress\n\n## TASK-5: e\ndepends: TASK-3\n\n## TASK-6: f\n",
+    "REVIEW.md": "## TASK-7: g\ndepends: TASK-6\n",
+    "TESTING.md": "## TASK-8: h\n",
+    "CHANGELOG.md": "# Changelog\n\n- TASK-0: bootstrap\n- TASK-9: old\n",
+}
+_IDS = [f"TASK-{n}" for n in range(12)]
+
+
+def _random_change(board, rng) -> None:
+    from kanban.entry import Entry
+    from kanban.model import BOARD_COLUMNS
+
+    located = list(board.located())
+    f, entry = rng.choice(located)
+    tid = entry.task_id
+    kind = rng.randrange(12)
+    if kind == 0 and tid:
+        board.move(tid, rng.choice(BOARD_COLUMNS))
+    elif kind == 1:
+        deps = rng.sample(_IDS + ["TASK-99", "bad/id", tid or "TASK-1"], rng.randint(0, 3))
+        entry.set_meta("depends", ", ".join(deps) if deps else None)
+    elif kind == 2:
+        entry.set_meta("priority", rng.choice(["0", "1", "high", "3"]))
+    elif kind == 3:
+        entry.set_id(rng.choice(_IDS))
+    elif kind == 4:
+        entry.add_marker("RETRY")
+    elif kind == 5:
+        f.remove(entry)
+    elif kind == 6:
+        board.add("added", {"depends": rng.choice(["", "TASK-1", "TASK-98", "TASK-8"])})
+    elif kind == 7:
+        (board.done_ids.discard if rng.random() < 0.7 else board.done_ids.add)(rng.choice(["TASK-0", "TASK-9"]))
+    elif kind == 8:  # past the edit methods: the lines replaced wholesale
+        entry.lines = [entry.lines[0], f"depends: {rng.choice(_IDS + ['TASK-97'])}\n"]
+    elif kind == 9:  # the same entry object twice
+        board.files[rng.choice(BOARD_COLUMNS)].blocks.insert(0, entry)
+    elif kind == 10:
+        entry.convert_newlines("\r\n")
+    elif kind == 11:
+        f.blocks.insert(rng.randrange(len(f.blocks) + 1), Entry([f"## {rng.choice(_IDS)}: new\n",
+                                                                 f"depends: {rng.choice(_IDS)}\n"], 1))
+
+
+def _outcome(check, board):
+    from kanban.errors import KanbanError
+
+    try:
+        check(board)
+    except KanbanError as exc:
+        return str(exc), exc.file, exc.line
+    return None
+
+
+def test_validating_what_changed_finds_what_the_full_check_finds(tmp_path):
+    import random
+
+    from kanban import board as board_module
+    from kanban.store import load_board
+
+    _write(tmp_path, _BOARD)
+    rng = random.Random(12)
+    found = {True: 0, False: 0}
+    for _ in range(600):
+        board = load_board(tmp_path)
+        assert board.valid_base is not None
+        for _ in range(rng.randint(1, 4)):
+            _random_change(board, rng)
+        want = _outcome(board_module._validate_in_order, board)
+        assert _outcome(board_module.validate, board) == want
+        found[want is None] += 1
+        board.valid_base = None  # the full check by lists, too
+        assert _outcome(board_module.validate, board) == want
+    assert found[True] > 100 and found[False] > 100  # both kinds of board were tried
+
+
+def test_an_update_that_breaks_the_board_names_the_problem(tmp_path):
+    from kanban.errors import KanbanError
+    from kanban.store import update
+
+    _write(tmp_path, _BOARD)
+    before = snapshot(tmp_path)
+    for change, words in [
+        (lambda b: b.touch("TASK-1").set_meta("depends", "TASK-5"), "dependency cycle TASK-1 -> TASK-5"),
+        (lambda b: b.touch("TASK-8").set_id("TASK-6"), "task ID TASK-6 is used twice"),
+        (lambda b: b.touch("TASK-6").set_meta("depends", "TASK-42"), "depends names TASK-42"),
+        (lambda b: b.done_ids.discard("TASK-0"), "depends names TASK-0"),
+        (lambda b: b.files[b.find("TASK-2")[0].column].remove(b.find("TASK-1")[1]), "depends names TASK-1"),
+    ]:
+        with pytest.raises(KanbanError) as err:
+            update(tmp_path, change)
+        assert words in str(err.value)
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".kanban")} == before

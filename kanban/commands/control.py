@@ -54,7 +54,7 @@ def _runs_of(root: Path, history, task_id: str, role: str | None) -> list[_Shown
     from kanban.report import run_how, verification_how, verification_title
 
     now = time.time()
-    found = [_Shown(f"{r.role} attempt {r.attempt}", run_how(r, now=now, stall=_stall_of(r)),
+    found = [_Shown(f"{r.role} attempt {r.attempt}", run_how(r, now=now, stall=_stall_of(root, r)),
                     Path(r.log), r.started, r.id)
              for r in history.runs(task_id) if role is None or r.role == role]
     if role in (None, "verify"):
@@ -64,13 +64,14 @@ def _runs_of(root: Path, history, task_id: str, role: str | None) -> list[_Shown
     return sorted(found, key=lambda s: (s.started, s.verification_id is not None))
 
 
-def _stall_of(run) -> float | None:
+def _stall_of(root: Path, run) -> float | None:
     """The stall limit the run had (as the runner recorded it), when it stalled."""
     from kanban.runner import LocalRunner
 
     if not run.stalled:
         return None
-    spec = LocalRunner().spec(Path(run.run_dir))
+    runner = LocalRunner(root)
+    spec = runner.spec(run.run_path(runner))
     return (spec.stall or None) if spec else None  # a stall of 0 is none
 
 
@@ -146,14 +147,15 @@ def _ended(history, run: _Shown, root: Path) -> bool:
     if run.verification_id is not None:
         v = next(v for v in history.verifications() if v.id == run.verification_id)
         return v.ended is not None or not _queue_running(root)
-    return run.run_id is None or _run_ended(history, run.run_id)
+    return run.run_id is None or _run_ended(root, history, run.run_id)
 
 
-def _run_ended(history, run_id: int) -> bool:
+def _run_ended(root: Path, history, run_id: int) -> bool:
     from kanban.runner import LocalRunner
 
     run = next(r for r in history.runs() if r.id == run_id)
-    return run.ended is not None or not LocalRunner().poll(Path(run.run_dir)).running
+    runner = LocalRunner(root)
+    return run.ended is not None or not runner.poll(run.run_path(runner)).running
 
 
 def _queue_running(root: Path) -> bool:
@@ -174,11 +176,11 @@ def stop(root: Path, task_id: str, *, force: bool) -> int:
         live = [r for r in history.live_runs() if r.task == task_id]
         if not live:
             raise KanbanError(f"no agent is running for {task_id}", code=1)
-        runner = LocalRunner()
+        runner = LocalRunner(root)
         for r in live:
-            runner.cancel(Path(r.run_dir), force=force)
+            runner.cancel(r.run_path(runner), force=force)
             say(f"stopping {task_id} {r.role} attempt {r.attempt} (pid {r.pid})" + (" with SIGKILL" if force else ""))
-        runner.wait_any([Path(r.run_dir) for r in live], timeout=10)
+        runner.wait_any([r.run_path(runner) for r in live], timeout=10)
     say("the next tick marks the task [ESCALATED]; 'kanban retry' resumes it")
     return 0
 

@@ -205,14 +205,14 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
 
 
 def _verification_ended(engine) -> bool:
-    return any(not engine.runner.poll(Path(v.run_dir)).running
-               for v in engine.history.live_verifications() if v.run_dir)
+    return any(not engine.runner.poll(v.run_path(engine.runner)).running
+               for v in engine.history.live_verifications() if v.ref)
 
 
 def _running(engine) -> list[Path]:
     """The run directories of everything running: agents, and the merge queue's verifications."""
-    return ([Path(r.run_dir) for r in engine.history.live_runs()]
-            + [Path(v.run_dir) for v in engine.history.live_verifications() if v.run_dir])
+    return ([r.run_path(engine.runner) for r in engine.history.live_runs()]
+            + [v.run_path(engine.runner) for v in engine.history.live_verifications() if v.ref])
 
 
 def _wait_for_work(engine, view, notifier, live_runs: list[Path], before: tuple) -> None:

@@ -1,0 +1,102 @@
+"""The git questions a handover answers from files, once, or narrowed: the same answers as git's.
+
+Each shortcut (a loose ref read from its file, the shared git directory remembered, MERGE_HEAD
+looked for, the tester's tracked files asked by name, the git guard's digests kept by stat)
+is checked against what git itself says, also where the shortcut must give way to git
+(packed refs, symbolic refs, a merge under way).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import git
+
+from kanban import agents, gitguard
+from kanban import git as kgit
+from kanban.targets import covering_tests
+
+
+def test_a_loose_ref_is_read_from_its_file_and_anything_else_left_to_git(repo):
+    common = kgit.common_dir(repo)
+    main = git(repo, "rev-parse", "main").strip()
+    assert kgit.loose_ref(common, "refs/heads/main") == main
+    git(repo, "symbolic-ref", "refs/heads/link", "refs/heads/main")
+    assert kgit.loose_ref(common, "refs/heads/link") is None  # symbolic: git's to answer
+    assert kgit.loose_ref(common, "refs/heads/none") is None
+    git(repo, "pack-refs", "--all")
+    assert kgit.loose_ref(common, "refs/heads/main") is None  # packed: git's to answer
+    assert kgit.branch_exists(repo, "main") and not kgit.branch_exists(repo, "none")
+
+
+def test_toplevel_remembers_the_shared_git_directory_of_a_linked_worktree(repo, tmp_path):
+    wt = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(wt), "main")
+    assert kgit.toplevel(wt) == wt.resolve()
+    assert kgit.common_dir(wt) == (repo / ".git").resolve()
+    assert kgit.branch_exists(wt, "side") and kgit.branch_exists(wt, "main") and not kgit.branch_exists(wt, "x")
+    assert kgit.toplevel(tmp_path) is None
+
+
+def test_a_merge_under_way_is_seen_and_none_costs_no_git(repo, tmp_path):
+    wt = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(wt), "main")
+    assert not kgit.merge_in_progress(wt) and not kgit.merge_in_progress(repo)
+    (wt / "README.md").write_text("side\n")
+    git(wt, "commit", "-qam", "side")
+    (repo / "README.md").write_text("main\n")
+    git(repo, "commit", "-qam", "main")
+    assert kgit.merge_main_into(wt, "main") == ["README.md"]
+    assert kgit.merge_in_progress(wt)
+    git(wt, "merge", "--abort")
+    assert not kgit.merge_in_progress(wt)
+
+
+def test_a_transient_lock_is_retried_then_reported(repo):
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    began = time.monotonic()
+    with pytest.raises(kgit.GitError) as err:
+        kgit.run(repo, "add", "README.md")
+    assert time.monotonic() - began >= 1.5  # 0.05 + 0.1 + 0.2 + 0.4 + 0.8 s between the six tries
+    assert "index.lock" in err.value.stderr
+    lock.unlink()
+    assert kgit.run(repo, "rev-parse", "--verify", "-q", "HEAD").strip() == git(repo, "rev-parse", "HEAD").strip()
+    assert kgit.run(repo, "rev-parse", "--verify", "-q", "nope", check=False) == ""
+
+
+NAMES = ["src/cache.py", "src/a/cache.ts", "tests/test_cache.py", "tests/x/cache_test.go", "cache.spec.js",
+         "CacheTest.java", "we[ir]d/test_we*ird.py", "src/we*ird.py", "tests/test_other.py", "test_cache",
+         "src/test_cache.py.bak", "tests/test_we[ir]d.py", "src/we[ir]d.py", ".eslintrc.js", "tests/test_.py",
+         "docs/cache.md"]
+
+
+@pytest.mark.parametrize("changed", [["src/cache.py"], ["src/we*ird.py"], ["src/we[ir]d.py"], ["README.md"],
+                                     ["src/.py"], ["tests/test_cache.py", "src/a/cache.ts"], []])
+def test_the_testers_tracked_files_are_asked_by_name_with_the_same_tests_found(repo, changed):
+    for name in NAMES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "files")
+    assert covering_tests(changed, agents.tracked_candidates(repo, changed)) == \
+        covering_tests(changed, kgit.tracked_files(repo))
+
+
+def test_the_guard_sees_a_rewrite_that_keeps_size_and_mtime(repo, monkeypatch):
+    monkeypatch.setattr(gitguard, "RACY_NS", 0)  # remember digests at once
+    guard = gitguard.GitGuard(repo, repo / ".git")
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\necho a\n")
+    stamp = os.stat(hook).st_mtime_ns
+    guard.take_baseline()
+    assert guard.check_and_restore() == ([], None)
+    time.sleep(0.02)
+    hook.write_text("#!/bin/sh\necho b\n")  # same size
+    os.utime(hook, ns=(stamp, stamp))  # same mtime: only the ctime tells
+    findings, aside = guard.check_and_restore()
+    assert [str(f) for f in findings] == [".git/hooks/post-checkout changed"]
+    assert hook.read_text() == "#!/bin/sh\necho a\n" and Path(aside, "hooks", "post-checkout").exists()
