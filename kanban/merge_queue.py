@@ -116,6 +116,8 @@ class MergeQueue:
         self.dry_run = False
         self.changelog_untracked = False  # CHANGELOG.md not committed on main: entries go to the working copy
         self.changelog_hint_given = False
+        self.deferred: list[Candidate] | None = None  # see drain: landed, not finished yet
+        self.main_after: str | None = None  # main as this drain's last merge left it
 
     def _say(self, kind: str, text: str, task: str = "", title: str = "") -> None:
         self.report.lines.append(text)
@@ -149,8 +151,14 @@ class MergeQueue:
             try:
                 if batch or not self.config.merge.verify:
                     candidates = self._finish_already_merged(self._candidates())
-                    for group in (self._groups(candidates) if batch else [[c] for c in candidates]):
-                        self._merge_group(group)
+                    self.deferred = []  # landed tasks, finished together at the end (one board write)
+                    try:
+                        for group in (self._groups(candidates) if batch else [[c] for c in candidates]):
+                            self._merge_group(group)
+                    finally:
+                        deferred, self.deferred = self.deferred, None
+                        if deferred:
+                            self._finish_all(deferred)
                 else:
                     self._pipeline(wait=wait)
             except MainBlocked as exc:
@@ -380,21 +388,27 @@ class MergeQueue:
                           hint="run 'kanban merge-queue' again when it is quiet")
 
     def _merge_one(self, c: Candidate) -> None:
-        base = git.rev_parse(self.root, self.main)
+        # Where the last merge left main, if this drain moved it (a move by anyone else since is
+        # caught where main moves: _advance compares and swaps).
+        base = self.main_after or git.rev_parse(self.root, self.main)
         commit, conflicts = self._build(base, c)
         if conflicts:
             self._conflict(c, conflicts)
             return
-        self._check_checkout(base, commit)  # waits for a person before minutes of verification
+        if self.config.merge.verify:  # waits for a person before minutes of verification (_advance checks again)
+            self._check_checkout(base, commit)
         ok, output = self._verify(commit, [c])
         if not ok:
             self._verify_failed(c, output)
             return
         self._record_landing([c], commit)
+        self.main_after = None
         self._advance(base, commit, landing=[c])
+        self.main_after = commit if not self.config.merge.push else None  # a push may merge the remote in
         self._finish(c)
 
     def _merge_batch(self, group: list[Candidate]) -> None:
+        self.main_after = None  # a batch moves main its own way
         base = git.rev_parse(self.root, self.main)
         chain = self._chain(base, group)
         if chain is None:  # a conflict inside the group: fall back to serial
@@ -495,8 +509,8 @@ class MergeQueue:
         if c.task_id in changelog_ids(committed.decode("utf-8", errors="replace")):
             return tree
         data = insert_entry(committed, f"{c.task_id}: {c.title}", c.category)
-        mode = git.file_mode(self.root, base, CHANGELOG) or "100644"
-        return git.tree_with_blob(self.root, tree, CHANGELOG, git.write_blob(self.root, data), mode)
+        # main's CHANGELOG.md is the merged tree's too (a branch's change to it is dropped): its mode with it
+        return git.tree_with_blob(self.root, tree, CHANGELOG, git.write_blob(self.root, data), mode=None)
 
     # -- verification ---------------------------------------------------------------------
 
@@ -651,7 +665,9 @@ class MergeQueue:
             if carry is not None:
                 intent["changelog"] = base64.b64encode(carry).decode()
                 intent["entries"] = entries
-            write_json_atomic(record, intent, durable=True)
+            # Not synced: a power cut may lose it, as git's own writes in the checkout are not synced
+            # either (core.fsync); what it guards against is a killed process.
+            write_json_atomic(record, intent)
             try:
                 if carry is not None:
                     _set_changelog(self.root, git.read_blob(self.root, old, CHANGELOG) or b"", expect=carry)
@@ -679,12 +695,14 @@ class MergeQueue:
             checkout = git.checkout_of(self.root, self.main)
         if checkout is None:  # main is checked out nowhere: no one's work is in the way
             return None
-        incoming = set(git.diff_names(self.root, old, new))
+        changes = git.diff_status(self.root, old, new)
+        incoming = {p for _, p in changes}
         dirty = set(git.dirty_paths(checkout))
         clash = dirty & incoming
-        # ignored files are not in `git status`, and `git merge` overwrites them without asking
-        present = sorted(p for p in incoming if os.path.lexists(checkout / p))
-        clash |= set(present) - set(git.tracked_files(checkout, present))
+        # Ignored files are not in `git status`, and `git merge` overwrites them without asking: a
+        # file the merge adds that is there already and not dirty is one (a path of OLD's tree on
+        # disk is tracked, or `git status` lists it: `git rm --cached` makes it dirty).
+        clash |= {p for status, p in changes if status == "A" and os.path.lexists(checkout / p)}
         carry = None
         if CHANGELOG in clash and CHANGELOG in dirty and Path(checkout).resolve() == self.root.resolve():
             from kanban.store import board_path, read_bytes
@@ -760,7 +778,10 @@ class MergeQueue:
     # -- outcomes --------------------------------------------------------------------------
 
     def _finish(self, c: Candidate) -> None:
-        self._finish_all([c])
+        if self.deferred is not None:  # main holds it: a crash before the end leaves it to _finish_already_merged
+            self.deferred.append(c)
+        else:
+            self._finish_all([c])
 
     def _finish_all(self, done: list[Candidate]) -> None:
         """After main moved: CHANGELOG lines in the working copy (already there when they came with
@@ -824,7 +845,11 @@ class MergeQueue:
         Only tasks the queue itself landed count; one that reached main unverified is held for a person.
         """
         main_sha = git.rev_parse(self.root, self.main)
-        in_main = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
+        if len(candidates) > 1:  # one question for all of them
+            merged_tips = git.branches_merged_into(self.root, main_sha, "refs/heads/kanban/")
+            in_main = [c for c in candidates if merged_tips.get(branch_name(c.task_id)) == c.sha]
+        else:
+            in_main = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
         merged = [c for c in in_main if self._landed(c, main_sha)]
         if merged:
             self._finish_all(merged)
