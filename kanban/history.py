@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS verifications (
     run_dir TEXT,
     base TEXT,
     head TEXT,
-    worktree TEXT
+    worktree TEXT,
+    armed INTEGER
 );
 CREATE TABLE IF NOT EXISTS ports (
     task TEXT PRIMARY KEY,
@@ -125,14 +126,16 @@ class Verification(NamedTuple):
     base: str | None = None  # the commit the merge was built on: main, or the speculation ahead of it
     head: str | None = None  # the task branch's commit that was merged
     worktree: str | None = None  # the verify worktree it runs in
+    armed: int | None = None  # 1: made ready ahead of its turn, not started yet (runner.release starts it)
 
     def task_ids(self) -> list[str]:
         return [t for t in self.tasks.split(",") if t]
 
 
 _VERIFICATION_COLUMNS = ("id, tasks, sha, started, ended, exit_code, timed_out, outcome, how, log, try, run_dir, base,"
-                         " head, worktree")
-_ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "TEXT"), ("worktree", "TEXT"))
+                         " head, worktree, armed")
+_ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "TEXT"), ("worktree", "TEXT"),
+                               ("armed", "INTEGER"))
 
 
 # Columns added after the first release, with their types: History() adds the missing
@@ -308,11 +311,17 @@ class History:
 
     def start_verification(self, tasks: list[str], sha: str, log: str, try_: int = 1, *,
                            run_dir: str | None = None, base: str | None = None, head: str | None = None,
-                           worktree: str | None = None) -> int:
-        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_dir, base, head, worktree)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (",".join(tasks), sha, time.time(), log, try_, run_dir, base, head, worktree))
+                           worktree: str | None = None, armed: bool = False) -> int:
+        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_dir, base, head, worktree,"
+                              " armed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (",".join(tasks), sha, time.time(), log, try_, run_dir, base, head, worktree,
+                               1 if armed else None))
         return int(cur.lastrowid)
+
+    def release_verification(self, verification_id: int) -> None:
+        """An armed verification's turn came: it starts now."""
+        self.db.execute("UPDATE verifications SET armed=NULL, started=? WHERE id=? AND ended IS NULL",
+                        (time.time(), verification_id))
 
     def latest_verification(self, task: str, base: str, head: str) -> Verification | None:
         """The last verification of TASK's commit HEAD merged onto BASE (the speculation queue's memory)."""
@@ -388,7 +397,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     if "verifications" not in tables:  # a history from before per-run verify logs
         db.execute("CREATE TEMP TABLE verifications (id INTEGER PRIMARY KEY, tasks TEXT, sha TEXT, started REAL,"
                    " ended REAL, exit_code INTEGER, timed_out INTEGER, outcome TEXT, how TEXT, log TEXT, try INTEGER,"
-                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT)")
+                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT, armed INTEGER)")
     if not {"runs", "events", "ports"} <= tables:
         # Its schema was never completed (a full disk at the first write): nothing was recorded.
         db.close()

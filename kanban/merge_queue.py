@@ -184,10 +184,12 @@ class MergeQueue:
         while True:
             candidates = self._finish_already_merged(self._candidates())
             live = self._pipeline_pass(candidates)
-            self.report.in_flight = [v.tasks for v in live]
+            checking = [v for v in live if not v.armed]  # an armed one waits for its turn
+            self.report.in_flight = [v.tasks for v in checking]
             if not live:
                 return
-            self._state("verifying", tuple(v.tasks for v in live), since=min(v.started for v in live))
+            if checking:
+                self._state("verifying", tuple(v.tasks for v in checking), since=min(v.started for v in checking))
             if not wait:
                 return
             self.engine.runner.wait_any([Path(v.run_dir) for v in live if v.run_dir], timeout=0.5)
@@ -202,8 +204,8 @@ class MergeQueue:
         landed: list[Candidate] = []  # finished after the next verification started: off its critical path
         # A verification under way keeps its place: a task that became ready since, even one of
         # higher priority, queues behind it rather than throwing its work away.
-        started = {t: v.id for v in history.live_verifications() for t in v.task_ids()}
-        candidates = sorted(candidates, key=lambda c: started.get(c.task_id, 1 << 62))  # stable: priority after
+        order = {t: v.id for v in history.live_verifications() for t in v.task_ids()}
+        candidates = sorted(candidates, key=lambda c: order.get(c.task_id, 1 << 62))  # stable: priority after
 
         def make_room() -> None:
             # Starting a new merge on TIP: every live verification not kept so far was built on a
@@ -220,6 +222,17 @@ class MergeQueue:
                     if not self.engine.runner.poll(Path(v.run_dir)).running:
                         self._collect(v)
                         v = history.latest_verification(c.task_id, tip, c.sha)
+                        if v is not None and v.outcome == "discarded":  # armed, and its supervisor gone
+                            v = None
+                    elif v.armed:  # made ready while the one ahead of it ran: started now, if its turn came
+                        keep.add(v.id)
+                        slots_busy.add(v.worktree or "")
+                        if running >= self.config.merge.parallel:
+                            break  # nothing is built behind one that waits
+                        self._release(v)
+                        running += 1
+                        tip = v.sha
+                        continue
                     else:
                         keep.add(v.id)
                         slots_busy.add(v.worktree or "")
@@ -258,9 +271,9 @@ class MergeQueue:
                         break
                     self._verify_failed(c, self._collect(v)[1])
                     continue
-                # not verified on this base yet: build it and start its verification, if a slot is free
-                if running >= self.config.merge.parallel:
-                    break
+                # not verified on this base yet: build it and start its verification, if a slot is free,
+                # else make it ready to start the moment one is (armed: built, checked out, supervised)
+                full = running >= self.config.merge.parallel
                 commit, conflicts = self._build(tip, c)
                 if conflicts:
                     if tip == main:
@@ -270,13 +283,18 @@ class MergeQueue:
                 try:
                     self._check_checkout(main, commit)
                 except TouchesDirty as exc:
+                    if full:
+                        break
                     self.report.waiting[c.task_id] = exc.files
                     continue
                 make_room()
                 slot = self._free_slot(slots_busy)
-                started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot)
+                started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot,
+                                                   armed=full)
                 keep.add(started.id)
                 slots_busy.add(str(slot))
+                if full:
+                    break
                 running += 1
                 tip = commit
             self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
@@ -285,8 +303,14 @@ class MergeQueue:
                 self._finish_all(landed)
         return [v for v in history.live_verifications() if v.id in keep]
 
+    def _release(self, v) -> None:
+        self.engine.history.release_verification(v.id)
+        self.engine.runner.release(Path(v.run_dir))
+        self.report.verifications += 1
+        self._state("verifying", tuple(v.task_ids()))
+
     def _free_slot(self, busy: set[str]) -> Path:
-        for slot in range(self.config.merge.parallel):
+        for slot in range(self.config.merge.parallel + 1):  # one more for the armed one
             path = self._verify_slot_path(slot)
             if str(path) not in busy:
                 return path
@@ -536,30 +560,37 @@ class MergeQueue:
         return False, output
 
     def _start_verification(self, commit: str, ids: list[str], *, base: str | None, head: str | None,
-                            try_: int, worktree: Path):
+                            try_: int, worktree: Path, armed: bool = False):
         """Start one verification run under the executor (kanban's supervisor: its timeout, its whole
-        process tree killed); returns its history row. Never waits for it."""
+        process tree killed); returns its history row. Never waits for it. ARMED: everything but
+        the check itself, which starts at _release."""
         from kanban.store import state_dir
 
-        self._state("verifying", tuple(ids))
+        if not armed:
+            self._state("verifying", tuple(ids))
+            self.report.verifications += 1
         path = self._verify_worktree(commit, worktree)
-        self.report.verifications += 1
         log = _new_verify_log(self.root, commit)
         state_dir(self.root)
         runs = paths.verify_runs_dir(self.root)
         runs.mkdir(exist_ok=True)
         run_dir = runs / log.stem
         vid = self.engine.history.start_verification(ids, commit, str(log), try_, run_dir=str(run_dir), base=base,
-                                                     head=head, worktree=str(path))
+                                                     head=head, worktree=str(path), armed=armed)
         try:
             self.engine.runner.submit(run_dir, list(self.config.merge.verify), cwd=path, env=self._verify_env(),
-                                      log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False)
-        except KanbanError as exc:
-            self.engine.history.finish_verification(vid, outcome="error", how=f"could not start: {exc}")
+                                      log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False,
+                                      armed=armed)
+        except KanbanError as exc:  # an armed one that could not start proves nothing: made again in its turn
+            self.engine.history.finish_verification(vid, outcome="discarded" if armed else "error",
+                                                    how=f"could not start: {exc}")
         return self.engine.history.verification(vid)
 
     def _collect(self, v) -> tuple[bool, str]:
         """A finished verification run: its outcome recorded, (passed, what to tell the task)."""
+        if v.ended is None and v.armed:  # ended before its turn came (stopped, or its supervisor died)
+            self.engine.history.finish_verification(v.id, outcome="discarded", how="ended before its turn came")
+            return False, ""
         if v.ended is None:
             state = self.engine.runner.poll(Path(v.run_dir))
             result = state.result or {}

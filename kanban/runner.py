@@ -46,6 +46,8 @@ from kanban.sandbox import Plan
 from kanban.supervisor import (
     AGENT,
     CANCEL,
+    RELEASE,
+    RELEASE_FIFO,
     RESULT,
     SPEC,
     SUPERVISOR_LOG,
@@ -119,7 +121,10 @@ class Runner(Protocol):
         idle_lines: Sequence[str] = (),
         retry_limit: float | None = None,
         sandbox: Plan | None = None,
+        armed: bool = False,
     ) -> RunHandle: ...
+
+    def release(self, run_dir: Path) -> None: ...
 
     def poll(self, run_dir: Path) -> RunState: ...
 
@@ -161,8 +166,13 @@ class LocalRunner:
         idle_lines: Sequence[str] = (),
         retry_limit: float | None = None,
         sandbox: Plan | None = None,
+        armed: bool = False,
     ) -> RunHandle:
         """Start ARGV under a detached supervisor; return once the agent runs.
+
+        ARMED: the supervisor starts and waits, the agent not yet started, until release()
+        (its timeout counts from then): a run made ready ahead of its turn starts in a few
+        milliseconds when its turn comes. Implies wait=False.
 
         ENV is the agent's complete environment. Raises LaunchError if the
         agent could not be started (e.g. its program does not exist). With
@@ -194,15 +204,24 @@ class LocalRunner:
             "retry_limit": None if retry_limit is None or not idle_lines else float(retry_limit),
             # What the supervisor settles after a sandboxed run (kanban.sandbox.settle); None: no sandbox.
             "sandbox": None if sandbox is None else sandbox.settle_spec(run_dir),
+            "armed": bool(armed),
         }
+        if armed:
+            os.mkfifo(run_dir / RELEASE_FIFO, 0o600)  # what wakes the supervisor at release()
         write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
         child = _spawn_supervisor(run_dir, env)
         self._children[run_dir] = child
         write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid,
                                                 "supervisor_start_time": procs.process_start_time(child.pid)})
-        if not wait:
+        if not wait or armed:
             return RunHandle(run_dir, None, None, child.pid, Path(spec["log"]))
         return _await_start(run_dir, child, Path(spec["log"]))
+
+    def release(self, run_dir: Path) -> None:
+        """Let an armed run's agent start (see submit)."""
+        run_dir = Path(run_dir)
+        write_text_atomic(run_dir / RELEASE, "go")
+        _poke(run_dir)
 
     def poll(self, run_dir: Path) -> RunState:
         self._reap()
@@ -230,6 +249,7 @@ class LocalRunner:
         if (run_dir / RESULT).exists():
             return
         write_text_atomic(run_dir / CANCEL, "kill" if force else "term")
+        _poke(run_dir)  # an armed run's supervisor waits on its fifo
         state = self.poll(run_dir)
         info = read_json(run_dir / AGENT)
         if state.result is not None or state.supervisor_alive or info is None:
@@ -373,6 +393,20 @@ class LocalRunner:
         for run_dir, child in list(self._children.items()):
             if child.poll() is not None:
                 del self._children[run_dir]
+
+
+def _poke(run_dir: Path) -> None:
+    """Wake an armed run's supervisor (a byte down its fifo), if it is there to read it."""
+    try:
+        fd = os.open(run_dir / RELEASE_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # no fifo (not armed), or no reader (the supervisor is gone, or not waiting yet)
+        return
+    try:
+        os.write(fd, b"!")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _prepare(run_dir: Path, argv: Sequence, timeout: float) -> None:
