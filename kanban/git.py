@@ -235,6 +235,9 @@ def toplevel(path: Path) -> Path | None:
 _COMMON_DIRS: dict[str, Path] = {}
 
 
+_COMMON_DIRS: dict[str, Path] = {}
+
+
 def common_dir(root: Path) -> Path:
     """The repository's shared git directory; asked once per checkout and process (every worktree
     lock needs it), again only if the one remembered is gone."""
@@ -260,6 +263,16 @@ def branch_exists(root: Path, branch: str) -> bool:
 
 
 def current_branch(root: Path) -> str | None:
+    gitdir = _gitdir_from_files(root)
+    if gitdir is not None:  # HEAD read from its file when it is a plain one (no process)
+        try:
+            head = _small_file(gitdir / "HEAD").strip()
+        except (OSError, UnicodeDecodeError):
+            head = ""
+        if head.startswith("ref: refs/heads/"):
+            return head.removeprefix("ref: refs/heads/")
+        if _SHA.fullmatch(head):
+            return None  # detached
     status, out, _ = run_status(root, "symbolic-ref", "-q", "--short", "HEAD")
     return out.strip() if status == 0 else None
 
@@ -412,7 +425,11 @@ def delete_branch(root: Path, branch: str) -> None:
 
 
 def delete_branches(root: Path, names: list[str]) -> None:
-    existing = [b for b in names if b in branch_shas(root, "refs/heads/")]
+    if not names:
+        return
+    if run_status(root, "branch", "-D", *names)[0] == 0:  # the common case: they all exist
+        return
+    existing = [b for b in names if b in branch_shas(root, "refs/heads/")]  # some were gone already
     if existing:
         run(root, "branch", "-D", *existing)
 
@@ -431,6 +448,16 @@ def remove_worktrees(root: Path, paths: list[Path]) -> None:
 def branch_shas(root: Path, pattern: str) -> dict[str, str]:
     """{branch name: commit} for the branches under a ref prefix, in one call."""
     out = run(root, "for-each-ref", "--format=%(objectname) %(refname)", pattern)
+    found = {}
+    for line in out.splitlines():
+        sha, _, ref = line.partition(" ")
+        found[ref.removeprefix("refs/heads/")] = sha
+    return found
+
+
+def branches_merged_into(root: Path, commit: str, pattern: str) -> dict[str, str]:
+    """{branch: tip} for the branches under a ref prefix whose tip COMMIT contains, in one call."""
+    out = run(root, "for-each-ref", f"--merged={commit}", "--format=%(objectname) %(refname)", pattern)
     found = {}
     for line in out.splitlines():
         sha, _, ref = line.partition(" ")
@@ -622,10 +649,27 @@ def write_blob(root: Path, data: bytes, *, write: bool = True) -> str:
     return out.decode().strip()
 
 
-def tree_with_blob(root: Path, tree: str, path: str, blob: str, mode: str = "100644") -> str:
-    """`tree` with PATH set to BLOB."""
+def tree_with_blob(root: Path, tree: str, path: str, blob: str, mode: str | None = "100644") -> str:
+    """`tree` with PATH set to BLOB (MODE None: the mode PATH has in TREE, else a plain file's)."""
+    if "/" not in path:  # a file at the top: the tree's own listing (bytes: any name), changed, written again
+        status, out = _bytes(root, ["ls-tree", "-z", tree])
+        if status != 0:
+            raise GitError(f"git ls-tree {tree} failed")
+        name = os.fsencode(path)
+        entries = [e for e in out.split(b"\0") if e]
+        kept = [e for e in entries if e.partition(b"\t")[2] != name]
+        if mode is None:
+            mine = [e for e in entries if e.partition(b"\t")[2] == name]
+            mode = mine[0].split(b" ", 1)[0].decode() if mine and mine[0].startswith(b"100") else "100644"
+        kept.append(f"{mode} blob {blob}\t".encode() + name)
+        status, out = _bytes(root, ["mktree", "-z"], b"\0".join(kept) + b"\0")
+        if status != 0:
+            raise GitError("git mktree failed: could not write a tree")
+        return out.decode().strip()
     import tempfile
 
+    if mode is None:
+        mode = file_mode(root, tree, path) or "100644"
     with tempfile.TemporaryDirectory(prefix="kanban-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         run(root, "read-tree", tree, env=env)
@@ -663,6 +707,16 @@ def diff_names(root: Path, a: str, b: str | None) -> list[str]:
     return list(_remembered(("diff_names", str(root), a, b), ids, ask))
 
 
+def diff_status(root: Path, a: str, b: str) -> list[tuple[str, str]]:
+    """(status letter, path) for each path that differs between commits A and B: A added, D
+    deleted, M modified, T type changed (no renames: both sides of one are listed)."""
+    def ask() -> tuple[tuple[str, str], ...]:
+        fields = run(root, "diff", "--name-status", "-z", "--no-renames", a, b).split("\0")
+        return tuple((fields[i][:1], fields[i + 1]) for i in range(0, len(fields) - 1, 2) if fields[i])
+
+    return list(_remembered(("diff_status", str(root), a, b), (a, b), ask))
+
+
 def merge_base(root: Path, a: str, b: str) -> str | None:
     status, out, _ = run_status(root, "merge-base", a, b)
     return out.strip() if status == 0 else None
@@ -675,10 +729,45 @@ def update_ref(root: Path, ref: str, new: str, old: str) -> bool:
 
 def checkout_of(root: Path, branch: str) -> Path | None:
     """The worktree (the person's checkout or another) that has `branch` checked out."""
+    found = _checkouts_from_files(root, branch)
+    if found is not None:
+        return found.get(branch)
     for w in worktrees(root):
         if w.branch == branch:
             return w.path
     return None
+
+
+def _checkouts_from_files(root: Path, wanted: str | None = None) -> dict[str, Path] | None:
+    """{branch: worktree} read from the HEAD files `git worktree list` reads, for a plain
+    repository whose main worktree is ROOT; None for anything else (git is asked then).
+    With WANTED, it stops at the worktree that has it (git checks a branch out once)."""
+    def admins():
+        yield Path(root), common / "HEAD"
+        admin_root = common / "worktrees"
+        for admin in sorted(admin_root.iterdir()) if admin_root.is_dir() else ():
+            back = _small_file(admin / "gitdir").strip()
+            if not back:
+                raise ValueError("a worktree record without its gitdir")
+            yield Path(back).parent, admin / "HEAD"
+
+    try:
+        common = common_dir(root)
+        if common != (Path(root) / ".git").resolve() or not common.is_dir():
+            return None
+        found: dict[str, Path] = {}
+        for where, head_file in admins():
+            head = _small_file(head_file).strip()
+            if head.startswith("ref: refs/heads/"):
+                name = head.removeprefix("ref: refs/heads/")
+                found.setdefault(name, where)
+                if name == wanted:
+                    return found
+            elif not _SHA.fullmatch(head):
+                return None  # something git knows better (a reftable, a half-written file)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return found
 
 
 def dirty_paths(path: Path) -> list[str]:
@@ -692,12 +781,22 @@ def fast_forward_checkout(path: Path, new: str) -> tuple[bool, str]:
     return status == 0, err.strip()
 
 
+def _gitdir_from_files(path: Path) -> Path | None:
+    """The git folder of the checkout at PATH: its `.git` folder, or where its `.git` file points."""
+    dot = Path(path) / ".git"
+    if dot.is_dir() and not dot.is_symlink():
+        return dot.resolve()
+    return worktree_gitdir(Path(path)) if dot.is_file() else None
+
+
 def operation_in_progress(path: Path, branch: str) -> str | None:
     """A rebase of `branch`, or a merge, cherry-pick or revert, under way in the checkout at `path`."""
-    status, out, _ = run_status(path, "rev-parse", "--absolute-git-dir")
-    if status != 0:
-        return None
-    gitdir = Path(out.strip())
+    gitdir = _gitdir_from_files(path)
+    if gitdir is None:
+        status, out, _ = run_status(path, "rev-parse", "--absolute-git-dir")
+        if status != 0:
+            return None
+        gitdir = Path(out.strip())
     for name in ("rebase-merge", "rebase-apply"):
         if (gitdir / name).is_dir():
             try:

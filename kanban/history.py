@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS verifications (
     base TEXT,
     head TEXT,
     worktree TEXT,
-    run_ref TEXT
+    run_ref TEXT,
+    armed INTEGER
 );
 CREATE TABLE IF NOT EXISTS ports (
     task TEXT PRIMARY KEY,
@@ -145,6 +146,7 @@ class Verification(NamedTuple):
     head: str | None = None  # the task branch's commit that was merged
     worktree: str | None = None  # the verify worktree it runs in
     run_ref: str | None = None  # its run's reference (Runner.ref); None: run in-process by an older kanban
+    armed: int | None = None  # 1: made ready ahead of its turn, not started yet (runner.release starts it)
 
     @property
     def ref(self) -> str | None:
@@ -160,9 +162,9 @@ class Verification(NamedTuple):
 
 
 _VERIFICATION_COLUMNS = ("id, tasks, sha, started, ended, exit_code, timed_out, outcome, how, log, try, run_dir, base,"
-                         " head, worktree, run_ref")
+                         " head, worktree, run_ref, armed")
 _ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "TEXT"), ("worktree", "TEXT"),
-                               ("run_ref", "TEXT"))
+                               ("run_ref", "TEXT"), ("armed", "INTEGER"))
 
 
 # Columns added after the first release, with their types: History() adds the missing
@@ -368,13 +370,20 @@ class History:
 
     def start_verification(self, tasks: list[str], sha: str, log: str, try_: int = 1, *,
                            run_ref: str | None = None, base: str | None = None, head: str | None = None,
-                           worktree: str | None = None, run_dir: str | None = None) -> int:
-        """RUN_REF as in start_run (a RUN_DIR instead is kept as the local runner's reference)."""
+                           worktree: str | None = None, run_dir: str | None = None, armed: bool = False) -> int:
+        """RUN_REF as in start_run (a RUN_DIR instead is kept as the local runner's reference). ARMED:
+        made ready ahead of its turn (release_verification starts it)."""
         ref = run_ref or (_legacy_ref(run_dir, self.root) if run_dir else None)
-        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_ref, base, head, worktree)"
-                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (",".join(tasks), sha, time.time(), log, try_, ref, base, head, worktree))
+        cur = self.db.execute("INSERT INTO verifications (tasks, sha, started, log, try, run_ref, base, head, worktree,"
+                              " armed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (",".join(tasks), sha, time.time(), log, try_, ref, base, head, worktree,
+                               1 if armed else None))
         return int(cur.lastrowid)
+
+    def release_verification(self, verification_id: int) -> None:
+        """An armed verification's turn came: it starts now."""
+        self.db.execute("UPDATE verifications SET armed=NULL, started=? WHERE id=? AND ended IS NULL",
+                        (time.time(), verification_id))
 
     def latest_verification(self, task: str, base: str, head: str) -> Verification | None:
         """The last verification of TASK's commit HEAD merged onto BASE (the speculation queue's memory)."""
@@ -469,7 +478,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     if "verifications" not in tables:  # a history from before per-run verify logs
         db.execute("CREATE TEMP TABLE verifications (id INTEGER PRIMARY KEY, tasks TEXT, sha TEXT, started REAL,"
                    " ended REAL, exit_code INTEGER, timed_out INTEGER, outcome TEXT, how TEXT, log TEXT, try INTEGER,"
-                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT, run_ref TEXT)")
+                   " run_dir TEXT, base TEXT, head TEXT, worktree TEXT, run_ref TEXT, armed INTEGER)")
     if not {"runs", "events", "ports"} <= tables:
         # Its schema was never completed (a full disk at the first write): nothing was recorded.
         db.close()

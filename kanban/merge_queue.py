@@ -116,6 +116,8 @@ class MergeQueue:
         self.dry_run = False
         self.changelog_untracked = False  # CHANGELOG.md not committed on main: entries go to the working copy
         self.changelog_hint_given = False
+        self.deferred: list[Candidate] | None = None  # see drain: landed, not finished yet
+        self.main_after: str | None = None  # main as this drain's last merge left it
 
     def _say(self, kind: str, text: str, task: str = "", title: str = "") -> None:
         self.report.lines.append(text)
@@ -149,8 +151,14 @@ class MergeQueue:
             try:
                 if batch or not self.config.merge.verify:
                     candidates = self._finish_already_merged(self._candidates())
-                    for group in (self._groups(candidates) if batch else [[c] for c in candidates]):
-                        self._merge_group(group)
+                    self.deferred = []  # landed tasks, finished together at the end (one board write)
+                    try:
+                        for group in (self._groups(candidates) if batch else [[c] for c in candidates]):
+                            self._merge_group(group)
+                    finally:
+                        deferred, self.deferred = self.deferred, None
+                        if deferred:
+                            self._finish_all(deferred)
                 else:
                     self._pipeline(wait=wait)
             except MainBlocked as exc:
@@ -176,10 +184,12 @@ class MergeQueue:
         while True:
             candidates = self._finish_already_merged(self._candidates())
             live = self._pipeline_pass(candidates)
-            self.report.in_flight = [v.tasks for v in live]
+            checking = [v for v in live if not v.armed]  # an armed one waits for its turn
+            self.report.in_flight = [v.tasks for v in checking]
             if not live:
                 return
-            self._state("verifying", tuple(v.tasks for v in live), since=min(v.started for v in live))
+            if checking:
+                self._state("verifying", tuple(v.tasks for v in checking), since=min(v.started for v in checking))
             if not wait:
                 return
             self.engine.runner.wait_any([v.run_path(self.engine.runner) for v in live if v.ref], timeout=0.5)
@@ -194,8 +204,8 @@ class MergeQueue:
         landed: list[Candidate] = []  # finished after the next verification started: off its critical path
         # A verification under way keeps its place: a task that became ready since, even one of
         # higher priority, queues behind it rather than throwing its work away.
-        started = {t: v.id for v in history.live_verifications() for t in v.task_ids()}
-        candidates = sorted(candidates, key=lambda c: started.get(c.task_id, 1 << 62))  # stable: priority after
+        order = {t: v.id for v in history.live_verifications() for t in v.task_ids()}
+        candidates = sorted(candidates, key=lambda c: order.get(c.task_id, 1 << 62))  # stable: priority after
 
         def make_room() -> None:
             # Starting a new merge on TIP: every live verification not kept so far was built on a
@@ -212,6 +222,17 @@ class MergeQueue:
                     if not self.engine.runner.poll(v.run_path(self.engine.runner)).running:
                         self._collect(v)
                         v = history.latest_verification(c.task_id, tip, c.sha)
+                        if v is not None and v.outcome == "discarded":  # armed, and its supervisor gone
+                            v = None
+                    elif v.armed:  # made ready while the one ahead of it ran: started now, if its turn came
+                        keep.add(v.id)
+                        slots_busy.add(v.worktree or "")
+                        if running >= self.config.merge.parallel:
+                            break  # nothing is built behind one that waits
+                        self._release(v)
+                        running += 1
+                        tip = v.sha
+                        continue
                     else:
                         keep.add(v.id)
                         slots_busy.add(v.worktree or "")
@@ -250,9 +271,9 @@ class MergeQueue:
                         break
                     self._verify_failed(c, self._collect(v)[1])
                     continue
-                # not verified on this base yet: build it and start its verification, if a slot is free
-                if running >= self.config.merge.parallel:
-                    break
+                # not verified on this base yet: build it and start its verification, if a slot is free,
+                # else make it ready to start the moment one is (armed: built, checked out, supervised)
+                full = running >= self.config.merge.parallel
                 commit, conflicts = self._build(tip, c)
                 if conflicts:
                     if tip == main:
@@ -262,13 +283,18 @@ class MergeQueue:
                 try:
                     self._check_checkout(main, commit)
                 except TouchesDirty as exc:
+                    if full:
+                        break
                     self.report.waiting[c.task_id] = exc.files
                     continue
                 make_room()
                 slot = self._free_slot(slots_busy)
-                started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot)
+                started = self._start_verification(commit, [c.task_id], base=tip, head=c.sha, try_=1, worktree=slot,
+                                                   armed=full)
                 keep.add(started.id)
                 slots_busy.add(str(slot))
+                if full:
+                    break
                 running += 1
                 tip = commit
             self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
@@ -277,8 +303,14 @@ class MergeQueue:
                 self._finish_all(landed)
         return [v for v in history.live_verifications() if v.id in keep]
 
+    def _release(self, v) -> None:
+        self.engine.history.release_verification(v.id)
+        self.engine.runner.release(Path(v.run_dir))
+        self.report.verifications += 1
+        self._state("verifying", tuple(v.task_ids()))
+
     def _free_slot(self, busy: set[str]) -> Path:
-        for slot in range(self.config.merge.parallel):
+        for slot in range(self.config.merge.parallel + 1):  # one more for the armed one
             path = self._verify_slot_path(slot)
             if str(path) not in busy:
                 return path
@@ -380,21 +412,27 @@ class MergeQueue:
                           hint="run 'kanban merge-queue' again when it is quiet")
 
     def _merge_one(self, c: Candidate) -> None:
-        base = git.rev_parse(self.root, self.main)
+        # Where the last merge left main, if this drain moved it (a move by anyone else since is
+        # caught where main moves: _advance compares and swaps).
+        base = self.main_after or git.rev_parse(self.root, self.main)
         commit, conflicts = self._build(base, c)
         if conflicts:
             self._conflict(c, conflicts)
             return
-        self._check_checkout(base, commit)  # waits for a person before minutes of verification
+        if self.config.merge.verify:  # waits for a person before minutes of verification (_advance checks again)
+            self._check_checkout(base, commit)
         ok, output = self._verify(commit, [c])
         if not ok:
             self._verify_failed(c, output)
             return
         self._record_landing([c], commit)
+        self.main_after = None
         self._advance(base, commit, landing=[c])
+        self.main_after = commit if not self.config.merge.push else None  # a push may merge the remote in
         self._finish(c)
 
     def _merge_batch(self, group: list[Candidate]) -> None:
+        self.main_after = None  # a batch moves main its own way
         base = git.rev_parse(self.root, self.main)
         chain = self._chain(base, group)
         if chain is None:  # a conflict inside the group: fall back to serial
@@ -495,8 +533,8 @@ class MergeQueue:
         if c.task_id in changelog_ids(committed.decode("utf-8", errors="replace")):
             return tree
         data = insert_entry(committed, f"{c.task_id}: {c.title}", c.category)
-        mode = git.file_mode(self.root, base, CHANGELOG) or "100644"
-        return git.tree_with_blob(self.root, tree, CHANGELOG, git.write_blob(self.root, data), mode)
+        # main's CHANGELOG.md is the merged tree's too (a branch's change to it is dropped): its mode with it
+        return git.tree_with_blob(self.root, tree, CHANGELOG, git.write_blob(self.root, data), mode=None)
 
     # -- verification ---------------------------------------------------------------------
 
@@ -522,30 +560,38 @@ class MergeQueue:
         return False, output
 
     def _start_verification(self, commit: str, ids: list[str], *, base: str | None, head: str | None,
-                            try_: int, worktree: Path):
+                            try_: int, worktree: Path, armed: bool = False):
         """Start one verification run under the executor (kanban's supervisor: its timeout, its whole
-        process tree killed); returns its history row. Never waits for it."""
+        process tree killed); returns its history row. Never waits for it. ARMED: everything but
+        the check itself, which starts at _release."""
         from kanban.store import state_dir
 
-        self._state("verifying", tuple(ids))
+        if not armed:
+            self._state("verifying", tuple(ids))
+            self.report.verifications += 1
         path = self._verify_worktree(commit, worktree)
-        self.report.verifications += 1
         log = _new_verify_log(self.root, commit)
         state_dir(self.root)
         runs = paths.verify_runs_dir(self.root)
         runs.mkdir(exist_ok=True)
         run_dir = runs / log.stem
         vid = self.engine.history.start_verification(ids, commit, str(log), try_, base=base, head=head,
-                                                     worktree=str(path), run_ref=self.engine.runner.ref(run_dir))
+                                                     worktree=str(path), run_ref=self.engine.runner.ref(run_dir),
+                                                     armed=armed)
         try:
             self.engine.runner.submit(run_dir, list(self.config.merge.verify), cwd=path, env=self._verify_env(),
-                                      log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False)
-        except KanbanError as exc:
-            self.engine.history.finish_verification(vid, outcome="error", how=f"could not start: {exc}")
+                                      log=log, timeout=self.config.merge.verify_timeout, grace=2.0, wait=False,
+                                      armed=armed)
+        except KanbanError as exc:  # an armed one that could not start proves nothing: made again in its turn
+            self.engine.history.finish_verification(vid, outcome="discarded" if armed else "error",
+                                                    how=f"could not start: {exc}")
         return self.engine.history.verification(vid)
 
     def _collect(self, v) -> tuple[bool, str]:
         """A finished verification run: its outcome recorded, (passed, what to tell the task)."""
+        if v.ended is None and v.armed:  # ended before its turn came (stopped, or its supervisor died)
+            self.engine.history.finish_verification(v.id, outcome="discarded", how="ended before its turn came")
+            return False, ""
         if v.ended is None:
             state = self.engine.runner.poll(v.run_path(self.engine.runner))
             result = state.result or {}
@@ -651,7 +697,9 @@ class MergeQueue:
             if carry is not None:
                 intent["changelog"] = base64.b64encode(carry).decode()
                 intent["entries"] = entries
-            write_json_atomic(record, intent, durable=True)
+            # Not synced: a power cut may lose it, as git's own writes in the checkout are not synced
+            # either (core.fsync); what it guards against is a killed process.
+            write_json_atomic(record, intent)
             try:
                 if carry is not None:
                     _set_changelog(self.root, git.read_blob(self.root, old, CHANGELOG) or b"", expect=carry)
@@ -679,12 +727,14 @@ class MergeQueue:
             checkout = git.checkout_of(self.root, self.main)
         if checkout is None:  # main is checked out nowhere: no one's work is in the way
             return None
-        incoming = set(git.diff_names(self.root, old, new))
+        changes = git.diff_status(self.root, old, new)
+        incoming = {p for _, p in changes}
         dirty = set(git.dirty_paths(checkout))
         clash = dirty & incoming
-        # ignored files are not in `git status`, and `git merge` overwrites them without asking
-        present = sorted(p for p in incoming if os.path.lexists(checkout / p))
-        clash |= set(present) - set(git.tracked_files(checkout, present))
+        # Ignored files are not in `git status`, and `git merge` overwrites them without asking: a
+        # file the merge adds that is there already and not dirty is one (a path of OLD's tree on
+        # disk is tracked, or `git status` lists it: `git rm --cached` makes it dirty).
+        clash |= {p for status, p in changes if status == "A" and os.path.lexists(checkout / p)}
         carry = None
         if CHANGELOG in clash and CHANGELOG in dirty and Path(checkout).resolve() == self.root.resolve():
             from kanban.store import board_path, read_bytes
@@ -760,7 +810,10 @@ class MergeQueue:
     # -- outcomes --------------------------------------------------------------------------
 
     def _finish(self, c: Candidate) -> None:
-        self._finish_all([c])
+        if self.deferred is not None:  # main holds it: a crash before the end leaves it to _finish_already_merged
+            self.deferred.append(c)
+        else:
+            self._finish_all([c])
 
     def _finish_all(self, done: list[Candidate]) -> None:
         """After main moved: CHANGELOG lines in the working copy (already there when they came with
@@ -824,7 +877,11 @@ class MergeQueue:
         Only tasks the queue itself landed count; one that reached main unverified is held for a person.
         """
         main_sha = git.rev_parse(self.root, self.main)
-        in_main = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
+        if len(candidates) > 1:  # one question for all of them
+            merged_tips = git.branches_merged_into(self.root, main_sha, "refs/heads/kanban/")
+            in_main = [c for c in candidates if merged_tips.get(branch_name(c.task_id)) == c.sha]
+        else:
+            in_main = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]
         merged = [c for c in in_main if self._landed(c, main_sha)]
         if merged:
             self._finish_all(merged)

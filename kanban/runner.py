@@ -52,6 +52,8 @@ from kanban.sandbox import Plan
 from kanban.supervisor import (
     AGENT,
     CANCEL,
+    RELEASE,
+    RELEASE_FIFO,
     RESULT,
     SPEC,
     SUPERVISOR_LOG,
@@ -126,7 +128,10 @@ class Runner(Protocol):
         idle_lines: Sequence[str] = (),
         retry_limit: float | None = None,
         sandbox: Plan | None = None,
+        armed: bool = False,
     ) -> RunHandle: ...
+
+    def release(self, run_dir: Path) -> None: ...
 
     def poll(self, run_dir: Path) -> RunState: ...
 
@@ -176,8 +181,13 @@ class LocalRunner:
         idle_lines: Sequence[str] = (),
         retry_limit: float | None = None,
         sandbox: Plan | None = None,
+        armed: bool = False,
     ) -> RunHandle:
         """Start ARGV under a detached supervisor; return once the agent runs.
+
+        ARMED: the supervisor starts and waits, the agent not yet started, until release()
+        (its timeout counts from then): a run made ready ahead of its turn starts in a few
+        milliseconds when its turn comes. Implies wait=False.
 
         ENV is the agent's complete environment. Raises LaunchError if the
         agent could not be started (e.g. its program does not exist). With
@@ -209,18 +219,27 @@ class LocalRunner:
             "retry_limit": None if retry_limit is None or not idle_lines else float(retry_limit),
             # What the supervisor settles after a sandboxed run (kanban.sandbox.settle); None: no sandbox.
             "sandbox": None if sandbox is None else sandbox.settle_spec(run_dir),
+            "armed": bool(armed),
         }
         # Whole or not at all, but not synced (four fsyncs per start were most of a handover's
         # disk time): both describe processes a power cut ends. Afterwards a lost or empty spec
         # reads as none (spec()), a lost or empty launcher's record as a supervisor gone.
+        if armed:
+            os.mkfifo(run_dir / RELEASE_FIFO, 0o600)  # what wakes the supervisor at release()
         atomic.write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
         child = _spawn_supervisor(run_dir, env)
         self._children[run_dir] = child
         atomic.write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid,
                                                        "supervisor_start_time": procs.process_start_time(child.pid)})
-        if not wait:
+        if not wait or armed:
             return RunHandle(run_dir, None, None, child.pid, Path(spec["log"]))
         return _await_start(run_dir, child, Path(spec["log"]))
+
+    def release(self, run_dir: Path) -> None:
+        """Let an armed run's agent start (see submit)."""
+        run_dir = Path(run_dir)
+        write_text_atomic(run_dir / RELEASE, "go")
+        _poke(run_dir)
 
     def poll(self, run_dir: Path) -> RunState:
         self._reap()
@@ -248,6 +267,7 @@ class LocalRunner:
         if (run_dir / RESULT).exists():
             return
         write_text_atomic(run_dir / CANCEL, "kill" if force else "term")
+        _poke(run_dir)  # an armed run's supervisor waits on its fifo
         state = self.poll(run_dir)
         info = read_json(run_dir / AGENT)
         if state.result is not None or state.supervisor_alive or info is None:
@@ -430,6 +450,20 @@ def _launcher(run_dir: Path) -> dict:
     except ValueError:
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def _poke(run_dir: Path) -> None:
+    """Wake an armed run's supervisor (a byte down its fifo), if it is there to read it."""
+    try:
+        fd = os.open(run_dir / RELEASE_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # no fifo (not armed), or no reader (the supervisor is gone, or not waiting yet)
+        return
+    try:
+        os.write(fd, b"!")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _prepare(run_dir: Path, argv: Sequence, timeout: float) -> None:

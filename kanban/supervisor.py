@@ -46,9 +46,13 @@ SPEC = "spec.json"
 AGENT = "agent.json"
 RESULT = "result.json"
 CANCEL = "cancel"
+RELEASE = "release"  # an armed run may start its agent (runner.release)
+RELEASE_FIFO = "release.fifo"  # written to at release and cancel: wakes an armed supervisor
 SUPERVISOR_LOG = "supervisor.log"
 
 POLL = 0.05  # seconds between checks; runs are judged with ~1 s timeouts in tests
+ARMED_POLL = 0.5  # an armed run's check for a cancel without a poke (a SIGTERM)
+ARMED_WAIT_TIMEOUTS = 8  # an armed run not released in this many of its timeouts (+ a minute) gives up
 REAP_LIMIT = 2.0  # how long to wait for SIGKILLed members to vanish
 IDLE_READ_LIMIT = 1 << 20  # more new log than this at once is progress, unread
 
@@ -108,14 +112,44 @@ class Supervisor:
     def run(self) -> int:
         try:
             self.spec = read_json(self.run_dir / SPEC) or {}
-            self.start()
-            self.watch()
-            result = self.finish()
+            if self.spec.get("armed") and not self.wait_for_release():
+                result = self.result(None, "stopped before its turn came")
+            else:
+                self.start()
+                self.watch()
+                result = self.finish()
         except BaseException as exc:  # anything: the caller still needs a result
             traceback.print_exc()
             result = self.fail(exc)
         write_json_atomic(self.run_dir / RESULT, result)
         return 0
+
+    def wait_for_release(self) -> bool:
+        """An armed run: wait, the agent not started, for release (True) or a cancel (False)."""
+        fifo = self.run_dir / RELEASE_FIFO
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(fifo, flags)
+        # Not released in several of its own timeouts (the runs ahead of it, tried again, take at most
+        # about that): whoever armed it is gone (a queue killed and never run again).
+        deadline = time.monotonic() + ARMED_WAIT_TIMEOUTS * float(self.spec.get("timeout") or 0) + 60.0
+        try:
+            while True:
+                if (self.run_dir / RELEASE).exists():
+                    return True
+                if self.terminated or cancel_mode(self.run_dir) or time.monotonic() >= deadline:
+                    self.reason = "cancel"
+                    return False
+                readable, _, _ = select.select([fd], [], [], ARMED_POLL)
+                if readable:
+                    try:
+                        data = os.read(fd, 64)
+                    except BlockingIOError:
+                        data = b"!"
+                    if not data:  # a writer came and went: opened afresh, it waits for the next
+                        os.close(fd)
+                        fd = os.open(fifo, flags)
+        finally:
+            os.close(fd)
 
     def start(self) -> None:
         log = Path(self.spec["log"])

@@ -85,7 +85,8 @@ def test_parallel_verifications_speculate_in_order_and_a_bad_task_stays_off_main
     assert landed_order(p) == ["TASK-1", "TASK-2", "TASK-4", "TASK-5", "TASK-6"]
     assert not has_bad(p, "main") and git(p.root, "merge-base", "--is-ancestor", start, "main") == ""
     with History(p.root, readonly=True) as history:
-        spans = [(v.started, v.ended) for v in history.verifications()]
+        # an armed one the queue discarded never ran (it waited for its turn): not a check at all
+        spans = [(v.started, v.ended) for v in history.verifications() if not v.armed]
     assert most_at_once([{"t": a, "kind": "start"} for a, _ in spans] + [{"t": b, "kind": "end"} for _, b in spans]) \
         == 3, "three verifications ran at once, never more"
     for tid in ("TASK-1", "TASK-2", "TASK-4", "TASK-5", "TASK-6"):
@@ -173,3 +174,50 @@ def test_kanban_run_keeps_the_pool_going_while_a_verification_runs(kit):
         [(v.started, v.ended) for v in checks]
     for n in range(1, 5):
         assert f"TASK-{n}:" in (p.root / "CHANGELOG.md").read_text()
+
+
+HOLD_VERIFY = '''\
+import os, sys, time
+HOLD = {hold!r}
+while os.path.exists(HOLD):
+    time.sleep(0.02)
+sys.exit(1 if any(name.startswith("BAD") for name in os.listdir(".")) else 0)
+'''
+
+
+def test_with_parallel_1_the_next_merge_waits_armed_and_starts_when_its_turn_comes(tmp_path):
+    """The next candidate is built, checked out and supervised while the one ahead verifies, its
+    check not started (at most `parallel` run); it starts when the one ahead passes, and one
+    built on a chain that broke is discarded, never run."""
+    p, _ = project(tmp_path, sleep=0.0, toml="parallel = 1\n")
+    hold = tmp_path / "hold"
+    script = tmp_path / "spec-verify.py"
+    script.write_text(HOLD_VERIFY.format(hold=str(hold)))
+    for n in range(1, 4):
+        p.add_task(n, f"Add module {n}", good(f"mod{n}") if n != 2 else {"BAD": "x\n"}, priority=n)
+    hold.write_text("wait\n")
+    queue = subprocess.Popen([sys.executable, "-m", "kanban", "-C", str(p.root), "merge-queue", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        live: list = []
+        while time.monotonic() < deadline:
+            if (p.root / ".kanban" / "history.sqlite").exists():
+                with History(p.root, readonly=True) as history:
+                    live = history.live_verifications()
+                if len(live) == 2:
+                    break
+            time.sleep(0.05)
+        assert [(v.tasks, bool(v.armed)) for v in live] == [("TASK-1", False), ("TASK-2", True)], live
+        assert live[1].base == live[0].sha, "the armed one is built on the one ahead"
+    finally:
+        hold.unlink()
+    out, err = queue.communicate(timeout=120)
+    assert queue.returncode == 1, err
+    result = json.loads(out)
+    assert result["merged"] == ["TASK-1", "TASK-3"] and result["failed"] == ["TASK-2"], result
+    assert not has_bad(p, "main")
+    with History(p.root, readonly=True) as history:
+        rows = history.verifications()
+    assert all(v.ended is not None for v in rows), "nothing is left waiting after the queue ends"
+    assert [(v.tasks, v.outcome) for v in rows if not v.armed][:2] == [("TASK-1", "pass"), ("TASK-2", "fail")]

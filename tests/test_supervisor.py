@@ -351,3 +351,32 @@ def test_wait_any_reacts_fast_and_active_lists_the_rest(tmp_path, marker, runner
     assert 0.2 <= time.monotonic() - t0 < 0.5
     runner.cancel(slow.run_dir, force=True)
     wait_result(runner, slow.run_dir)
+
+
+def test_an_armed_run_starts_its_agent_only_when_released_and_its_timeout_counts_from_then(tmp_path):
+    runner = LocalRunner()
+    marker = tmp_path / "ran"
+    argv = [sys.executable, "-c", f"import time, pathlib; pathlib.Path({str(marker)!r}).write_text('x'); time.sleep(0.6)"]
+    run_dir = tmp_path / "armed"
+    runner.submit(run_dir, argv, cwd=tmp_path, env=dict(os.environ), log=tmp_path / "armed.log", timeout=1.0,
+                  armed=True)
+    time.sleep(1.5)  # longer than its timeout: waiting armed is not running
+    assert runner.poll(run_dir).running and not marker.exists()
+    runner.release(run_dir)
+    assert runner.wait_any([run_dir], timeout=20) == [run_dir]
+    result = runner.poll(run_dir).result
+    assert marker.exists() and result["exit_code"] == 0 and not result["timed_out"], result
+
+
+def test_an_armed_run_cancelled_before_its_turn_never_starts(tmp_path):
+    runner = LocalRunner()
+    marker = tmp_path / "ran"
+    run_dir = tmp_path / "armed"
+    runner.submit(run_dir, [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], cwd=tmp_path,
+                  env=dict(os.environ), log=tmp_path / "armed.log", timeout=30.0, armed=True)
+    time.sleep(0.3)
+    runner.cancel(run_dir, force=True)
+    assert runner.wait_any([run_dir], timeout=10) == [run_dir]
+    result = runner.poll(run_dir).result
+    assert result["cancelled"] and result["exit_code"] is None and not marker.exists(), result
+    assert not runner.poll(run_dir).supervisor_alive
