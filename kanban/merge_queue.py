@@ -305,7 +305,7 @@ class MergeQueue:
 
     def _release(self, v) -> None:
         self.engine.history.release_verification(v.id)
-        self.engine.runner.release(Path(v.run_dir))
+        self.engine.runner.release(v.run_path(self.engine.runner))
         self.report.verifications += 1
         self._state("verifying", tuple(v.task_ids()))
 
