@@ -3,7 +3,8 @@
 
 N ready tasks (each branch adds one file, in its own worktree), main checked out in the
 repository with CHANGELOG.md committed, no `[merge] verify`: `kanban merge-queue`'s drain,
-in process, per merge; then, raw git floor for the same merges (a second build of the same repository), a small program that does only what each merge needs:
+in process, per merge; then the raw git floor for the same merges (on a second build of the
+same repository): a small program that does only what each merge needs:
 
     git merge-tree --write-tree main <branch>          the merged tree
     git cat-file blob main:CHANGELOG.md                main's changelog
@@ -89,25 +90,31 @@ def git_floor(root: Path, n: int) -> float:
     return time.perf_counter() - began
 
 
+def figures(tmp: Path, sizes: list[int]) -> dict[int, tuple[float, float, int]]:
+    """{ready tasks: (kanban's seconds per merge, the git floor's, merged)}."""
+    rows = {}
+    for n in sizes:
+        root = tmp / f"n{n}" / "repo"
+        build(root, n)
+        copy = tmp / f"n{n}" / "floor"
+        build(copy, n)  # the same repository, built again (a copy's worktrees would point back here)
+        took, merged = kanban_drain(root)
+        floor = git_floor(copy, n)
+        rows[n] = (took / max(merged, 1), floor / n, merged)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="6,96")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows = {}
     with tempfile.TemporaryDirectory(prefix="kanban-merge-cost-") as name:
         tmp = Path(name)
         from queue_beside_pool import sealed_env
 
         sealed_env(tmp / "home")
-        for n in sizes:
-            root = tmp / f"n{n}" / "repo"
-            build(root, n)
-            copy = tmp / f"n{n}" / "floor"
-            build(copy, n)  # the same repository, built again (a copy's worktrees would point back here)
-            took, merged = kanban_drain(root)
-            floor = git_floor(copy, n)
-            rows[n] = (took / max(merged, 1), floor / n, merged)
+        rows = figures(tmp, sizes)
     print("merge cost per merge, no verify, main checked out (milliseconds)")
     print(f"  {'ready tasks':>11} {'kanban':>8} {'git floor':>10} {'ratio':>6}  merged")
     for n, (k, f, merged) in rows.items():
