@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mistune
@@ -232,7 +233,10 @@ def read_figures(n: int, reps: int) -> dict[str, float]:
     from kanban.merge_queue import add_to_changelog
 
     out: dict[str, float] = {}
-    noop = lambda: None
+
+    def noop() -> None:
+        return None
+
     with tempfile.TemporaryDirectory(prefix=f"kanban-bench-read-{n}-") as d:
         root = Path(d)
         (root / ".kanban").mkdir()
@@ -328,12 +332,13 @@ def main() -> None:
             load_board(root)  # validates: the synthetic board must be a valid one
             print(f"{n} tasks: {size_mb:.2f} MB, {len(ids[Column.TODO])} in TODO.md, "
                   f"{n - len(ids[Column.TODO])} in flight; timing ...", file=sys.stderr, flush=True)
-            status = median_time(lambda: run_cli("-C", str(root), "status"), args.reps, f"status, {n} tasks")
-            parse_save = median_time(lambda: parse_and_save(root), args.reps)
+            status = median_time(lambda root=root: run_cli("-C", str(root), "status"), args.reps,
+                                 f"status, {n} tasks")
+            parse_save = median_time(lambda root=root: parse_and_save(root), args.reps)
             to_move = iter(ids[Column.TODO][::-1])
 
 
-            def move_one() -> None:
+            def move_one(root: Path = root, to_move: Iterator[str] = to_move) -> None:
                 clear_caches()
                 update(root, lambda b: b.move(next(to_move), Column.REVIEW))
 
@@ -341,12 +346,12 @@ def main() -> None:
             base = median_time(mistune_alone(texts), args.reps)
             rows.append((n, size_mb, status, parse_save, move, base))
             if args.profile and n == max(sizes):
-                profile(f"parse+save, {n} tasks", lambda: parse_and_save(root))
+                profile(f"parse+save, {n} tasks", lambda root=root: parse_and_save(root))
             if args.profile and n == min(sizes):
                 from kanban.commands.status import summarize
 
                 profile(f"status work in process (load + summarize), {n} tasks",
-                        lambda: summarize(load_board(root), agents=[]))
+                        lambda root=root: summarize(load_board(root), agents=[]))
     help_time = median_time(lambda: run_cli("--help"), 10)
 
     print(f"\nboard_scale: median of {args.reps} runs "
@@ -365,7 +370,7 @@ def main() -> None:
         n, mb, status, parse_save, move, base = big[0]
         ok = "met" if parse_save < TARGET_PARSE_SAVE_10K else "MISSED"
         print(f"  10,000 tasks parse+save < {TARGET_PARSE_SAVE_10K:.1f} s: {parse_save:.3f} s  [{ok}]")
-    for n, mb, status, parse_save, move, base in rows:
+    for n, _mb, _status, parse_save, _move, base in rows:
         ratio = parse_save / base
         ok = "met" if ratio <= TARGET_RATIO else "MISSED"
         print(f"  {n:>6} tasks: tool (parse+save) within {TARGET_RATIO:.0f}x of mistune alone: {ratio:.2f}x  [{ok}]")

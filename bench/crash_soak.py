@@ -522,7 +522,8 @@ def main() -> int:
     final = run_to_end(root)
     if final.returncode != 0:
         run_failures += 1
-    unfinished = [t for t in all_ids if not re.search(rf"^- {re.escape(t)}:", (root / "CHANGELOG.md").read_text(), re.MULTILINE)]
+    unfinished = [t for t in all_ids
+                  if not re.search(rf"^- {re.escape(t)}:", (root / "CHANGELOG.md").read_text(), re.MULTILINE)]
     if unfinished:
         failures.append(f"after the last trial, not in CHANGELOG.md: {unfinished}")
     elapsed = time.monotonic() - started

@@ -39,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
 
-from queue_beside_pool import ROLES, git, sealed_env
+from queue_beside_pool import ROLES, git, sealed_env  # noqa: E402 - found through the sys.path line above
 
 TARGET = 1.5
 
@@ -75,7 +75,8 @@ class Counts:
 
     def install(self) -> None:
         import kanban.commands.run as run_mod
-        from kanban import engine, git as kgit, store
+        from kanban import engine, store
+        from kanban import git as kgit
 
         if hasattr(kgit, "_gitpython"):  # a kanban before git.py left GitPython (the "before" figures)
             self.wrap(kgit, "_gitpython", "git via GitPython", lambda cwd, args, env: list(args))

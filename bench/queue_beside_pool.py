@@ -90,8 +90,8 @@ def queue_bench(tmp: Path, n: int, verify: float, parallel: int) -> dict:
 
     init(root, quiet=True)
     script = root.parent / "verify.py"
-    script.write_text("import os, sys, time\ntime.sleep(%r)\n"
-                      "sys.exit(1 if any(f.startswith('BAD') for f in os.listdir('.')) else 0)\n" % verify)
+    script.write_text(f"import os, sys, time\ntime.sleep({verify!r})\n"
+                      "sys.exit(1 if any(f.startswith('BAD') for f in os.listdir('.')) else 0)\n")
     (root / "kanban.toml").write_text(f'main_branch = "main"\n[agent]\npreset = "demo"\n[merge]\n'
                                       f'verify = {json.dumps([sys.executable, str(script)])}\nparallel = {parallel}\n')
     git(root, "add", "-A")

@@ -238,7 +238,8 @@ class Probe:
         self._undo.append((owner, attr, original))
 
     def install(self) -> None:
-        from kanban import agents, engine, git as kgit, history, runner, store
+        from kanban import agents, engine, history, runner
+        from kanban import git as kgit
 
         E = engine.Engine
         self.wrap(E, "tick", "Engine.tick (one whole pass)")
@@ -496,7 +497,8 @@ def main() -> int:
         line("supervisors + agents + their git CPU time", f"{cpu_used['children']:6.2f} s")
     else:
         line("kanban + supervisors + agents CPU time", f"{cpu_used['children']:6.2f} s")
-    line("start of run() -> first agent process" + (" (incl. interpreter start)" if args.subprocess else ""), f"{1000 * a['first_start']:6.1f} ms")
+    line("start of run() -> first agent process" + (" (incl. interpreter start)" if args.subprocess else ""),
+         f"{1000 * a['first_start']:6.1f} ms")
     line("last agent exit -> run() returns", f"{1000 * (t_begin + makespan - a['last_exit']):6.1f} ms")
     print()
     print("Slot turnaround: agent exit -> next agent start on the freed slot (while TODO is non-empty)")
@@ -515,7 +517,8 @@ def main() -> int:
         line("predicted cost: turnaround x runs per slot",
              f"{gap_mean * runs_per_slot:6.2f} s  ({runs_per_slot:.0f} runs per slot)")
         line("greedy simulation with that overhead per start", f"{simulate_greedy(plan, args.pool, gap_mean):6.2f} s")
-        line(f"turnaround budget to meet {TARGET:.2f}x (same simulation)", f"{1000 * budget(plan, args.pool, lb):6.0f} ms")
+        line(f"turnaround budget to meet {TARGET:.2f}x (same simulation)",
+             f"{1000 * budget(plan, args.pool, lb):6.0f} ms")
     else:
         line("(too few tasks for saturated handovers: use more tasks than the pool)", "")
     if probe:

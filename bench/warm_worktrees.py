@@ -54,7 +54,7 @@ def build(root: Path, files: int) -> None:
     git(root, "config", "user.email", "bench@example.com")
     chunks: list[bytes] = []
     extra = {".gitignore": b"node_modules/\n", "package-lock.json": b'{"lockfileVersion": 3}\n'}
-    for n, (path, data) in enumerate(extra.items(), 1):
+    for n, (_path, data) in enumerate(extra.items(), 1):
         chunks.append(b"blob\nmark :%d\ndata %d\n%s\n" % (n, len(data), data))
     paths = list(extra)
     for n in range(files):

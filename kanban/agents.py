@@ -16,7 +16,6 @@ from kanban.atomic import write_text_atomic
 from kanban.config import Config
 from kanban.errors import KanbanError
 from kanban.ids import branch_name
-from kanban.prompts import render_role
 from kanban.targets import covering_tests, stem_globs, wanted_stems
 
 SETUP_TIMEOUT = 900.0
@@ -610,8 +609,8 @@ def prompt_values(root: Path, config: Config, launch: Launch, worktree: Path, re
                   conflicts: list[str]) -> dict[str, str]:
     changed = git.changed_files(worktree, config.main_branch) if launch.role != "task" else []
     tests = covering_tests(changed, tracked_candidates(worktree, changed)) if launch.role == "tester" else []
-    merge_text = ("Merging the latest {m} into this branch left conflicts in these files; resolve them first:\n"
-                  .format(m=config.main_branch) + _bullets(conflicts)) if conflicts else \
+    merge_text = (f"Merging the latest {config.main_branch} into this branch left conflicts in these files; "
+                  "resolve them first:\n" + _bullets(conflicts)) if conflicts else \
         f"The latest {config.main_branch} is merged into this branch; there were no conflicts."
     return {
         "task_id": launch.task_id,

@@ -280,7 +280,9 @@ class _Memo:
     """A bounded memo: two generations of a dict, the older dropped when the newer fills up."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.new, self.old = limit, {}, {}
+        self.limit = limit
+        self.new: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
 
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
         try:
@@ -342,8 +344,8 @@ class ParsedFile:
                 entry = new(entry_type)
                 entry.lines, entry.line_no, entry.heading, entry.origin = b.lines, line_no, b.heading, b  # type: ignore[union-attr, assignment]
                 append(entry)
-            else:
-                append(list(b))
+            else:  # a prose block: mypy does not narrow by the `spec_type` alias above
+                append(list(b))  # type: ignore[arg-type]
         return BoardFile(path, column, self.raw, self.bom, blocks, exists)
 
 
@@ -376,7 +378,8 @@ def parse_blocks(path: Path, column: Column, data: bytes, earlier: ParsedFile | 
     entries of a large file are found again rather than parsed and hashed again."""
     if len(data) > MAX_FILE_BYTES:
         raise KanbanError(
-            f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit for board files",
+            f"file is {len(data) // (1024 * 1024)} MiB, over the {MAX_FILE_BYTES // (1024 * 1024)} MiB "
+            "limit for board files",
             file=path.name,
             hint="move finished or old entries out of it",
         )

@@ -15,13 +15,11 @@ reads the latest one back for `kanban status`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -72,7 +70,7 @@ class Spend(NamedTuple):
     def __add__(self, other: Any) -> Spend:  # type: ignore[override]
         if not isinstance(other, Spend):
             return NotImplemented
-        return Spend(*(a + b for a, b in zip(self, other)))
+        return Spend._make(a + b for a, b in zip(self, other))
 
     @classmethod
     def of(cls, cost_usd: float | None, tokens: int | None) -> Spend:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -67,7 +66,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
-_ROOT: dict[str, Optional[Path]] = {"path": None}
+_ROOT: dict[str, Path | None] = {"path": None}
 
 
 def _root() -> Path:
@@ -86,7 +85,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    root: Optional[Path] = typer.Option(None, "-C", "--root", help="Run as if started in this directory."),
+    root: Path | None = typer.Option(None, "-C", "--root", help="Run as if started in this directory."),
     _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                   help="Print the version and exit."),
 ) -> None:
@@ -95,9 +94,9 @@ def _options(
 
 @app.command()
 def demo(
-    directory: Optional[Path] = typer.Option(None, "--dir",
-                                             help="Build the demo repository here, a new or empty directory "
-                                                  "(default: a temporary one, removed at the end)."),
+    directory: Path | None = typer.Option(None, "--dir",
+                                          help="Build the demo repository here, a new or empty directory "
+                                               "(default: a temporary one, removed at the end)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary demo repository to look around in."),
 ) -> None:
     """Build a throwaway repository with a sample board and run it offline with the scripted agent."""
@@ -117,7 +116,7 @@ def init() -> None:
 @app.command()
 def add(
     title: str = typer.Argument(..., metavar="TITLE", help="The task's title."),
-    priority: Optional[int] = typer.Option(None, "--priority", "-p", help="1 is most urgent; default 3."),
+    priority: int | None = typer.Option(None, "--priority", "-p", help="1 is most urgent; default 3."),
     depends: str = typer.Option("", "--depends", "-d", help="IDs that must be merged first, comma-separated."),
     files: str = typer.Option("", "--files", "-f", help="Paths or globs the task will touch, comma-separated."),
     track: str = typer.Option("", "--track", help="Optional grouping."),
@@ -192,7 +191,7 @@ def merge_queue(
 
 @app.command()
 def report(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to this file."),
 ) -> None:
     """A markdown report of runs from the history: durations, failures, retries, timeouts, merges."""
     from kanban.commands.report import report as run
@@ -203,7 +202,9 @@ def report(
 @app.command()
 def logs(
     task_id: str = typer.Argument(..., metavar="ID", help="The task's ID."),
-    role: Optional[str] = typer.Option(None, "--role", "-r", help="task, reviewer, tester, test (the [test] command) or verify (the merge queue's checks)."),
+    role: str | None = typer.Option(None, "--role", "-r",
+                                    help="task, reviewer, tester, test (the [test] command) "
+                                         "or verify (the merge queue's checks)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Every run of the task, not just the latest."),
 ) -> None:
@@ -243,7 +244,8 @@ for _info in app.registered_commands:
 def main() -> None:
     """Console entry point: one readable line for any error, never a traceback."""
     try:
-        app(prog_name="kanban")  # also under `python -m kanban`; standalone: Typer itself reports usage errors (exit 2) and handles Exit
+        # also under `python -m kanban`; standalone: Typer itself reports usage errors (exit 2) and handles Exit
+        app(prog_name="kanban")
     except KanbanError as exc:
         # Here, not above: --version and --help never need it.
         from kanban.output import error

@@ -6,11 +6,11 @@ KanbanError naming the file, the line, the full dotted key and a hint.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import fnmatch
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any

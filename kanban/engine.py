@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any
 
 from kanban import agents, git, locks, paths
 from kanban.aftercheck import AfterCheck
@@ -24,8 +25,8 @@ from kanban.events import ESCALATED as ESCALATED_KIND
 from kanban.history import History, Run
 from kanban.machine import Action, Event, InvalidTransition, TaskState, Transition, describe_state, transition
 from kanban.model import COLUMN_FILES, COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
-from kanban.procs import process_start_time
 from kanban.presets import build_argv, cli_error, missing_credentials
+from kanban.procs import process_start_time
 from kanban.prompts import render_role
 from kanban.runner import LocalRunner, Runner
 from kanban.scheduler import Start, plan
@@ -495,7 +496,8 @@ class Engine:
                                                + (f" ({said})" if said else "")), task_id)
         if "refused" in outcome:
             self.history.event(task_id, "ignored", detail=f"{Event.HELD.value}: {outcome['refused']}: {note}")
-            return Happening("info", _one_line(f"{task_id} is already escalated; noted" + (f": {said}" if said else "")),
+            return Happening("info",
+                             _one_line(f"{task_id} is already escalated; noted" + (f": {said}" if said else "")),
                              task_id, title)
         tr = outcome["tr"]
         self.history.event(task_id, Event.HELD.value, outcome["source"].value, tr.column.value, note)
@@ -635,10 +637,10 @@ class Engine:
             from kanban.sandbox import plan_for_run
 
             box = plan_for_run(self.root, self.config, role, task_id, worktree, rdir, argv, env)
+            sandboxed: dict[str, Any] = {"sandbox": box} if box is not None else {}
             handle = self.runner.submit(rdir, argv, worktree, env, log, timeout, stall, grace,
                                         wait=False, idle_lines=_idle_lines(self.config, role),
-                                        retry_limit=_retry_limit(self.config, role),
-                                        **({"sandbox": box} if box is not None else {}))
+                                        retry_limit=_retry_limit(self.config, role), **sandboxed)
         except KanbanError:
             self.history.finish_run(run_id, outcome="failed", result={"exit_code": None})
             raise

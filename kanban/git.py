@@ -1,15 +1,16 @@
 """All git access: nothing else in kanban starts git.
 
-Flat functions over argv, reading machine output (`-z`, `--porcelain`), as text (`run`,
-`run_status`) or, for exact bytes in and out, as bytes (`run_bytes`), each one plain
-subprocess (GitPython's `Git.execute` ran them once: its import cost more than most commands'
-git). Git runs with a cleaned environment: nothing ever waits for a password or an editor, and
-no variable left by a caller (a git hook's GIT_DIR, GIT_INDEX_FILE, `git -c`...) can point it
-at another repository than the one kanban names. Transient lock contention is retried;
-everything else raises GitError with git's own message.
+Flat functions over argv, reading machine output (`-z`, `--porcelain`), through GitPython
+(`run`, `run_status`) or, for exact bytes in and out, a plain subprocess (`run_bytes`). Git
+runs with a cleaned environment: nothing ever waits for a password or an editor, and no
+variable left by a caller (a git hook's GIT_DIR, GIT_INDEX_FILE, `git -c`...) can point it at
+another repository than the one kanban names. Transient lock contention is retried with
+tenacity; everything else raises GitError with git's own message. Where a plain file says it
+(a loose ref, a worktree's HEAD), it is read without starting git at all.
 
-Standard library only: the supervisor, started with `python -I -S`, settles a sandboxed run's
-objects and branch through `run_bytes` (kanban.sandbox).
+Importable with the standard library only (GitPython and tenacity load on first use): the
+supervisor, started with `python -I -S`, settles a sandboxed run's objects and branch through
+`run_bytes` (kanban.sandbox).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import functools
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -141,33 +141,35 @@ def _scrub_environ() -> None:
 
 
 def _git_text(cwd: Path | str, args: Sequence[str], env: Mapping[str, str] | None) -> tuple[int, str, str]:
-    """`git SAFE_CONFIG ARGS` in CWD, as text: (status, stdout, stderr less one trailing newline).
-    A plain subprocess, as GitPython's `Git.execute` ran it (the same environment, decoding and
-    stripping) without its import (half a second on a busy machine, and a `git version` of its
-    own) or its copy of the environment per call."""
-    _scrub_environ()
-    if not os.path.isdir(cwd):  # else the error would name this process's own directory
-        _check_dot_git(cwd)
+    """`git SAFE_CONFIG ARGS` in CWD through GitPython, as text: (status, stdout, stderr)."""
+    _scrub_environ()  # before GitPython's import, which runs `git version` itself
+    import git as gitpython  # GitPython; imported on first use (the supervisor imports this module under -I -S)
+
+    _check_dot_git(cwd)
+    if not os.path.isdir(cwd):  # GitPython would fall back to this process's own directory
         return 128, "", f"fatal: cannot change to '{cwd}': No such file or directory"
-    status, out, err = _exec(cwd, args, env=env)
-    return status, _text(out), _text(err).removesuffix("\n")
+    status, out, err = gitpython.Git(str(cwd)).execute(
+        ["git", *SAFE_CONFIG, *args], env={**GIT_ENV, **(env or {})}, istream=subprocess.DEVNULL,
+        with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
+    return int(status), out, err
 
 
 def run(cwd: Path | str, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
     """Run `git ARGS...` in cwd and return stdout. Flags are passed positionally, as given.
-    Transient lock contention (another git holding index.lock a moment) is retried, after
-    0.05, 0.1, 0.2, 0.4 and 0.8 s; the last error is raised."""
-    for attempt in range(_ATTEMPTS):
-        status, out, err = _git_text(cwd, args, env)
-        if status == 0 or not check:
-            return out if status == 0 else ""
-        stderr = err.strip()
-        first = stderr.splitlines()[0] if stderr else f"exit status {status}"
-        error = GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr, status=status)
-        if not _is_transient(error) or attempt == _ATTEMPTS - 1:
-            raise error
-        time.sleep(min(0.05 * 2 ** attempt, 1.0))
-    raise AssertionError("unreachable")
+    Transient lock contention (another git holding index.lock a moment) is retried with
+    tenacity, after 0.05, 0.1, 0.2, 0.4 and 0.8 s; the last error is raised."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    for attempt in Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(_ATTEMPTS),
+                            wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True):
+        with attempt:
+            status, out, err = _git_text(cwd, args, env)
+            if status == 0 or not check:
+                return out if status == 0 else ""
+            stderr = err.strip()
+            first = stderr.splitlines()[0] if stderr else f"exit status {status}"
+            raise GitError(f"git {' '.join(args[:3])} failed: {first}", stderr=stderr, status=status)
+    raise AssertionError("unreachable")  # Retrying re-raises the last error
 
 
 def run_status(cwd: Path | str, *args: str) -> tuple[int, str, str]:
@@ -230,9 +232,6 @@ def toplevel(path: Path) -> Path | None:
     common = lines[1].strip()
     _COMMON_DIRS[os.path.abspath(path)] = Path(common) if os.path.isabs(common) else (path / common).resolve()
     return Path(lines[0].strip())
-
-
-_COMMON_DIRS: dict[str, Path] = {}
 
 
 _COMMON_DIRS: dict[str, Path] = {}
@@ -702,7 +701,7 @@ def diff_names(root: Path, a: str, b: str | None) -> list[str]:
         out = run(root, "diff", "--name-only", "-z", "--no-renames", a, *([b] if b else []))
         return tuple(p for p in out.split("\0") if p)
 
-    ids = (b,) if b else ()
+    ids: tuple[str, ...] = (b,) if b else ()
     ids += tuple(a.split("...")) if b is None and "..." in a else (a,)
     return list(_remembered(("diff_names", str(root), a, b), ids, ask))
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from kanban import paths
 from kanban.budget import Spend
@@ -269,6 +270,7 @@ class History:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (task, role, attempt, ref, log, timeout, time.time(), head_before, model or None),
         )
+        assert cur.lastrowid is not None  # an INSERT sets it
         return int(cur.lastrowid)
 
     def set_pid(self, run_id: int, pid: int | None, pid_start: int | None) -> None:
@@ -378,6 +380,7 @@ class History:
                               " armed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                               (",".join(tasks), sha, time.time(), log, try_, ref, base, head, worktree,
                                1 if armed else None))
+        assert cur.lastrowid is not None  # an INSERT sets it
         return int(cur.lastrowid)
 
     def release_verification(self, verification_id: int) -> None:

@@ -127,7 +127,7 @@ class _Parser(BlockParser):
                 end_pos3 = state.find_line_end()
                 state.add_paragraph(state.get_text(end_pos3))
                 state.cursor = end_pos3
-            if getattr(state, "resync", None) is not None:
+            if isinstance(state, _PositionState) and state.resync is not None:
                 if _at_resync(state):
                     return
                 state.resync = None

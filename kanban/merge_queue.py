@@ -26,9 +26,10 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -250,7 +251,8 @@ class MergeQueue:
                         self.report.waiting[c.task_id] = exc.files
                         break  # those behind it were built on it
                     except MainMoved:
-                        self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
+                        self.report.lines.append(
+                            f"{self.main} moved while merging; merging again on the new {self.main}")
                         break
                     landed.append(c)
                     main = tip = git.rev_parse(self.root, self.main)  # past v.sha when a push merged the remote
@@ -606,11 +608,12 @@ class MergeQueue:
                 outcome, how = "fail", f"killed by signal {result['signal']}"
             else:
                 outcome, how = ("pass" if exit_code == 0 else "fail"), f"exit status {exit_code}"
-            self.engine.history.finish_verification(v.id, outcome=outcome, how=how, exit_code=exit_code,
-                                                    timed_out=bool(result.get("timed_out")))
-            _prune_verify_logs(self.root)
             elapsed = time.time() - v.started
-            self.engine.history.event("-", "verify", detail=f"{outcome} {v.sha[:10]} in {elapsed:.2f}s ({how})")
+            with self.engine.history.transaction():  # the outcome and its event, or neither (found by a soak)
+                self.engine.history.finish_verification(v.id, outcome=outcome, how=how, exit_code=exit_code,
+                                                        timed_out=bool(result.get("timed_out")))
+                self.engine.history.event("-", "verify", detail=f"{outcome} {v.sha[:10]} in {elapsed:.2f}s ({how})")
+            _prune_verify_logs(self.root)
             if v.try_ > 1 and outcome == "pass":
                 for task in v.task_ids():
                     self.engine.history.event(task, "flaky", detail=v.sha)
@@ -625,7 +628,7 @@ class MergeQueue:
         where = log.relative_to(self.root) if log.is_relative_to(self.root) else log
         return ok, f"`{' '.join(self.config.merge.verify)}` failed on the merged tree ({v.how}; log: {where}):\n{tail}"
 
-    def _stop_stray_verifications(self, keep: set[int] = frozenset()) -> None:
+    def _stop_stray_verifications(self, keep: set[int] | frozenset[int] = frozenset()) -> None:
         """Verification runs no longer wanted (a queue killed mid-check, a speculation whose base is
         gone): stopped with their whole tree, and waited for, so their worktree can be reused."""
         stray = [v for v in self.engine.history.live_verifications() if v.id not in keep]
@@ -674,7 +677,7 @@ class MergeQueue:
 
     # -- moving main -----------------------------------------------------------------------
 
-    def _advance(self, old: str, new: str, *, push: bool = True, landing: list[Candidate] = ()) -> None:
+    def _advance(self, old: str, new: str, *, push: bool = True, landing: Sequence[Candidate] = ()) -> None:
         checkout = git.checkout_of(self.root, self.main)
         for path in dict.fromkeys(p for p in (checkout, self.root) if p is not None):
             busy = git.operation_in_progress(path, self.main)  # a person's rebase or merge of main
@@ -692,7 +695,7 @@ class MergeQueue:
             # the intent, for repair: a `git merge --ff-only` killed after it wrote files and index
             # but before it moved the ref leaves the checkout half-way between old and new
             record = advance_record(self.root)
-            intent = {"checkout": str(checkout), "old": old, "new": new}
+            intent: dict[str, Any] = {"checkout": str(checkout), "old": old, "new": new}
             entries = [[c.task_id, c.title, c.category] for c in landing]
             if carry is not None:
                 intent["changelog"] = base64.b64encode(carry).decode()

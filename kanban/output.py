@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def console():
     from rich.console import Console  # imported on first use: keeps `kanban --help` fast
 
     return Console(highlight=False, soft_wrap=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def err_console():
     from rich.console import Console
 

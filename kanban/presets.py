@@ -413,9 +413,9 @@ def _git_identity(env: Mapping[str, str]) -> dict[str, str]:
     environment, as in CI), writes "Your Name" into the repository's shared .git/config, where
     the person's own later commits would pick it up. Given here, it finds one and writes nothing.
     """
-    pairs = [(key, env.get(var) or env.get(var.replace("AUTHOR", "COMMITTER")))
+    found = [(key, env.get(var) or env.get(var.replace("AUTHOR", "COMMITTER")))
              for key, var in (("user.name", "GIT_AUTHOR_NAME"), ("user.email", "GIT_AUTHOR_EMAIL"))]
-    pairs = [(key, value) for key, value in pairs if value]
+    pairs = [(key, value) for key, value in found if value]
     if not pairs or env.get("GIT_CONFIG_COUNT"):  # the person's own command-scope config stays
         return {}
     out = {"GIT_CONFIG_COUNT": str(len(pairs))}

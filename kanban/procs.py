@@ -53,7 +53,7 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
-def owned_group(pgid: int, leader_start: int) -> list[int]:
+def owned_group(pgid: int, leader_start: int | None) -> list[int]:
     """Live members of the group we started (leader pid == PGID, started at LEADER_START).
 
     While any process is in group PGID the kernel keeps the pid PGID reserved,
@@ -65,7 +65,7 @@ def owned_group(pgid: int, leader_start: int) -> list[int]:
     return group_members(pgid)
 
 
-def signal_group(pgid: int, leader_start: int, sig: int) -> bool:
+def signal_group(pgid: int, leader_start: int | None, sig: int) -> bool:
     """Send SIG to the group we started, if it still has live members: the one place kanban
     signals a process group, so a reused pgid (another program's group) is never hit."""
     if not owned_group(pgid, leader_start):
@@ -77,7 +77,7 @@ def signal_group(pgid: int, leader_start: int, sig: int) -> bool:
     return True
 
 
-def stop_group(pgid: int, leader_start: int, grace: float, kill_limit: float = 2.0) -> None:
+def stop_group(pgid: int, leader_start: int | None, grace: float, kill_limit: float = 2.0) -> None:
     """SIGTERM, up to GRACE for the group to go, then SIGKILL until nothing of it is left (at
     most KILL_LIMIT seconds). A zombie leader counts as gone, and keeps the pgid reserved."""
     if grace > 0 and signal_group(pgid, leader_start, signal.SIGTERM):

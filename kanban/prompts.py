@@ -8,8 +8,8 @@ silent blank.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from kanban.errors import KanbanError
 

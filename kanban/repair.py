@@ -290,7 +290,7 @@ def _winner(task_id: str, columns: list[Column], history) -> Column:
     """
     last = None
     if history is not None:
-        for _, _, kind, source, target, _ in reversed(history.events(task_id)):
+        for _, _, _kind, source, target, _ in reversed(history.events(task_id)):
             if source is not None and target:
                 last = target
                 break
@@ -326,6 +326,7 @@ class MergedOnBoard(Fix):
     def fix(self, ctx: Context, p: Problem) -> str:
         from kanban.engine import Engine
 
+        assert p.task is not None  # scan() gives each of these problems its task's ID
         with _history(ctx) as history:  # the table decides, as for the merge queue's own finished tasks
             Engine(ctx.root, ctx.config, history, ctx.runner).remove_merged({p.task: p.data["sha"]})
         return f"{p.what}; removed it from TESTING.md"

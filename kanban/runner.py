@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import kanban
 from kanban import atomic, procs
@@ -80,8 +80,8 @@ class LaunchError(KanbanError):
 
 class RunHandle(NamedTuple):
     run_dir: Path
-    agent_pid: int
-    agent_start_time: int
+    agent_pid: int | None  # None from submit(wait=False) or an armed run: not started yet
+    agent_start_time: int | None
     supervisor_pid: int
     log: Path
 
@@ -198,14 +198,14 @@ class LocalRunner:
         """
         run_dir = Path(run_dir).resolve()
         _prepare(run_dir, argv, timeout)
-        argv = [os.fspath(a) for a in argv]
+        words = [os.fspath(a) for a in argv]
         env = dict(env)
-        command = list(argv)
+        command = list(words)
         if sandbox is not None:
-            argv = sandbox.wrap(argv, Path(cwd).resolve())
+            words = sandbox.wrap(words, Path(cwd).resolve())
             env.update(sandbox.env)
-        spec = {
-            "argv": argv,
+        spec: dict[str, Any] = {
+            "argv": words,
             "command": command,
             "cwd": os.fspath(Path(cwd).resolve()),
             "env": env,
@@ -310,7 +310,7 @@ class LocalRunner:
             command = data.get("command") or data.get("argv") or []
             return RunSpec([str(a) for a in command], _path(data.get("cwd")), _path(data.get("log")),
                            _seconds(data.get("timeout")), _seconds(data.get("stall")),
-                           _seconds(data.get("grace")) if data.get("grace") is not None else 5.0)
+                           float(data.get("grace")) if data.get("grace") is not None else 5.0)
         except (ValueError, TypeError, AttributeError):
             return None
 

@@ -330,7 +330,8 @@ def state_dir(root: Path) -> Path:
         state.mkdir(exist_ok=True)
     except FileExistsError:
         raise KanbanError("is not a directory: kanban keeps its state (locks, history, runs) in a .kanban directory",
-                          file=STATE_DIR, hint="move the file .kanban out of the way and run the command again") from None
+                          file=STATE_DIR,
+                          hint="move the file .kanban out of the way and run the command again") from None
     except OSError as exc:
         raise _write_error(STATE_DIR, exc, "cannot be created") from None
     if not state.is_dir():  # a link to a file, or a dangling link
@@ -547,6 +548,7 @@ def _put_back(w: _Write, expected: bytes | None) -> None:
     the file we replaced, when undoing); W.path holds EXPECTED. Exchange them and drop what
     comes out once it is EXPECTED. Anything else that comes out was written to W.path
     meanwhile: being newer than what went in, it goes back in its turn, and that one is dropped."""
+    assert w.tmp is not None  # an exchanged write: W.tmp holds the file that came out
     candidate = _settled(w.tmp)
     for _ in range(16):
         try:
@@ -582,6 +584,7 @@ def _link_new(tmp: Path, path: Path) -> None:
 
 def _swap(w: _Write) -> None:
     """Put W.data at W.path in one step, unless the file is no longer the one we read (ConcurrentEdit)."""
+    assert w.tmp is not None  # _commit staged it first
     if not w.existed:  # a new file: never over one a person created meanwhile
         try:
             _link_new(w.tmp, w.path)

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kanban import atomic, procs
@@ -74,7 +74,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def cancel_mode(run_dir: Path) -> str | None:
@@ -94,7 +94,8 @@ class Supervisor:
         self.agent_start: int | None = None  # the agent's start time: its group is checked by it
         self.reason: str | None = None  # "timeout" | "stall" | "cancel" once we stop it
         self.terminated = False  # we got SIGTERM
-        self.started = self.t0 = None
+        self.started: str | None = None  # both set by start()
+        self.t0: float | None = None
         self.log_size = -1
         self.last_growth = 0.0
         self.retrying_since: float | None = None  # the log has shown only retry lines since then
@@ -118,7 +119,7 @@ class Supervisor:
                 self.start()
                 self.watch()
                 result = self.finish()
-        except BaseException as exc:  # anything: the caller still needs a result
+        except BaseException as exc:  # noqa: BLE001 - anything: the caller still needs a result
             traceback.print_exc()
             result = self.fail(exc)
         write_json_atomic(self.run_dir / RESULT, result)
@@ -175,6 +176,7 @@ class Supervisor:
         self.write_agent_json()
 
     def write_agent_json(self) -> None:
+        assert self.proc is not None  # called by start(), once the agent runs
         pid = self.proc.pid
         me = os.getpid()
         info = {
@@ -190,6 +192,7 @@ class Supervisor:
     def leader_exited(self) -> bool:
         """True once the leader exited; WNOWAIT leaves it a zombie, which keeps
         its pid (our pgid) reserved so the sweeps cannot hit a stranger."""
+        assert self.proc is not None  # watch() runs after start()
         res = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         return res is not None
 
@@ -215,6 +218,7 @@ class Supervisor:
         if self.terminated or cancel_mode(self.run_dir):
             return "cancel"
         now = time.monotonic()
+        assert self.t0 is not None  # watch() runs after start()
         if now - self.t0 >= float(self.spec["timeout"]):
             return "timeout"
         stall = self.spec.get("stall")
@@ -280,6 +284,7 @@ class Supervisor:
         subreaper) and the agent's process group, should anything of it have got past us (no
         subreaper on this kernel). Zombies do not count (the leader's pins its pgid)."""
         table = procs.table()
+        assert self.proc is not None  # only asked about a run that started
         me, pgid = os.getpid(), self.proc.pid
         found = {p.pid: p for p in procs.descendants(me, table)}
         found.update((p.pid, p) for p in table if p.pgid == pgid and p.pid != me)
@@ -290,13 +295,15 @@ class Supervisor:
         SIGTERM, since a bwrap that dies takes the agent along at once, without its grace."""
         if not self.spec.get("sandbox"):
             return set()
+        assert self.proc is not None  # only asked about a run that started
         leader = self.proc.pid
         return {leader} | {p.pid for p in procs.table() if p.ppid == leader}
 
-    def signal_all(self, sig: int, spare: set[int] = frozenset()) -> bool:
+    def signal_all(self, sig: int, spare: set[int] | frozenset[int] = frozenset()) -> bool:
         """SIG to the agent's group and to every member of the run; True if anyone got it."""
         sent = False
         if not spare:
+            assert self.proc is not None  # only asked about a run that started
             sent = procs.signal_group(self.proc.pid, self.agent_start, sig)
         for p in self.members():
             if p.pid not in spare:
@@ -315,6 +322,7 @@ class Supervisor:
         self.signal_all(signal.SIGKILL)
 
     def finish(self) -> dict:
+        assert self.proc is not None  # run() calls it after start()
         pgid = self.proc.pid
         os.waitid(os.P_PID, pgid, os.WEXITED | os.WNOWAIT)  # the leader is done or dying
         if self.members():  # what the agent left behind, in its group or daemonised
@@ -327,6 +335,7 @@ class Supervisor:
         """SIGKILL until nothing of the run is left (up to REAP_LIMIT), reaping orphans that
         died as our children; never the leader, whose status proc.wait() collects."""
         end = time.monotonic() + REAP_LIMIT
+        assert self.proc is not None  # only asked about a run that started
         while True:
             procs.signal_group(self.proc.pid, self.agent_start, signal.SIGKILL)
             left = self.members()
@@ -389,7 +398,7 @@ class Supervisor:
             try:
                 self.sweep()
                 returncode = self.proc.wait(timeout=REAP_LIMIT)
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort: the failure being reported is exc, not this
                 pass
         if self.terminated:
             self.reason = "cancel"

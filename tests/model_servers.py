@@ -71,7 +71,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 SECRET_HEADERS = {"authorization", "x-api-key", "cookie", "proxy-authorization", "openai-api-key"}
 MODES = ("ok", "down", "error5xx", "hang", "stall")
@@ -95,7 +95,7 @@ class Turn:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
-TurnLike = Union[Turn, str, ToolCall, list]
+TurnLike = Turn | str | ToolCall | list
 
 
 def shell(command: str) -> ToolCall:
@@ -177,7 +177,7 @@ def find_report_path(text: str) -> str | None:
     return found[-1] if found else None
 
 
-Script = Union[Callable[[Context], TurnLike], Iterable[TurnLike]]
+Script = Callable[[Context], TurnLike] | Iterable[TurnLike]
 
 
 def reviewer_script(reject_first: int = 1, report_env: bool = False) -> Callable[[Context], TurnLike]:
@@ -409,7 +409,7 @@ class ScriptedServer:
                     outer._dispatch(self, method, record)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                except Exception as exc:  # a broken script: answer 500, and let the test see it
+                except Exception as exc:  # noqa: BLE001 - a broken script: answer 500, and let the test see it
                     outer.errors.append(f"{type(exc).__name__}: {exc}")
                     try:
                         self.send_json(500, {"error": {"message": f"scripted server error: {exc}"}})

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clis import TOOL_DIRS, find_cli
+from clis import find_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

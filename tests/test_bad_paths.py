@@ -193,7 +193,9 @@ def _bwrap_works() -> bool:
     return probe.returncode == 0
 
 
-needs_bwrap = pytest.mark.skipif(not _bwrap_works(), reason="bubblewrap cannot run here (apt-get install bubblewrap; it needs unprivileged user namespaces)")
+needs_bwrap = pytest.mark.skipif(
+    not _bwrap_works(),
+    reason="bubblewrap cannot run here (apt-get install bubblewrap; it needs unprivileged user namespaces)")
 READ_ONLY = [BWRAP or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--"]
 
 

@@ -549,7 +549,8 @@ def _load_outcome(root: Path):
     except KanbanError as exc:
         return str(exc), exc.file, exc.line
     shape = _shape(board)
-    return {c: (raw, blocks) for c, (_path, raw, _bom, _exists, _dirty, blocks) in shape["files"].items()}, shape["done"]
+    files = {c: (raw, blocks) for c, (_path, raw, _bom, _exists, _dirty, blocks) in shape["files"].items()}
+    return files, shape["done"]
 
 
 def test_a_load_after_an_edit_is_the_load_of_nothing_cached(tmp_path):

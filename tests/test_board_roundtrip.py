@@ -20,8 +20,8 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -141,7 +141,7 @@ def _make_heading_pool(level: int, with_id: bool, size: int = 400) -> list[str]:
 HEADINGS = {(level, with_id): _make_heading_pool(level, with_id) for level in (1, 2, 3) for with_id in (False, True)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def heading(level: int | None = None, with_id: bool | None = None):
     """An ATX heading line (one draw)."""
     levels = [level] if level is not None else [1, 2, 2, 3]

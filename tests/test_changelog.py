@@ -65,7 +65,8 @@ def test_keep_a_changelog_shapes():
     out = insert_entry(base, "TASK-2: Add y", "Added").decode()
     assert "- old fix\n\n### Added\n\n- TASK-2: Add y\n\n## [1.0.0]" in out
     fresh = insert_entry(b"# Changelog\n\n## [1.0.0] - 2026-01-01\n\n- first\n", "TASK-3: Add z", "Added").decode()
-    assert fresh == "# Changelog\n\n## [Unreleased]\n\n### Added\n\n- TASK-3: Add z\n\n## [1.0.0] - 2026-01-01\n\n- first\n"
+    assert fresh == ("# Changelog\n\n## [Unreleased]\n\n### Added\n\n- TASK-3: Add z\n\n"
+                     "## [1.0.0] - 2026-01-01\n\n- first\n")
 
 
 def test_crlf_bom_and_no_final_newline():

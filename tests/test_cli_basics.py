@@ -191,7 +191,8 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
     assert run("--version").stdout == "kanban 9.8.7\n"
     helped = run("--help")
     assert helped.returncode == 0 and "Usage: kanban [OPTIONS] COMMAND" in helped.stdout
-    origin = subprocess.run([python, "-c", "import kanban.prompts as p; print(p.__file__); print(p.packaged_prompts_dir())"],
+    origin = subprocess.run([python, "-c",
+                             "import kanban.prompts as p; print(p.__file__); print(p.packaged_prompts_dir())"],
                             capture_output=True, text=True, cwd=where, env=env, check=True).stdout.split()
     assert all(line.startswith(purelib) for line in origin), origin
 

@@ -271,7 +271,7 @@ def test_model_servers_script_record_and_fail_without_a_cli():
         server = ScriptedResponses(mode=mode)
         client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         client.sendall(b'POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}')
-        assert server.wait_for_requests(1) and _wait(lambda: server.hung == 1)
+        assert server.wait_for_requests(1) and _wait(lambda server=server: server.hung == 1)
         start = time.monotonic()
         server.close()  # releases the held connection, and does not wait for it
         assert time.monotonic() - start < 3

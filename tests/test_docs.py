@@ -33,7 +33,7 @@ def sections(text: str, level: int = 2) -> dict[str, str]:
     for line in text.splitlines():
         if line.startswith("```"):
             fence = not fence
-        m = None if fence else re.match(r"^(#{1,%d}) (.*)$" % level, line)
+        m = None if fence else re.match(rf"^(#{{1,{level}}}) (.*)$", line)
         if m:
             if title is not None:
                 out[title] = "\n".join(body)
@@ -433,7 +433,8 @@ def test_json_fields_are_documented(command, json_outputs):
     top = {f for f in fields if "." not in f and "[" not in f}
     always = {f for f in top if not fields[f].startswith("only with")}  # "only with --repair": not in this run
     assert not undocumented, f"{heading}: fields the output has but docs/json.md does not list: {undocumented}"
-    assert always <= set(output) <= top, f"{heading}: documented top-level fields {sorted(top)}, output's {sorted(output)}"
+    assert always <= set(output) <= top, (
+        f"{heading}: documented top-level fields {sorted(top)}, output's {sorted(output)}")
 
 
 def test_every_command_with_json_has_a_json_section():

@@ -30,8 +30,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_kit import BOARD_FILES, ESCALATED, carrying, run_kanban
 from clis import require_cli
+from e2e_kit import BOARD_FILES, ESCALATED, carrying, run_kanban
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,7 +40,6 @@ from conftest import git, run_cli, snapshot
 from openai_chat_server import ScriptedOpenAI, is_commit_message_request, request_text
 
 from kanban.sandbox import available as sandbox_available
-
 
 pytestmark = pytest.mark.cli  # real agent CLIs: run with -m cli (.ci/run does)
 
@@ -237,7 +236,8 @@ REASON = "REVIEW-REASON-7f3: alpha.txt must end with a full stop and say 'as the
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=pytest.mark.skipif(
-    not sandbox_available()[0], reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {sandbox_available()[1]}"))])
+    not sandbox_available()[0],
+    reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {sandbox_available()[1]}"))])
 def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_main(
         repo, aider_env, projects, capsys, sandbox):
     """With sandbox = "bwrap" too: aider (its git wrapper, GitPython, ~/.aider) and the test

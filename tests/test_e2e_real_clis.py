@@ -49,8 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agents_kit import Project, task_md
 from clis import require_cli
-
-from kanban.sandbox import available as sandbox_available
 from conftest import git, run_cli, snapshot
 from model_servers import (
     Context,
@@ -62,6 +60,7 @@ from model_servers import (
     write_file,
 )
 
+from kanban.sandbox import available as sandbox_available
 
 pytestmark = pytest.mark.cli  # real agent CLIs: run with -m cli (.ci/run does)
 
@@ -287,7 +286,8 @@ ALPHA_1, ALPHA_2, BETA = "alpha, first try\n", "alpha, as the review asked.\n", 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=pytest.mark.skipif(
-    not sandbox_available()[0], reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {sandbox_available()[1]}"))])
+    not sandbox_available()[0],
+    reason=f"bubblewrap cannot run here (apt-get install bubblewrap): {sandbox_available()[1]}"))])
 def test_two_tasks_through_a_rejected_review_and_a_failing_test_command_reach_main(
         repo, cli, projects, capsys, sandbox):
     """With sandbox = "bwrap" too: every agent and the test command in bubblewrap, the CLI's own

@@ -107,9 +107,9 @@ def test_hand_edits_during_run_all_survive(repo):
                     kept["TODO.md"].append(marker)
             elif action == "review":
                 marker = f"review-note-{n}"
-                if _edit(repo, "REVIEW.md", lambda t, marker=marker: t.replace("Review notes by the person.\n",
-                                                                              f"Review notes by the person.\n{marker}\n",
-                                                                              1)):
+                if _edit(repo, "REVIEW.md",
+                         lambda t, marker=marker: t.replace("Review notes by the person.\n",
+                                                            f"Review notes by the person.\n{marker}\n", 1)):
                     kept["REVIEW.md"].append(marker)
             elif action == "review_body":
                 marker = f"reviewed-by-hand-{n}"

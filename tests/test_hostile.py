@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import git, run_cli, run_inproc, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import git, run_cli, run_inproc, snapshot
 from kanban.board import MAX_FILE_BYTES
 from kanban.config import load_config
 from kanban.errors import KanbanError

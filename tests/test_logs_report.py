@@ -134,7 +134,8 @@ def test_logs_lists_agent_test_and_verify_runs_with_how_each_ended(tmp_path):
         assert text in every
     assert not CONTROLS.search(every)
     tests_only = run_cli(tmp_path, "logs", "TASK-1", "--role", "test", check_code=0).stdout
-    assert tests_only == "==> TASK-1 test attempt 1: passed after 0s\n    .kanban/runs/TASK-1/test-1/agent.log\n3 passed\n"
+    assert tests_only == ("==> TASK-1 test attempt 1: passed after 0s\n"
+                          "    .kanban/runs/TASK-1/test-1/agent.log\n3 passed\n")
 
 
 def test_logs_follow_of_a_verify_ends_with_it_or_with_its_queue(tmp_path):

@@ -301,7 +301,7 @@ def assert_main_only_verified(p: Project, since: str, *, logged: bool = True, ot
     """Every commit on main's first-parent line passes verification (no BAD in its tree); with
     `logged`, every commit main ever pointed at (its reflog) was verified by the queue first,
     except `since` and the `others` that somebody else put on main."""
-    for sha, parents, subject in p.first_parent_chain(since):
+    for sha, _parents, subject in p.first_parent_chain(since):
         assert not has_bad(p, sha), (sha, subject)
     if logged:
         passed = {r["head"] for r in p.runs() if r["ok"]}
@@ -371,7 +371,8 @@ def test_serial_merges_in_priority_order_with_one_merge_commit_each(tmp_path):
     assert p.text("TESTING.md") == testing_committed + "\n"
     for tid in order:
         assert_task_done(p, tid)
-    assert p.worktree_paths() <= {str(p.root), str(p.root / ".kanban" / "verify")}
+    assert p.worktree_paths() <= {str(p.root), str(p.root / ".kanban" / "verify"),
+                                  str(p.root / ".kanban" / "verify-2")}  # verify-2: the armed one's
     # the person's checkout of main moved with it
     assert git(p.root, "rev-parse", "HEAD").strip() == p.main()
     assert (p.root / "src" / "lexer.py").read_text() == "def lexer():\n    return 'lexer'\n"
@@ -752,7 +753,8 @@ def test_recovers_from_every_intermediate_state_without_merging_twice(tmp_path):
         assert_task_done(p, tid)
     assert_board_consistent(p, tids)
     assert_main_only_verified(p, start, logged=False)
-    assert p.worktree_paths() <= {str(p.root), str(p.root / ".kanban" / "verify")}
+    assert p.worktree_paths() <= {str(p.root), str(p.root / ".kanban" / "verify"),
+                                  str(p.root / ".kanban" / "verify-2")}  # verify-2: the armed one's
     assert git(p.root, "for-each-ref", "refs/heads/kanban/").strip() == ""
 
 

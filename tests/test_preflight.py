@@ -8,7 +8,6 @@ import socket
 import threading
 
 import pytest
-
 from conftest import git, run_cli
 
 

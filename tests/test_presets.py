@@ -25,9 +25,15 @@ from kanban.config import AgentConfig
 from kanban.errors import KanbanError
 from kanban.model import Role
 from kanban.presets import (
-    PRESET_EXECUTABLES, PRESETS, build_argv, check_placeholders, executable_for,
-    missing_credentials, parse_cost, preset_env,
-)  # fmt: skip
+    PRESET_EXECUTABLES,
+    PRESETS,
+    build_argv,
+    check_placeholders,
+    executable_for,
+    missing_credentials,
+    parse_cost,
+    preset_env,
+)
 
 PH = {"prompt_file": "/runs/T-1/prompt.md", "prompt": "Do the task.", "task_id": "T-1",
       "role": "task", "worktree": "/repo/.worktrees/T-1", "model": "",
@@ -207,7 +213,8 @@ def test_executables_and_env():
                                   "demo": None}  # fmt: skip
     assert executable_for(AgentConfig(preset="aider")) == "aider"
     assert executable_for(AgentConfig(preset="demo")) is None
-    assert preset_env(AgentConfig(preset="aider")) == {"BROWSER": "true", "COLUMNS": "10000", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    assert preset_env(AgentConfig(preset="aider")) == {"BROWSER": "true", "COLUMNS": "10000",
+                                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     assert preset_env(AgentConfig(preset="claude"))["DISABLE_AUTOUPDATER"] == "1"
     assert preset_env(AgentConfig(preset="demo")) == {}
     env = preset_env(AgentConfig(preset="aider"))
@@ -394,7 +401,7 @@ CLAUDE_NOT_LOGGED_IN = (
     '"iterations":[],"speed":"standard"},"modelUsage":{},"permission_denials":[],'
     '"terminal_reason":"completed","fast_mode_state":"off","uuid":'
     '"11e58ff7-af17-4652-8c11-4f9a88ac79e4"}'
-)  # fmt: skip
+)
 
 # codex exec --json against a local fake Responses API (it tries WebSocket first)
 CODEX_OK = """\

@@ -7,11 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, git, run_cli
 
 from kanban.commands.init import init

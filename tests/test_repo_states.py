@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import git, run_cli
+
 from kanban import git as kgit
 from kanban.errors import KanbanError
 

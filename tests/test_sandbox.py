@@ -157,7 +157,8 @@ def test_available_really_runs_bwrap_and_says_why_not(monkeypatch, tmp_path):
 def test_sandbox_key_per_role_and_a_bad_value(repo):
     from kanban.config import load_config
 
-    (repo / "kanban.toml").write_text('[agent]\npreset = "demo"\nsandbox = "bwrap"\n[agent.reviewer]\nsandbox = "none"\n')
+    (repo / "kanban.toml").write_text('[agent]\npreset = "demo"\nsandbox = "bwrap"\n'
+                                      '[agent.reviewer]\nsandbox = "none"\n')
     config = load_config(repo)
     assert [config.agent_for(r).sandbox for r in ("task", "reviewer", "tester")] == ["bwrap", "none", "bwrap"]
     (repo / "kanban.toml").write_text('[agent]\nsandbox = "docker"\n')
@@ -360,7 +361,8 @@ MOVE_MAIN = r'''
 if role == "task":
     commit()
     attempt("update-ref main", lambda: sh("git", "update-ref", "refs/heads/main", "HEAD"))
-    attempt("write main's ref file", lambda: write(common / "refs" / "heads" / "main", sh("git", "rev-parse", "HEAD").stdout))
+    attempt("write main's ref file",
+            lambda: write(common / "refs" / "heads" / "main", sh("git", "rev-parse", "HEAD").stdout))
     attempt("write packed-refs", lambda: write(common / "packed-refs", "# pack-refs with: peeled\n"))
     attempt("move another task's branch", lambda: sh("git", "update-ref", "refs/heads/kanban/TASK-2", "HEAD"))
     attempt("a new branch beside main", lambda: sh("git", "branch", "sneaky"))

@@ -107,7 +107,8 @@ def test_parallel_3_is_much_faster_than_1(tmp_path):
     for parallel in (1, 3):
         (tmp_path / f"p{parallel}").mkdir()
         # long enough checks that three supervisors start within one on a loaded machine
-        p, log = project(tmp_path / f"p{parallel}", sleep=0.4 if parallel == 1 else 2.0, toml=f"parallel = {parallel}\n")
+        p, log = project(tmp_path / f"p{parallel}", sleep=0.4 if parallel == 1 else 2.0,
+                         toml=f"parallel = {parallel}\n")
         for n in range(1, 7):
             p.add_task(n, f"Add module {n}", good(f"mod{n}"), priority=n)
         assert p.queue(code=0)["merged"] == [f"TASK-{n}" for n in range(1, 7)]

@@ -63,7 +63,8 @@ def test_each_column_lists_its_tasks_in_the_order_the_scheduler_takes_them(tmp_p
 
 def test_the_header_counts_exactly_the_lines_shown(tmp_path, monkeypatch):
     """New headings count (they are shown), and a cut column says how many of how many."""
-    _board(tmp_path, TODO="## Write docs\n\n## Another new one\n\n" + "".join(task_md(f"TASK-{i}") for i in range(1, 26)))
+    _board(tmp_path,
+           TODO="## Write docs\n\n## Another new one\n\n" + "".join(task_md(f"TASK-{i}") for i in range(1, 26)))
 
     def todo_lines(out: str) -> list[str]:  # the stacked view: one line per task, wrapped ones indented deeper
         return [line for line in out.split("IN_PROGRESS (")[0].splitlines()[1:] if not line.startswith("    ")]
@@ -197,7 +198,8 @@ def test_a_broken_depends_still_shows_the_board_under_the_error(tmp_path, monkey
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: TODO.md:")
     assert "TASK-99" in proc.stderr or "cycle" in proc.stderr
-    assert "TODO (3)" in proc.stdout and "TASK-3 p3 Work on TASK-3 - new; waits for TASK-99 (on no board)" in proc.stdout
+    assert ("TODO (3)" in proc.stdout
+            and "TASK-3 p3 Work on TASK-3 - new; waits for TASK-99 (on no board)" in proc.stdout)
     data = _status(tmp_path, code=2)
     assert data["error"] == proc.stderr.removeprefix("error: ").strip()
     assert _order(data, "TODO") == ["TASK-1", "TASK-2", "TASK-3"]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -124,7 +124,7 @@ def test_quick_success(tmp_path, marker, runner):
     assert "error" not in result
     started = datetime.fromisoformat(result["started"])
     ended = datetime.fromisoformat(result["ended"])
-    assert started.tzinfo == timezone.utc and started <= ended
+    assert started.tzinfo == UTC and started <= ended
     assert 0 <= result["duration"] < 5
     # stdin is /dev/null, cwd and the complete environment are the spec's
     assert runner.read_log(handle.run_dir) == f"hello True {tmp_path}\nT-7 False\n"
@@ -309,7 +309,7 @@ def test_supervisor_ignores_hup_and_int_and_obeys_term(tmp_path, marker, runner)
     assert state.running and state.supervisor_alive
     # The agent must not inherit ignored signals from its supervisor.
     status = Path(f"/proc/{handle.agent_pid}/status").read_text()
-    sig_ign = int(next(l.split()[1] for l in status.splitlines() if l.startswith("SigIgn")), 16)
+    sig_ign = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn")), 16)
     assert sig_ign & (1 << (signal.SIGHUP - 1) | 1 << (signal.SIGINT - 1)) == 0
     # Its session is its own, not ours.
     assert os.getsid(handle.supervisor_pid) == handle.supervisor_pid != os.getsid(0)
@@ -356,7 +356,8 @@ def test_wait_any_reacts_fast_and_active_lists_the_rest(tmp_path, marker, runner
 def test_an_armed_run_starts_its_agent_only_when_released_and_its_timeout_counts_from_then(tmp_path):
     runner = LocalRunner()
     marker = tmp_path / "ran"
-    argv = [sys.executable, "-c", f"import time, pathlib; pathlib.Path({str(marker)!r}).write_text('x'); time.sleep(0.6)"]
+    argv = [sys.executable, "-c",
+            f"import time, pathlib; pathlib.Path({str(marker)!r}).write_text('x'); time.sleep(0.6)"]
     run_dir = tmp_path / "armed"
     runner.submit(run_dir, argv, cwd=tmp_path, env=dict(os.environ), log=tmp_path / "armed.log", timeout=1.0,
                   armed=True)
@@ -379,4 +380,7 @@ def test_an_armed_run_cancelled_before_its_turn_never_starts(tmp_path):
     assert runner.wait_any([run_dir], timeout=10) == [run_dir]
     result = runner.poll(run_dir).result
     assert result["cancelled"] and result["exit_code"] is None and not marker.exists(), result
+    deadline = time.monotonic() + 10  # it exits right after writing its result
+    while runner.poll(run_dir).supervisor_alive and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not runner.poll(run_dir).supervisor_alive

@@ -17,8 +17,8 @@ import pytest
 from agents_kit import Project, task_md
 from conftest import git, run_cli, snapshot
 
-from kanban.commands.run import run as run_loop
 from kanban import config as kconfig
+from kanban.commands.run import run as run_loop
 from kanban.verdict import read_verdict
 
 RETRY = frozenset({"RETRY"})

@@ -11,9 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from agents_kit import task_md
 from conftest import git
+
 from kanban import agents
 from kanban import git as kgit
 from kanban.config import load_config

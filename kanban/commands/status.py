@@ -236,7 +236,8 @@ class _Facts:
 
 
 # What kanban.scheduler.blocked_reasons says (the scheduler decides; status only words it).
-_SCHEDULER_REASON_RE = re.compile(r"waiting on (?P<dep>\S+)(?P<nowhere> \(on no board\))?|files overlap (?P<holder>\S+)")
+_SCHEDULER_REASON_RE = re.compile(
+    r"waiting on (?P<dep>\S+)(?P<nowhere> \(on no board\))?|files overlap (?P<holder>\S+)")
 
 
 def _wait(kind: str, on: str | None, text: str) -> dict[str, Any]:
