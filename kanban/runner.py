@@ -238,6 +238,8 @@ class LocalRunner:
     def release(self, run_dir: Path) -> None:
         """Let an armed run's agent start (see submit)."""
         run_dir = Path(run_dir)
+        if not run_dir.is_dir():  # never submitted (a kill in between): poll() shows it lost
+            return
         write_text_atomic(run_dir / RELEASE, "go")
         _poke(run_dir)
 
@@ -264,7 +266,7 @@ class LocalRunner:
         done); without one, kills the agent group itself and writes result.json.
         """
         run_dir = Path(run_dir)
-        if (run_dir / RESULT).exists():
+        if (run_dir / RESULT).exists() or not run_dir.is_dir():  # over, or never started (a kill before submit)
             return
         write_text_atomic(run_dir / CANCEL, "kill" if force else "term")
         _poke(run_dir)  # an armed run's supervisor waits on its fifo

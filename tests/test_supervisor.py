@@ -384,3 +384,14 @@ def test_an_armed_run_cancelled_before_its_turn_never_starts(tmp_path):
     while runner.poll(run_dir).supervisor_alive and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not runner.poll(run_dir).supervisor_alive
+
+
+def test_cancel_and_release_of_a_run_never_submitted_do_nothing(tmp_path):
+    """A queue killed between recording a verification and submitting it leaves no run directory."""
+    runner = LocalRunner()
+    missing = tmp_path / "never"
+    runner.cancel(missing, force=True)
+    runner.release(missing)
+    assert not missing.exists()
+    state = runner.poll(missing)
+    assert not state.running and state.result is None
