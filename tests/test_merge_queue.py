@@ -811,6 +811,7 @@ def test_survives_being_killed_at_any_moment(tmp_path):
     assert review is not None and "BAD marker present" in review, (review, why)
     assert_main_only_verified(p, start)
     assert p.worktree_paths() <= {str(p.root), str(p.root / ".kanban" / "verify"),
+                                  str(p.root / ".kanban" / "verify-2"),  # the armed one's
                                   str(p.root / ".worktrees" / "TASK-3")}
 
 
