@@ -514,8 +514,14 @@ class _RunFix(Fix):
                                           run_dir=run.run_path(ctx.runner)))
         return found
 
+    done: ClassVar[str]  # what the line says was done
+
     def found(self, desc: str) -> str:
         raise NotImplementedError
+
+    def fix(self, ctx: Context, p: Problem) -> str:
+        ctx.runner.reclaim(p.data["run_dir"], "repair")
+        return f"{p.what}; {self.done}"
 
 
 class SupervisorDied(_RunFix):
@@ -523,13 +529,11 @@ class SupervisorDied(_RunFix):
     finds = "a live run whose agent runs on with its supervisor dead (nothing enforces its timeout)"
     does = "stops the agent's process group and records the run as failed; the next tick retries the task"
     running = True
+    done = "stopped the agent's process group and recorded the run as failed"
 
     def found(self, desc: str) -> str:
         return f"found {desc} running with its supervisor dead"
 
-    def fix(self, ctx: Context, p: Problem) -> str:
-        ctx.runner.reclaim(p.data["run_dir"], "repair")
-        return f"{p.what}; stopped the agent's process group and recorded the run as failed"
 
 
 class LostRun(_RunFix):
@@ -537,13 +541,11 @@ class LostRun(_RunFix):
     finds = "a run recorded as live with neither supervisor nor agent left, and no result"
     does = "records it as failed (lost); the next tick applies the failure"
     running = False
+    done = "recorded it as failed (lost), the next tick applies the failure"
 
     def found(self, desc: str) -> str:
         return f"found {desc} recorded as running with neither supervisor nor agent left"
 
-    def fix(self, ctx: Context, p: Problem) -> str:
-        ctx.runner.reclaim(p.data["run_dir"], "repair")
-        return f"{p.what}; recorded it as failed (lost), the next tick applies the failure"
 
 
 class VerifyProcess(Fix):
