@@ -62,7 +62,7 @@ def measure(tmp: Path, extra: int, window: float, sleep: float) -> dict:
     git(repo, "commit", "-q", "-m", "initial")
     tasks = "".join(task_md(f"TASK-{i}", f"Sleepy task {i}") for i in range(1, 7))
     tasks += "".join(task_md(f"TASK-{i}", f"Waiting task {i}", depends="TASK-1") for i in range(7, 7 + extra))
-    p = make_project(repo, repo.parent / "kit", tasks, pool_size=6, timeout="10m")
+    p = make_project(repo, repo.parent / "kit", tasks, pool_size=6, timeout="10m", stall="10m")  # asleep, not stalled
     p.set_rules([{"role": "task", "steps": [["sleep", sleep]]}])
     prof = ["-m", "cProfile", "-o", os.environ["KANBAN_BENCH_PROFILE"] + f".{extra}"] \
         if os.environ.get("KANBAN_BENCH_PROFILE") else []

@@ -347,27 +347,33 @@ class LocalRunner:
             return []
         deadline = None if timeout is None else time.monotonic() + timeout
         step = 0
-        with self._exit_watch(dirs) as pidfds:
+        with self._exit_watch(dirs) as watched:
+            # A watched supervisor's pidfd turns readable when it exits (right after writing its
+            # result, or dying without one): until then its run is running, and nothing but a
+            # stat of result.json is needed. Unwatched runs are polled every LIVENESS_EVERY steps.
+            unwatched = [d for d in dirs if d not in watched]
             while True:
                 done = [d for d in dirs if (d / RESULT).exists()]
-                if not done and step % LIVENESS_EVERY == 0:
-                    done = [d for d in dirs if not self.poll(d).running]
+                if not done and unwatched and step % LIVENESS_EVERY == 0:
+                    done = [d for d in unwatched if not self.poll(d).running]
                 left = None if deadline is None else deadline - time.monotonic()
                 if done or (left is not None and left <= 0):
                     return done
-                if len(pidfds) == len(dirs):
-                    # Every supervisor watched: it exits right after writing its result, so sleep
-                    # until one does (the periodic liveness check above still runs now and then).
-                    pause = LIVENESS_EVERY * WAIT_STEP if left is None else min(LIVENESS_EVERY * WAIT_STEP, left)
-                    select.select(pidfds, [], [], pause)
-                    step = 0
+                fds = list(watched.values())
+                pause = (LIVENESS_EVERY if fds and not unwatched else 1) * WAIT_STEP
+                pause = pause if left is None else min(pause, left)
+                if fds:
+                    ready, _, _ = select.select(fds, [], [], pause)
+                    ended = [d for d, fd in watched.items() if fd in ready]
+                    done = [d for d in ended if not self.poll(d).running]
+                    if done:
+                        return done
+                    for d in ended:  # its supervisor is gone but its agent lives on: poll it instead
+                        del watched[d]
+                        unwatched.append(d)
                 else:
-                    pause = WAIT_STEP if left is None else min(WAIT_STEP, left)
-                    if pidfds:
-                        select.select(pidfds, [], [], pause)
-                    else:
-                        time.sleep(pause)
-                    step += 1
+                    time.sleep(pause)
+                step += 1
 
     def ref(self, run_dir: Path) -> str:
         """The reference the history keeps for the run in RUN_DIR."""
@@ -379,21 +385,19 @@ class LocalRunner:
 
     @contextlib.contextmanager
     def _exit_watch(self, dirs: list[Path]):
-        """pidfds of the supervisors of `dirs` (Linux 5.3+; else none): those this runner started,
-        and those an earlier kanban started, known by pid and start time from their run files."""
-        fds = []
+        """{run directory: pidfd of its supervisor} for `dirs` (Linux 5.3+; else none): those this
+        runner started, and those an earlier kanban started, known by pid and start time from
+        their run files. Kept between calls: a loop waits on the same runs again and again."""
         wanted = {Path(d) for d in dirs}
-        for d in list(self._pidfds):  # kept between calls: a loop waits on the same runs again and again
+        for d in list(self._pidfds):
             if d not in wanted or (d / RESULT).exists():
                 os.close(self._pidfds.pop(d))
         for d in wanted if hasattr(os, "pidfd_open") else ():
             if d not in self._pidfds:
                 fd = self._supervisor_pidfd(d)
-                if fd is None:
-                    continue
-                self._pidfds[d] = fd
-            fds.append(self._pidfds[d])
-        yield fds
+                if fd is not None:
+                    self._pidfds[d] = fd
+        yield {d: self._pidfds[d] for d in dirs if d in self._pidfds}
 
     def _supervisor_pidfd(self, run_dir: Path) -> int | None:
         child = self._children.get(run_dir.resolve())

@@ -31,7 +31,9 @@ from kanban.paths import RUN_LOCK, STATE_DIR
 
 WAKE_INTERVAL = 0.5  # the longest wait before noticing a hand edit (or an agent's end without a pidfd)
 IDLE_PASS_EVERY = 10.0  # --watch, nothing running and nothing changed: a full pass this often
-RUNNING_PASS_EVERY = 10.0  # agents running, nothing ending or edited: a full pass this often
+# Agents running, nothing ending or edited: a full pass this often. A safety net only: while
+# every agent runs, nothing a pass does is due by the clock (supervisors enforce timeouts).
+RUNNING_PASS_EVERY = 30.0
 MAX_STRAIGHT_ON = 3  # passes in a row without a wait, after passes that moved something
 DIRTY_SHOWN = 8  # files named in the dirty-checkout note, then "and N more"
 
