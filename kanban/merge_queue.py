@@ -200,6 +200,10 @@ class MergeQueue:
         history = self.engine.history
         main = git.rev_parse(self.root, self.main)
         tip, running = main, 0
+        # Behind a failed check run once more, the queue builds on the chain without it (a failure
+        # usually repeats) and lands nothing until it is judged: a pass on the retry (flaky) lands
+        # it first and rebuilds what was built without it.
+        behind_retry = False
         keep: set[int] = set()
         slots_busy: set[str] = set()
         landed: list[Candidate] = []  # finished after the next verification started: off its critical path
@@ -238,10 +242,13 @@ class MergeQueue:
                         keep.add(v.id)
                         slots_busy.add(v.worktree or "")
                         running += 1
-                        tip = v.sha
+                        if v.try_ > 1:
+                            behind_retry = True
+                        else:
+                            tip = v.sha
                         continue
                 if v is not None and v.outcome == "pass":
-                    if tip != main:  # passed on top of one not landed yet: it waits its turn
+                    if tip != main or behind_retry:  # passed on top of one not landed yet: it waits its turn
                         tip = v.sha
                         continue
                     self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
@@ -268,8 +275,9 @@ class MergeQueue:
                         keep.add(retry.id)
                         slots_busy.add(str(slot))
                         running += 1
-                        break  # nothing is built on a merge that failed until it is judged
-                    if tip != main:
+                        behind_retry = True
+                        continue  # the ones behind it are built without it
+                    if tip != main or behind_retry:
                         break
                     self._verify_failed(c, self._collect(v)[1])
                     continue

@@ -98,7 +98,46 @@ def test_parallel_verifications_speculate_in_order_and_a_bad_task_stays_off_main
     passed = {v.sha for v in checks if v.outcome == "pass"}
     assert set(main_merges) <= passed
     assert [v.try_ for v in checks if v.tasks == "TASK-3" and v.outcome == "fail"][-2:] == [1, 2]
-    assert any(v.outcome == "discarded" for v in checks), "speculations on top of TASK-3 were rebuilt"
+    bad = {v.sha for v in checks if v.tasks == "TASK-3"}
+    assert all(v.outcome == "discarded" for v in checks if v.base in bad), "speculations on top of TASK-3 were rebuilt"
+
+
+def test_beside_a_failure_run_once_more_the_next_is_built_without_it(tmp_path):
+    """A failure usually repeats: while TASK-1's check runs again, TASK-2 is verified on main
+    without it (not on top of it), so a real failure costs one round, not two."""
+    p, log = project(tmp_path, sleep=0.5, toml="parallel = 2\n")
+    start = p.main()
+    p.add_task(1, "Add bad", {"BAD": "x\n"}, priority=1)
+    p.add_task(2, "Add two", good("two"), priority=2)
+    p.add_task(3, "Add three", good("three"), priority=3)
+
+    out = p.queue(code=1)
+
+    assert out["failed"] == ["TASK-1"] and out["merged"] == ["TASK-2", "TASK-3"], out
+    assert landed_order(p) == ["TASK-2", "TASK-3"] and not has_bad(p, "main")
+    with History(p.root, readonly=True) as history:
+        checks = history.verifications()
+    retry = next(v for v in checks if v.tasks == "TASK-1" and v.try_ == 2)
+    beside = [v for v in checks if v.tasks == "TASK-2" and v.base == start and not v.armed
+              and v.started <= retry.ended]
+    assert beside, [(v.tasks, v.base == start, v.try_, v.outcome) for v in checks]
+    assert git(p.root, "rev-parse", "main~1").strip() != start  # TASK-3 on top of TASK-2
+    assert git(p.root, "rev-parse", "main~2").strip() == start
+
+
+def test_a_flaky_pass_beside_the_next_lands_first_and_the_next_is_checked_again_on_it(tmp_path):
+    p, log = project(tmp_path, sleep=0.3, toml="parallel = 2\n")
+    p.add_task(1, "Add flaky", {**good("one"), "FLAKY": "x\n"}, priority=1)
+    p.add_task(2, "Add two", good("two"), priority=2)
+
+    out = p.queue(code=0)
+
+    assert out["merged"] == ["TASK-1", "TASK-2"] and landed_order(p) == ["TASK-1", "TASK-2"], out
+    with History(p.root, readonly=True) as history:
+        checks = history.verifications()
+    passed = {v.sha for v in checks if v.outcome == "pass"}
+    main_merges = git(p.root, "log", "--first-parent", "--merges", "--format=%H", "main").split()
+    assert set(main_merges) <= passed, "each landed merge passed its check as it landed"
 
 
 def test_parallel_3_is_much_faster_than_1(tmp_path):
