@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,11 +59,12 @@ class TickReport:
     repaired: list[str] = field(default_factory=list)  # one line per fix made by repair
     planned: list[Start] = field(default_factory=list)  # --dry-run: what would start
     busy: bool = False  # another tick held the lock
+    cut_short: bool = False  # stopped between handovers for the caller's more urgent work (Engine.yield_to)
     events: list[Happening] = field(default_factory=list)  # the lines above, in order, as data
 
     @property
     def changed(self) -> bool:
-        return bool(self.reaped or self.started)
+        return bool(self.reaped or self.started or self.cut_short)
 
     def add(self, where: str, happening: Happening) -> Happening:
         """Record one line: its text in the list WHERE (reaped, started, problems), and as an event."""
@@ -93,6 +94,9 @@ class Engine:
         self.queue_state = None  # a kanban.events.QueueState the merge queue sets, the live view reads
         self._aftercheck: AfterCheck | None = None
         self._unrecorded_pids: dict[int, tuple[int, int | None]] = {}  # ended runs' agent pids, by run id
+        # Asked between handovers: True stops the pass there (kanban run: a verification ended,
+        # and landing it, then starting the next, comes before the rest of the handovers).
+        self.yield_to: Callable[[], bool] | None = None
 
     @property
     def aftercheck(self) -> AfterCheck:
@@ -174,6 +178,8 @@ class Engine:
 
     def _reap(self, report: TickReport) -> None:
         for run in self.history.live_runs():
+            if self._cut_short(report):
+                return
             state = self.runner.poll(run.run_path(self.runner))
             if run.pid is None and state.agent_pid:
                 pid = (state.agent_pid, process_start_time(state.agent_pid))
@@ -204,6 +210,13 @@ class Engine:
                 report.add("reaped", self._hold(run, state.result, clean(str(exc)),
                                                 f"its {run.role} run could not be judged: {exc}",
                                                 f"its {_who(run.role)} run could not be judged: {exc}"))
+
+    def _cut_short(self, report: TickReport) -> bool:
+        """After a handover, whether the caller has more urgent work (`yield_to`: the run loop's
+        merge queue, whose verification ended): the pass stops there, the rest is the next one's."""
+        if report.changed and self.yield_to is not None and self.yield_to():
+            report.cut_short = True
+        return report.cut_short
 
     def _problem(self, task_id: str, text: str) -> Happening:
         return Happening("problem", _one_line(text), task_id, self._title(task_id))
@@ -526,6 +539,8 @@ class Engine:
         board = self._load()
         titles = {t.id: t.title for t in board.tasks()}
         for start in self._plan(board):
+            if self._cut_short(report):
+                return
             title = titles.get(start.task_id, "")
             if self._over_budget(start, report, title):
                 continue

@@ -395,6 +395,28 @@ def test_pool_is_never_exceeded_and_finishing_beats_starting(kit):
     assert all(r.started < third.started for r in early)
 
 
+def test_a_pass_stops_between_handovers_when_the_caller_has_more_urgent_work(kit):
+    """kanban run asks between handovers whether a verification ended (Engine.yield_to): the pass
+    stops after the handover in hand, and the next pass does the rest."""
+    from kanban.commands.tick import open_engine
+
+    p = kit(task_md("TASK-1") + task_md("TASK-2") + task_md("TASK-3"), pool_size=3)
+    p.set_rules([{"role": "task", "steps": [["commit"]]}])
+    engine = open_engine(p.root)
+    try:
+        asked = []
+        engine.yield_to = lambda: asked.append(1) or True
+        first = engine.tick()
+        assert len(first.started) == 1 and first.cut_short and asked == [1], first
+        wait_for(lambda: not any(engine.runner.poll(r.run_path(engine.runner)).running for r in p.runs()),
+                 what="TASK-1's agent to end")
+        engine.yield_to = None
+        rest = engine.tick()
+        assert len(rest.reaped) == 1 and len(rest.started) >= 2 and not rest.cut_short, rest
+    finally:
+        engine.history.close()
+
+
 # --- 12. idempotence --------------------------------------------------------------------------
 
 

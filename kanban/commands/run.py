@@ -134,6 +134,8 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
     idle_said = False
     hurried = 0  # passes in a row that went straight on
     failed_pass = ""  # --watch: why the last pass stopped (a half-typed board), shown once
+    if not no_merge:
+        engine.yield_to = lambda: _verification_ended(engine)
     while True:
         before = board_signature(engine.root)
         try:
