@@ -54,6 +54,7 @@ class Counts:
         self.in_drain = False
         self.sites: Counter[str] | None = None  # --sites: git processes by caller and subcommand
         self.wall: Counter[str] = Counter()  # seconds inside Engine.tick and the drains
+        self.git_cpu = 0.0  # CPU seconds of the git processes kanban waited for (children's rusage)
         self._undo: list[tuple[object, str, object]] = []
 
     def wrap(self, owner: object, attr: str, label: str, git_args=None) -> None:
@@ -62,13 +63,18 @@ class Counts:
         @functools.wraps(original)
         def counted(*args, **kwargs):
             self.calls[label] += 1
-            if git_args is not None:
-                argv = git_args(*args, **kwargs)
-                self.git[argv[0] if argv else "?"] += 1
-                self.git_in_drain += self.in_drain
-                if self.sites is not None:
-                    self.sites[f"{_caller()}: {' '.join(argv[:2 if argv[:1] == ['worktree'] else 1])}"] += 1
-            return original(*args, **kwargs)
+            if git_args is None:
+                return original(*args, **kwargs)
+            argv = git_args(*args, **kwargs)
+            self.git[argv[0] if argv else "?"] += 1
+            self.git_in_drain += self.in_drain
+            if self.sites is not None:
+                self.sites[f"{_caller()}: {' '.join(argv[:2 if argv[:1] == ['worktree'] else 1])}"] += 1
+            before = _children_cpu()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.git_cpu += _children_cpu() - before
 
         setattr(owner, attr, counted)
         self._undo.append((owner, attr, original))
@@ -81,6 +87,8 @@ class Counts:
         if hasattr(kgit, "_gitpython"):  # a kanban before git.py left GitPython (the "before" figures)
             self.wrap(kgit, "_gitpython", "git via GitPython", lambda cwd, args, env: list(args))
         self.wrap(kgit, "_exec", "git via subprocess", lambda cwd, args, **kw: list(args))
+        if hasattr(kgit, "_git_text"):
+            self.wrap(kgit, "_git_text", "git via GitPython", lambda cwd, args, env: list(args))
         self.wrap(kgit, "remove_worktree_in_background", "git in the background",
                   lambda root, path: ["worktree remove (background)"])
         self.wrap(store, "load_board", "store.load_board (every board read)")
@@ -116,6 +124,11 @@ class Counts:
     def uninstall(self) -> None:
         for owner, attr, original in reversed(self._undo):
             setattr(owner, attr, original)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _caller() -> str:
@@ -172,6 +185,7 @@ def main() -> int:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 load_before = os.getloadavg()[0]
                 cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+                children_before = _children_cpu()
                 began = time.monotonic()
                 if profile:
                     profile.enable()
@@ -180,6 +194,7 @@ def main() -> int:
                     profile.disable()
                 makespan = time.monotonic() - began
                 cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+                children = _children_cpu() - children_before
                 load_after = os.getloadavg()[0]
         finally:
             counts.uninstall()
@@ -202,6 +217,13 @@ def main() -> int:
     print(f"  engine wall: ticks {counts.wall['tick']:.1f} s ({1000 * counts.wall['tick'] / n:.0f} ms per task), "
           f"drains {counts.wall['drain']:.1f} s ({1000 * counts.wall['drain'] / n:.0f} ms per task); "
           f"engine CPU {cpu:.1f} s ({1000 * cpu / n:.0f} ms per task)")
+    agents_cpu = children - counts.git_cpu  # supervisors (the runner reaps them) and their agents
+    cores = os.cpu_count() or 1
+    floor = agents_cpu / cores
+    print(f"  CPU: kanban {cpu:.1f} s, its git {counts.git_cpu:.1f} s, supervisors and agents {agents_cpu:.1f} s "
+          f"= {(cpu + children) / n:.2f} CPU-s per task; {cores} CPUs")
+    print(f"  the agents' own CPU floor (supervisors and agents / CPUs, kanban costing nothing): {floor:.2f} s; "
+          f"makespan / max(lower bound, that floor) {makespan / max(lower, floor):.2f}")
     git_total = sum(counts.git.values())
     print(f"  git processes started in-process: {git_total} = {git_total / n:.1f} per task "
           f"(merge queue drains: {counts.git_in_drain / n:.1f} per task, the rest: "

@@ -36,8 +36,6 @@ import stat
 import subprocess
 import sys
 import time
-import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 
 from kanban import atomic, procs
@@ -74,7 +72,10 @@ def read_json(path: Path) -> dict | None:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    """UTC, to the millisecond, as datetime's isoformat writes it (without importing datetime:
+    every run's supervisor starts afresh)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}+00:00"
 
 
 def cancel_mode(run_dir: Path) -> str | None:
@@ -120,6 +121,8 @@ class Supervisor:
                 self.watch()
                 result = self.finish()
         except BaseException as exc:  # noqa: BLE001 - anything: the caller still needs a result
+            import traceback
+
             traceback.print_exc()
             result = self.fail(exc)
         write_json_atomic(self.run_dir / RESULT, result)
@@ -279,11 +282,11 @@ class Supervisor:
     def grace(self) -> float:
         return 0.0 if cancel_mode(self.run_dir) == "kill" else float(self.spec.get("grace", 5))
 
-    def members(self) -> list[procs.Proc]:
+    def members(self, table: list[procs.Proc] | None = None) -> list[procs.Proc]:
         """What is alive of the run: every descendant of ours (orphans included: we are their
         subreaper) and the agent's process group, should anything of it have got past us (no
         subreaper on this kernel). Zombies do not count (the leader's pins its pgid)."""
-        table = procs.table()
+        table = procs.table() if table is None else table
         assert self.proc is not None  # only asked about a run that started
         me, pgid = os.getpid(), self.proc.pid
         found = {p.pid: p for p in procs.descendants(me, table)}
@@ -325,30 +328,36 @@ class Supervisor:
         assert self.proc is not None  # run() calls it after start()
         pgid = self.proc.pid
         os.waitid(os.P_PID, pgid, os.WEXITED | os.WNOWAIT)  # the leader is done or dying
-        if self.members():  # what the agent left behind, in its group or daemonised
+        table: list[procs.Proc] | None = procs.table()
+        if self.members(table):  # what the agent left behind, in its group or daemonised
             self.stop_run(self.grace())
-        self.sweep()  # final sweep, while the zombie leader pins the pgid
+            table = None
+        # Final sweep, while the zombie leader pins the pgid. With nothing left a moment ago, the
+        # same look at /proc serves it: nothing of the run was alive to start anything since.
+        self.sweep(table)
         result = self.result(self.proc.wait())
         return self.settle(result)
 
-    def sweep(self) -> None:
+    def sweep(self, table: list[procs.Proc] | None = None) -> None:
         """SIGKILL until nothing of the run is left (up to REAP_LIMIT), reaping orphans that
         died as our children; never the leader, whose status proc.wait() collects."""
         end = time.monotonic() + REAP_LIMIT
         assert self.proc is not None  # only asked about a run that started
         while True:
             procs.signal_group(self.proc.pid, self.agent_start, signal.SIGKILL)
-            left = self.members()
+            table = procs.table() if table is None else table
+            left = self.members(table)
             for p in left:
                 procs.terminate(p.pid, p.start_time, signal.SIGKILL)
-            self.reap_orphans()
+            self.reap_orphans(table)
             if not left or time.monotonic() >= end:
                 return
+            table = None
             time.sleep(0.01)
 
-    def reap_orphans(self) -> None:
+    def reap_orphans(self, table: list[procs.Proc] | None = None) -> None:
         leader = self.proc.pid if self.proc is not None else None
-        for p in procs.table():
+        for p in procs.table() if table is None else table:
             if p.ppid == os.getpid() and p.dead and p.pid != leader:
                 try:
                     os.waitpid(p.pid, os.WNOHANG)
@@ -366,6 +375,8 @@ class Supervisor:
         try:
             problems = sandbox.settle(plan, self.spec.get("env") or {})
         except Exception as exc:  # noqa: BLE001 - the result must still be written
+            import traceback
+
             traceback.print_exc()
             problems = [f"could not settle the sandbox's git work: {type(exc).__name__}: {exc}"]
         if problems:
