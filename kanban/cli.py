@@ -188,8 +188,8 @@ def plan(
                                  help="Keep the valid tasks of a plan with problems, naming the rest."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """A planner agent proposes tasks for FEATURE; checked like a hand-written board and appended to TODO.md
-    under a level-1 heading, for you to edit. Nothing starts until 'tick' or 'run'."""
+    """A planner agent proposes tasks for FEATURE, checked like a board you wrote and appended to TODO.md
+    under a heading of their own, for you to edit. Nothing starts until 'tick' or 'run'."""
     from kanban.commands.plan import plan as run
 
     raise typer.Exit(run(_root(), feature, dry_run=dry_run, from_file=from_file, partial=partial, as_json=json_out))
