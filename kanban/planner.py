@@ -136,7 +136,7 @@ def check_plan(proposed: Sequence[Proposed], known: Iterable[str], source: str) 
         problems.setdefault(index, []).append(KanbanError(message, file=source, line=line, hint=hint))
 
     if not proposed:
-        add(-1, "the planner's answer holds no task entry", None,
+        add(-1, "the plan holds no task entry", None,
             "a task is a '## ' heading with its title, as in TODO.md; see prompts/planner.md for the format")
         return problems
     if len(proposed) > MAX_TASKS:
@@ -155,7 +155,9 @@ def check_plan(proposed: Sequence[Proposed], known: Iterable[str], source: str) 
     for i, p in enumerate(proposed):
         for message, hint, line in _entry_problems(p, known, labels):
             add(i, message, line, hint)
-    graph = {p.label: [d for d in p.depends() if d in labels] for p in proposed if p.label is not None}
+    # Depending on itself is named above, as the board names it: not a cycle as well.
+    graph = {p.label: [d for d in p.depends() if d in labels and d != p.label] for p in proposed
+             if p.label is not None}
     for cycle in _cycles(graph):
         first = proposed[labels[cycle[0]]]
         add(labels[cycle[0]], CYCLE_WORDS + " -> ".join(cycle), first.meta_lines.get("depends", first.line),
@@ -239,7 +241,7 @@ def keep_valid(proposed: Sequence[Proposed], problems: Mapping[int, list[KanbanE
 def number(proposed: Sequence[Proposed], taken: Iterable[str]) -> list[Planned]:
     """Fresh IDs for the entries, after the highest TASK-N TAKEN, and depends rewritten: a label
     of the plan becomes its new ID (a label wins over an existing task of the same ID), any other
-    ID stays as it is. Depends on an entry not in PROPOSED (left out) are dropped."""
+    ID stays as it is (keep_valid leaves out what depends on an entry left out)."""
     given = next_ids(set(taken), len(proposed))
     ids = {p.label: task_id for p, task_id in zip(proposed, given) if p.label is not None}
     out = []
