@@ -491,3 +491,20 @@ def test_a_todo_that_ends_inside_a_code_fence_is_refused_unchanged(kit):
     assert proc.returncode == 2 and "an unclosed code fence or HTML block above would hide them" in proc.stderr, \
         proc.stderr
     assert todo.read_bytes() == b"# TODO\n\n```\nan example never closed\n"
+
+
+def test_ctrl_c_stops_the_planner_and_records_it_cancelled(kit):
+    p = planning(kit, steps=[["hang"]], tasks="")
+    proc = subprocess.Popen([sys.executable, "-m", "kanban", "-C", str(p.root), "plan", "Greet people"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 30
+    while not p.events("start") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [start] = p.events("start")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "the planner was stopped" in err, err
+    [run] = planner_runs(p.root)
+    assert run.outcome == "cancelled" and run.ended is not None
+    assert not Path(f"/proc/{start['pid']}").exists() or b"zombie" in Path(f"/proc/{start['pid']}/status").read_bytes()
+    assert not paths.plan_checkout(p.root).exists() and git(p.root, "worktree", "list").count("\n") == 1

@@ -29,6 +29,7 @@ from kanban.planner import (
 )
 
 FROM_LIMIT = 1 << 20  # bytes of a --from file
+INTERRUPTED = 130
 
 
 def plan(root: Path, feature: str, *, dry_run: bool, from_file: Path | None, partial: bool, as_json: bool) -> int:
@@ -43,7 +44,11 @@ def plan(root: Path, feature: str, *, dry_run: bool, from_file: Path | None, par
     if from_file is not None:
         source, text = str(from_file), _read_from(from_file)
     else:
-        answer = _ask(root, config, feature, board_summary(board.tasks(), len(board.done_ids)))
+        try:
+            answer = _ask(root, config, feature, board_summary(board.tasks(), len(board.done_ids)))
+        except KeyboardInterrupt:
+            error("interrupted: the planner was stopped and recorded as cancelled; nothing was written")
+            return INTERRUPTED
         source, text = answer.source, answer.text
         if answer.failure:
             return _failed(root, config, answer, feature, as_json)
