@@ -49,30 +49,35 @@ def plan(root: Path, feature: str, *, dry_run: bool, from_file: Path | None, par
         except KeyboardInterrupt:
             error("interrupted: the planner was stopped and recorded as cancelled; nothing was written")
             return INTERRUPTED
-        source, text = answer.source, answer.text
         if answer.failure:
             return _failed(root, config, answer, feature, as_json)
-        if len(text.encode("utf-8")) >= _report_limit() - 3:
-            raise KanbanError(f"the planner's answer is over the {_report_limit() // 1024} KiB a report may have",
-                              file=source, hint="ask for a smaller feature, or plan it in parts")
+        source, text = answer.source, _answer_text(answer)
     proposed = read_plan(text, source)
     board = load_board(root)  # as it is now: the planner took a while
     problems = check_plan(proposed, board.all_ids(), source)
-    if partial:
-        kept, knocked = keep_valid(proposed, problems, source)
-    else:
-        kept, knocked = ([] if problems else list(range(len(proposed)))), []
+    kept, knocked = keep_valid(proposed, problems, source) if partial else (
+        [] if problems else list(range(len(proposed))), [])
     errors = sorted((p for ps in problems.values() for p in ps), key=lambda e: e.line or 0) + knocked
     title = heading(feature, time.strftime("%Y-%m-%d"))
     if not kept:
         some_valid = -1 not in problems and len(problems) < len(proposed)
         return _refused(root, feature, title, proposed, errors, source, answer, as_json, some_valid)
-    for problem in errors:
+    for problem in errors:  # --partial: what was left out, and why
         warn(str(problem))
     chosen = [proposed[i] for i in kept]
     planned = number(chosen, board.all_ids()) if dry_run else _write(root, title, chosen)
     return _show(root, feature, title, planned, proposed, kept, source, answer, as_json, errors,
                  written=not dry_run)
+
+
+def _answer_text(answer) -> str:
+    """The planner's report, refused when it filled the bytes a report is read to (it is cut off)."""
+    from kanban.agents import REPORT_READ_LIMIT
+
+    if len(answer.text.encode("utf-8")) >= REPORT_READ_LIMIT - 3:  # a character cut in two reads as U+FFFD
+        raise KanbanError(f"the planner's answer is over the {REPORT_READ_LIMIT // 1024} KiB a report may have",
+                          file=answer.source, hint="ask for a smaller feature, or plan it in parts")
+    return answer.text
 
 
 def _check_repository(root: Path, config) -> None:
@@ -93,12 +98,6 @@ def _ask(root: Path, config, feature: str, board_text: str):
 
     with History(root) as history:
         return run_planner(root, config, history, LocalRunner(root), feature, board_text)
-
-
-def _report_limit() -> int:
-    from kanban.agents import REPORT_READ_LIMIT
-
-    return REPORT_READ_LIMIT
 
 
 def _read_from(path: Path) -> str:
