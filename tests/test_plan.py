@@ -516,3 +516,20 @@ def test_an_answer_too_long_to_read_whole_is_refused(kit):
     proc = plan(p.root, "Long")
     assert proc.returncode == 2 and "the planner's answer is over the 64 KiB" in proc.stderr, proc.stderr
     assert outside_state(p.root) == before
+
+
+def test_the_repositorys_planner_template_wins_and_a_bad_one_stops_before_the_planner(kit):
+    p = planning(kit)
+    template = p.root / "prompts" / "planner.md"
+    template.write_text("Plan {{ feature }} for {{ main_branch }}; answer in {{ report_file }}.\n{{ board }}\n")
+    assert plan(p.root, "Greet people", "--dry-run").returncode == 0
+    prompt = (paths.plan_run_dir(p.root, 1) / "prompt.md").read_text()
+    report = paths.plan_checkout(p.root) / ".kanban-run" / "report.md"
+    assert prompt.startswith(f"Plan Greet people for main; answer in {report}.\nWaiting in TODO.md (1):\n"), prompt
+
+    template.write_text("Plan {{ feature }} with {{ nonsense }}.\n")
+    proc = plan(p.root, "Greet people", "--dry-run")
+    assert proc.returncode == 2 and "prompts/planner.md:1: unknown placeholder {{ nonsense }}" in proc.stderr, \
+        proc.stderr
+    assert len(planner_runs(p.root)) == 1 and len(p.events("start")) == 1  # no second planner started
+    assert not paths.plan_checkout(p.root).exists()
