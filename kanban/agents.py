@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kanban import git, paths
 from kanban.atomic import write_text_atomic
-from kanban.config import Config
+from kanban.config import ROLES, Config
 from kanban.errors import KanbanError
 from kanban.ids import branch_name
 from kanban.targets import covering_tests, stem_globs, wanted_stems
@@ -202,7 +202,8 @@ def idle_path(root: Path, config: Config) -> Path:
 def reuse_active(config: Config) -> bool:
     """Reuse is on, and no role is sandboxed: a reused worktree carries ignored files (and its git
     index) from one task's agent to the next, which the sandbox exists to prevent."""
-    return config.worktree.reuse and all(agent.sandbox == "none" for agent in config.roles.values())
+    # The pipeline's roles: the planner's checkout is never a task's worktree.
+    return config.worktree.reuse and all(config.agent_for(role).sandbox == "none" for role in ROLES)
 
 
 def idle_limit(config: Config) -> int:

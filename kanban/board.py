@@ -164,6 +164,47 @@ class BoardFile:
             hint="close the code fence (```) or HTML comment (<!-- ... -->) in this file",
         )
 
+    def append_section(self, blocks: Sequence[Sequence[str]]) -> list[Entry]:
+        """Add BLOCKS (lines ending in "\\n": prose, such as a level-1 heading, then one block per
+        entry, each starting with its `## ` line) at the very end of the file, in the file's own
+        newline style: the file's text is then its old text followed by theirs (a line ending
+        for a last line that had none, and a blank line, go between). Returns their entries.
+        A KanbanError when the text above would hide them (an unclosed code fence or HTML block)."""
+        nl = self.own_newline() or "\n"
+        new: list[list[str] | Entry] = []
+        entries = []
+        for block in blocks:
+            lines = [strip_ending(line) + nl for line in block]
+            if parse_heading(lines[0]) is not None:
+                entries.append(Entry(lines, 0))
+                new.append(entries[-1])
+            else:
+                new.append(lines)
+        prev = list(self.lines())
+        lead: list[str] = []
+        if prev and not line_ending(prev[-1]):
+            lead.append(nl)  # the file had no final newline: end its last line first
+        if prev and (lead or prev[-1].strip()):
+            lead.append(line_ending(prev[-1]) if line_ending(prev[-1]) == "\r" else nl)
+        before = len(split_lines("".join(prev + lead)))
+        old = _heading_spots(self.blocks)
+        offset = before
+        want = list(old)
+        for b in new:
+            want += [(line + offset, level, atx) for line, level, atx in _heading_spots([b])]
+            offset += len(b.lines if isinstance(b, Entry) else b)
+        candidate = [*self.blocks, *([lead] if lead else []), *new]
+        if _heading_spots(candidate) != want:
+            raise KanbanError(
+                "cannot add the tasks at the end of the file: an unclosed code fence or HTML block above would"
+                " hide them",
+                file=self.name,
+                hint="close the code fence (```) or HTML comment (<!-- ... -->) in this file",
+            )
+        self.blocks = candidate
+        self.mark_dirty()
+        return entries
+
 
 def _block_seqs(blocks: list[list[str] | Entry]) -> list[Sequence[str]]:
     """Each block's lines (an entry's may be a tuple, see Entry)."""
@@ -878,50 +919,49 @@ def _meta_ok(meta: Mapping[str, str]) -> bool:
 
 
 def _validate_meta(f: BoardFile, entry: Entry, meta: Mapping[str, str]) -> None:
+    for key, message, hint in meta_problems(str(entry.task_id), meta):
+        raise KanbanError(message, file=f.name, line=entry.meta_line_no(key), hint=hint)
+
+
+def meta_problems(name: str, meta: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(key, what is wrong, how to fix it) for each bad `priority` or `files` value of the task
+    NAME: the board's rules, which `kanban plan` applies to the planner's entries too."""
+    found = []
     if "priority" in meta:
         value = meta["priority"]
         if _bad_priority(value):
-            raise KanbanError(
-                f"priority of {entry.task_id} must be a whole number from 1 (most urgent), got {value!r}",
-                file=f.name,
-                line=entry.meta_line_no("priority"),
-                hint="write e.g. 'priority: 2'",
-            )
+            found.append(("priority", f"priority of {name} must be a whole number from 1 (most urgent), got {value!r}",
+                          "write e.g. 'priority: 2'"))
     if "files" in meta:
         for path in split_list(meta["files"]):
             if _bad_path(path):
-                raise KanbanError(
-                    f"files of {entry.task_id} names {path!r}, which is not a path inside the repository",
-                    file=f.name,
-                    line=entry.meta_line_no("files"),
-                    hint="use repository-relative paths or globs such as src/cache.py or src/**/*.py",
-                )
+                found.append(("files", f"files of {name} names {path!r}, which is not a path inside the repository",
+                              "use repository-relative paths or globs such as src/cache.py or src/**/*.py"))
+    return found
 
 
 def _validate_depends(known: set[str], f: BoardFile, entry: Entry, meta: Mapping[str, str]) -> None:
     if "depends" not in meta or entry.task_id is None and f.column is not Column.TODO:
         return
-    line = entry.meta_line_no("depends")
-    for dep in split_list(meta["depends"]):
+    for message, hint in depends_problems(entry.task_id, split_list(meta["depends"]), known):
+        raise KanbanError(message, file=f.name, line=entry.meta_line_no("depends"), hint=hint)
+
+
+def depends_problems(task_id: str | None, deps: Sequence[str], known: AbstractSet[str]) -> list[tuple[str, str]]:
+    """(what is wrong, how to fix it) for each entry of a depends line of TASK_ID (None: a new
+    heading) that is not an ID, not KNOWN, or the task itself."""
+    found = []
+    for dep in deps:
         if not is_valid_id(dep):
             shown = dep if len(dep) <= 60 else dep[:57] + "..."
-            raise KanbanError(
-                f"depends names {shown!r}, which is not a task ID",
-                file=f.name,
-                line=line,
-                hint="list IDs such as TASK-3, separated by commas",
-            )
-        if dep not in known:
-            raise KanbanError(
-                f"depends names {dep}, which is on no board file and not in CHANGELOG.md",
-                file=f.name,
-                line=line,
-                hint="fix the ID or remove it from depends",
-            )
-        if dep == entry.task_id:
-            raise KanbanError(
-                f"{dep} depends on itself", file=f.name, line=line, hint="remove it from its own depends line"
-            )
+            found.append((f"depends names {shown!r}, which is not a task ID",
+                          "list IDs such as TASK-3, separated by commas"))
+        elif dep not in known:
+            found.append((f"depends names {dep}, which is on no board file and not in CHANGELOG.md",
+                          "fix the ID or remove it from depends"))
+        elif dep == task_id:
+            found.append((f"{dep} depends on itself", "remove it from its own depends line"))
+    return found
 
 
 class _LastAcyclic:
@@ -946,6 +986,20 @@ def _check_cycles(located: list[tuple[BoardFile, Entry, Mapping[str, str]]], kno
         if entry.task_id:
             graph[entry.task_id] = [d for d in split_list(meta.get("depends", "")) if d in known]
             where[entry.task_id] = (f, entry)
+    cycle = find_cycle(graph)
+    if cycle is not None:
+        f, entry = where[cycle[0]]
+        raise KanbanError(CYCLE_WORDS + " -> ".join(cycle), file=f.name, line=entry.meta_line_no("depends"),
+                          hint=CYCLE_HINT)
+
+
+CYCLE_WORDS = "dependency cycle "
+CYCLE_HINT = "remove one of these depends so the chain has an end"
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """The first dependency cycle of GRAPH (ID -> the IDs it depends on), walked in its order,
+    as [A, B, ..., A]; None when every chain has an end. IDs not in GRAPH are ends."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
     for root in graph:
         if state.get(root):
@@ -961,18 +1015,12 @@ def _check_cycles(located: list[tuple[BoardFile, Entry, Mapping[str, str]]], kno
                 path.pop()
                 state[node] = 2
             elif state.get(child) == 1:
-                cycle = path[path.index(child):] + [child]
-                f, entry = where[cycle[0]]
-                raise KanbanError(
-                    "dependency cycle " + " -> ".join(cycle),
-                    file=f.name,
-                    line=entry.meta_line_no("depends"),
-                    hint="remove one of these depends so the chain has an end",
-                )
+                return path[path.index(child):] + [child]
             elif child in graph and not state.get(child):
                 state[child] = 1
                 path.append(child)
                 stack.append((child, iter(graph[child])))
+    return None
 
 
 def parse_id_list(text: str, *, what: str) -> list[str]:

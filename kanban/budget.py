@@ -182,26 +182,27 @@ def _live_spend(live: list[tuple[Any, dict[str, Any]]], *, task: str | None = No
     return total
 
 
-def budget_reason(history: History, config: Config, task_id: str, run_started_at: float | None,
+def budget_reason(history: History, config: Config, task_id: str | None, run_started_at: float | None,
                   *, now: float | None = None) -> str | None:
     """Why no new agent may start on `task_id` now, or None when every budget allows it.
 
     run_started_at: when the current `kanban run` began (time.time()), or None
     when there is none (a lone `kanban tick`): the run budget is then not checked.
+    task_id None: an agent of no task (the planner): the task budget is not checked.
     """
     limits = config.budget
     if not limits:
         return None
     live = live_costs(history, config)
     spend_task = spend_run = spend_day = None
-    if limits.task:
+    if limits.task and task_id is not None:
         spend_task = history.spend(task=task_id) + _live_spend(live, task=task_id)
     if limits.run and run_started_at is not None:
         spend_run = history.spend(since=run_started_at) + _live_spend(live, since=run_started_at)
     if limits.day:
         midnight = utc_midnight(now)
         spend_day = history.spend(since=midnight) + _live_spend(live, since=midnight)
-    return blocked(limits, spend_task, spend_run, spend_day, task_id)
+    return blocked(limits, spend_task, spend_run, spend_day, task_id or "this task")
 
 
 # --- the `budget` event ------------------------------------------------------------------

@@ -177,6 +177,24 @@ def run_(
     raise typer.Exit(run(_root(), no_merge=no_merge, watch=watch))
 
 
+@app.command()
+def plan(
+    feature: str = typer.Argument(..., metavar="FEATURE", help="What to plan, in one line: it names the plan."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan as it would be written; change nothing."),
+    from_file: Path | None = typer.Option(None, "--from", metavar="FILE",
+                                          help="Take the plan from FILE (an earlier answer, or what --dry-run "
+                                               "printed) instead of asking the planner."),
+    partial: bool = typer.Option(False, "--partial",
+                                 help="Keep the valid tasks of a plan with problems, naming the rest."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """A planner agent proposes tasks for FEATURE, checked like a board you wrote and appended to TODO.md
+    under a heading of their own, for you to edit. Nothing starts until 'tick' or 'run'."""
+    from kanban.commands.plan import plan as run
+
+    raise typer.Exit(run(_root(), feature, dry_run=dry_run, from_file=from_file, partial=partial, as_json=json_out))
+
+
 @app.command("merge-queue")
 def merge_queue(
     batch: bool = typer.Option(False, "--batch", help="Merge tasks with disjoint changes together, verified once."),

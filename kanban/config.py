@@ -27,7 +27,9 @@ PYPROJECT_PREFIX = ("tool", "kanban")
 
 PRESETS = ("claude", "codex", "aider", "demo")
 MERGE_MODES = ("serial", "batch")
-ROLES = tuple(role.value for role in Role)
+ROLES = tuple(role.value for role in Role)  # the pipeline's roles, one per active column
+PLANNER = "planner"  # the agent of `kanban plan`: a role of its own, outside the pipeline
+AGENT_ROLES = (*ROLES, PLANNER)  # every [agent.<role>] table
 
 DURATION_HINT = 'use a duration like "15m", "90s" or "1h30m"'
 ARGV_HINT = 'write a command as a list of strings, e.g. ["npm", "ci"]'
@@ -212,12 +214,12 @@ class Config:
 
     def __post_init__(self) -> None:
         # Roles not given explicitly take the [agent] defaults.
-        object.__setattr__(self, "roles", {**{r: self.agent for r in ROLES}, **self.roles})
+        object.__setattr__(self, "roles", {**{r: self.agent for r in AGENT_ROLES}, **self.roles})
 
     def agent_for(self, role: str | Role) -> AgentConfig:
         name = role.value if isinstance(role, Role) else role
         if name not in self.roles:
-            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(AGENT_ROLES)}")
         return self.roles[name]
 
 
@@ -554,7 +556,7 @@ class _Loader:
         agent = self.agent(data.get("agent", {}), ("agent",), AgentConfig(), with_roles=True)
         roles = {
             role: self.agent(data["agent"][role], ("agent", role), agent, with_roles=False)
-            for role in ROLES
+            for role in AGENT_ROLES
             if role in data.get("agent", {})
         }
         defaults = Config()
@@ -655,7 +657,7 @@ class _Loader:
     def agent(
         self, value: Any, path: KeyPath, base: AgentConfig, *, with_roles: bool
     ) -> AgentConfig:
-        table = self.table(value, path, AGENT_KEYS + (ROLES if with_roles else ()))
+        table = self.table(value, path, AGENT_KEYS + (AGENT_ROLES if with_roles else ()))
         fields: dict[str, Any] = {}
         if "preset" in table:
             fields["preset"] = self.choice(table["preset"], path + ("preset",), PRESETS)
@@ -1019,6 +1021,9 @@ sandbox = "none"              # "bwrap": each agent in bubblewrap, writing only 
 # timeout = "10m"
 
 [agent.tester]
+
+[agent.planner]               # `kanban plan`: proposes tasks for TODO.md, in a throwaway checkout of main
+# timeout = "10m"
 
 [worktree]
 copy = []                     # ignored files each new worktree needs, e.g. [".env"]

@@ -9,6 +9,8 @@ steered by `demo:` lines in the task's description:
     demo: reject-first       the first review rejects
     demo: test-fail-first    the first test run fails
     demo: no-verdict         reviewers and testers write a report without a verdict line
+
+As the planner (`kanban plan`) it proposes three tasks for the feature its prompt names.
 """
 
 from __future__ import annotations
@@ -114,6 +116,34 @@ def tester_role(task_id: str, attempt: int, d: dict[str, str]) -> int:
     return 0
 
 
+def planner_role(prompt: str) -> int:
+    """Three tasks for the feature named on the line after "...this feature:" in the prompt."""
+    lines = prompt.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.rstrip().endswith("feature:")), None)
+    named = [line.strip() for line in lines[at + 1:] if line.strip()][:1] if at is not None else []
+    feature = named[0] if named else "the feature"
+    work(random.uniform(0.2, 0.5))
+    report(f"""## NEW-1: Core of {feature}
+priority: 2
+files: demo/core.md
+
+Write the core of {feature}, with its tests.
+
+## NEW-2: Command line for {feature}
+depends: NEW-1
+files: demo/cli.md
+
+Expose the core on the command line.
+
+## NEW-3: Document {feature}
+depends: NEW-1
+files: demo/docs.md
+
+Say in the README how to use it.""")
+    say("proposed 3 tasks")
+    return 0
+
+
 ROLES = {"task": task_role, "reviewer": reviewer_role, "tester": tester_role}
 
 
@@ -124,6 +154,8 @@ def main(argv: list[str]) -> int:
     task_id = os.environ.get("KANBAN_TASK_ID", "TASK-0")
     attempt = int(os.environ.get("KANBAN_ATTEMPT", "1"))
     say(f"demo agent: {role} for {task_id}, attempt {attempt}")
+    if role == "planner":
+        return planner_role(prompt)
     return ROLES[role](task_id, attempt, directives(prompt))
 
 

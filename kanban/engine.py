@@ -17,7 +17,7 @@ from typing import Any
 from kanban import agents, git, locks, paths
 from kanban.aftercheck import AfterCheck
 from kanban.board import Board, BoardFile, to_task
-from kanban.config import Config
+from kanban.config import PLANNER, Config
 from kanban.entry import Entry
 from kanban.errors import KanbanError
 from kanban.events import BUDGET_REACHED, Happening
@@ -170,8 +170,9 @@ class Engine:
             update(self.root, lambda board: board.assign_ids())
 
     def _plan(self, board: Board) -> list[Start]:
-        # A test command run holds its task (and a pool slot) like the tester it stands for.
-        running = {r.task: Role.TESTER if r.role == TEST_RUN else Role(r.role) for r in self.history.live_runs()}
+        # A run of `[test] command` holds its task (and a pool slot) like the tester it stands for; the
+        # planner of `kanban plan` holds a slot, and no task ("plan" is never a task's ID).
+        running = {r.task: _slot_role(r.role) for r in self.history.live_runs()}
         return plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
 
     # -- reaping -------------------------------------------------------------------
@@ -180,6 +181,9 @@ class Engine:
         for run in self.history.live_runs():
             if self._cut_short(report):
                 return
+            if run.role == PLANNER:  # `kanban plan`'s own, judged there; settled here only once nobody's
+                self._reap_planner(run, report)
+                continue
             state = self.runner.poll(run.run_path(self.runner))
             if run.pid is None and state.agent_pid:
                 pid = (state.agent_pid, process_start_time(state.agent_pid))
@@ -217,6 +221,15 @@ class Engine:
         if report.changed and self.yield_to is not None and self.yield_to():
             report.cut_short = True
         return report.cut_short
+
+    def _reap_planner(self, run: Run, report: TickReport) -> None:
+        """A planner run that ended after its `kanban plan` was killed: recorded as failed (its cost
+        too), so that it neither holds a slot nor counts as running any more."""
+        from kanban import planrun
+
+        if not self.runner.poll(run.run_path(self.runner)).running and planrun.abandoned(self.root):
+            for line in planrun.settle(self.root, self.config, self.history, self.runner, stop=False):
+                report.add("reaped", Happening("info", line))
 
     def _problem(self, task_id: str, text: str) -> Happening:
         return Happening("problem", _one_line(text), task_id, self._title(task_id))
@@ -336,7 +349,7 @@ class Engine:
 
     def _judge_process(self, run: Run, result: dict | None) -> tuple[bool, str]:
         """How the process ended: timeouts, stalls, crashes and exit status."""
-        why = _ended_badly(run, result)
+        why = ended_badly(run, result)
         if why:
             return False, why
         code = result.get("exit_code") if result else None
@@ -349,7 +362,7 @@ class Engine:
         tester has failed (its CLI exits 0 whatever the model concluded), while a custom
         command's exit status answers.
         """
-        bad = _ended_badly(run, result)
+        bad = ended_badly(run, result)
         if bad:
             return False, bad  # timed out, stalled, crashed, stopped: no verdict counts
         ok, why = self._judge_process(run, result)
@@ -769,6 +782,14 @@ def _transition_words(task: str, event: Event, column: Column, escalated: bool, 
     return "info", f"{task} {event.value.replace('_', ' ')}"
 
 
+def _slot_role(role: str) -> Role:
+    """The role a live run holds its pool slot as: the test command's as the tester's, the planner's
+    as a task agent's (of no task on the board)."""
+    if role == TEST_RUN:
+        return Role.TESTER
+    return Role.TASK if role == PLANNER else Role(role)
+
+
 def _retry_limit(config: Config, role: str) -> float | None:
     return None if role == TEST_RUN else config.agent_for(role).retry_limit
 
@@ -783,7 +804,7 @@ def _idle_lines(config: Config, role: str) -> tuple[str, ...]:
     return tuple(getattr(preset, "idle_lines", ())) if preset else ()
 
 
-def _ended_badly(run: Run, result: dict | None) -> str | None:
+def ended_badly(run: Run, result: dict | None) -> str | None:
     """Why a run ended without a usable exit status, or None when it exited by itself."""
     if result is None:
         return "its supervisor and the process vanished without a result"

@@ -373,6 +373,16 @@ def add_worktree(root: Path, path: Path, branch: str, base: str) -> None:
             run(root, "worktree", "add", *args)
 
 
+def add_detached_worktree(root: Path, path: Path, commit: str) -> None:
+    """Create `path` with COMMIT checked out, on no branch (a checkout whose commits go nowhere)."""
+    with _worktree_lock(root):
+        try:
+            run(root, "worktree", "add", "--detach", str(path), commit)
+        except GitError:
+            run(root, "worktree", "prune")  # a stale registration (worktree deleted by hand): clear, try again
+            run(root, "worktree", "add", "--detach", str(path), commit)
+
+
 def worktree_gitdir(path: Path) -> Path | None:
     """The private git directory of a linked worktree, read from its `.git` file."""
     text = _small_file(path / ".git")

@@ -40,6 +40,18 @@ def error(message: str) -> None:
     sys.stderr.flush()
 
 
+def note(message: str) -> None:
+    """A line for the person on stderr, where stdout carries the command's output (a plan)."""
+    err_console().print(message, markup=False)
+
+
+def emit_text(text: str) -> None:
+    """TEXT on stdout exactly as it is (markdown meant to be saved or piped): no markup, wrapping
+    or emoji codes."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()

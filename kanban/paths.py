@@ -25,6 +25,9 @@ BOARD_LOCK = "board.lock"
 TICK_LOCK = "tick.lock"
 MERGE_LOCK = "merge.lock"
 RUN_LOCK = "run.lock"
+PLAN_LOCK = "plan.lock"
+PLAN_TASK = "plan"  # the history's task of planner runs: never a task ID (no "-N"), so never a task's
+PLAN_CHECKOUT = "plan"  # the planner's checkout of main, .kanban/plan
 WORKTREE_LOCK = "kanban-worktree.lock"  # in the common git directory, not in .kanban
 IDLE_DIR = ".idle"  # the warm worktrees' waiting room, in the worktree folder
 
@@ -47,6 +50,21 @@ def run_dir(root: Path, task_id: str, role: str, attempt: int) -> Path:
     from kanban.ids import check_id  # not at the top: kanban.errors imports this module
 
     return runs_dir(root) / check_id(task_id) / f"{role}-{attempt}"
+
+
+def plan_run_dir(root: Path, attempt: int) -> Path:
+    """.kanban/runs/plan/planner-<n>: one `kanban plan` planner run's spec, prompt, log and report."""
+    return runs_dir(root) / PLAN_TASK / f"planner-{attempt}"
+
+
+def plan_checkout(root: Path) -> Path:
+    """.kanban/plan: the planner's detached checkout of main, there only while it runs."""
+    return state_dir(root) / PLAN_CHECKOUT
+
+
+def plan_lock(root: Path) -> Path:
+    """Held by a `kanban plan` from before its planner starts until its run is recorded."""
+    return state_dir(root) / PLAN_LOCK
 
 
 def sandbox_private(root: Path, run_dir: Path) -> Path:

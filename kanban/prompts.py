@@ -13,11 +13,12 @@ from pathlib import Path
 
 from kanban.errors import KanbanError
 
-ROLE_TEMPLATES = {"task": "task.md", "reviewer": "reviewer.md", "tester": "tester.md"}
+ROLE_TEMPLATES = {"task": "task.md", "reviewer": "reviewer.md", "tester": "tester.md", "planner": "planner.md"}
 PLACEHOLDERS = (
     "task_id", "title", "body", "priority", "depends", "files", "track", "role", "attempt",
     "branch", "main_branch", "worktree", "report_file", "feedback", "notes",
     "changed_files", "tests", "conflicts", "test_command", "verdict",
+    "feature", "board",  # the planner's: what to plan, and the board as it stands
 )
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 

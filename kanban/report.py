@@ -10,6 +10,7 @@ from kanban import paths
 from kanban.history import History
 
 LOG_LINES = 8
+ROLES = ("task", "reviewer", "tester", "planner")  # the planner: `kanban plan`'s runs, of no task
 
 
 def build_report(root: Path) -> str:
@@ -39,8 +40,11 @@ def _totals(runs, events) -> list[str]:
     span = (max(r.ended for r in finished) - min(r.started for r in finished)) if finished else 0.0
     priced = [r for r in runs if r.cost_usd is not None]
     unpriced = [r for r in runs if r.cost_usd is None and r.tokens]
+    plans = sum(1 for r in runs if r.task == paths.PLAN_TASK)
     lines = ["## Totals", "",
-             f"- tasks: {len({r.task for r in runs})} worked on, {len(merged)} merged, {len(escalated)} escalated",
+             f"- tasks: {len({r.task for r in runs if r.task != paths.PLAN_TASK})} worked on, {len(merged)} merged, "
+             f"{len(escalated)} escalated" + (f"; plans: {plans} planner run{'s' if plans != 1 else ''}" if plans
+                                              else ""),
              f"- agent runs: {len(runs)} ({sum(1 for r in finished if r.outcome == 'ok')} succeeded, "
              f"{sum(1 for r in finished if r.outcome != 'ok')} failed, {len(runs) - len(finished)} running)",
              f"- timeouts: {sum(r.timed_out for r in runs)}, stalls: {sum(r.stalled for r in runs)}",
@@ -86,7 +90,7 @@ def _cost_of(runs) -> str:
 def _cost_per_role(runs) -> list[str]:
     lines = ["## Cost per role", "", "| role | runs | cost | tokens | in | out |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for role in ("task", "reviewer", "tester"):
+    for role in ROLES:
         rs = [r for r in runs if r.role == role]
         if rs:
             lines.append(f"| {role} | {len(rs)} | {_cost_of(rs)} | {_count(sum(r.tokens or 0 for r in rs))} "
@@ -116,7 +120,7 @@ def _per_role(runs) -> list[str]:
         if r.ended:
             by_role[r.role].append(r.ended - r.started)
     lines = ["## Time per role", "", "| role | runs | total | mean | longest |", "| --- | --- | --- | --- | --- |"]
-    for role in ("task", "reviewer", "tester"):
+    for role in ROLES:
         times = by_role.get(role, [])
         if times:
             lines.append(f"| {role} | {len(times)} | {_dur(sum(times))} | {_dur(sum(times) / len(times))} "
@@ -127,7 +131,8 @@ def _per_role(runs) -> list[str]:
 def _per_task(runs, events) -> list[str]:
     by_task = defaultdict(list)
     for r in runs:
-        by_task[r.task].append(r)
+        if r.task != paths.PLAN_TASK:  # the planner's runs are in the role tables, not a task's
+            by_task[r.task].append(r)
     outcome = {}
     for e in events:
         if e[2] in ("merged", "escalated"):

@@ -40,10 +40,10 @@ def find_program(program: str, env: dict[str, str]) -> str | None:
     return shutil.which(program, path=env.get("PATH", ""))
 
 
-def problems(root: Path, config: Config) -> list[Problem]:
-    """Each distinct reason an agent cannot start, with the roles it affects."""
+def problems(root: Path, config: Config, roles: tuple[str, ...] = ROLES) -> list[Problem]:
+    """Each distinct reason an agent of ROLES (the pipeline's) cannot start, with the roles it affects."""
     found: dict[tuple[str, str], list[str]] = {}
-    for role in ROLES:
+    for role in roles:
         agent = config.agent_for(role)
         env = role_env(root, config, role)
         program = executable_for(agent)
@@ -72,9 +72,9 @@ def sandbox_problem(config: Config) -> Problem | None:
                                    'bubblewrap) or set sandbox = "none" in kanban.toml')
 
 
-def check(root: Path, config: Config) -> None:
-    """KanbanError (exit 2) naming the roles and the fix when any agent cannot start."""
-    found = problems(root, config) + [p for p in [sandbox_problem(config)] if p]
+def check(root: Path, config: Config, roles: tuple[str, ...] = ROLES) -> None:
+    """KanbanError (exit 2) naming the roles and the fix when any agent of ROLES cannot start."""
+    found = problems(root, config, roles) + [p for p in [sandbox_problem(config)] if p and set(p.roles) & set(roles)]
     if not found:
         return
     lines = [f"{_where(p.roles)} cannot start: {p.message}" for p in found]

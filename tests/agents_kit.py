@@ -77,6 +77,8 @@ def step(op, *args):
         say(f"committed {path}")
     elif op == "write":
         Path(args[0]).write_text(args[1])
+    elif op == "git":  # any git command in the agent's checkout (a planner that misbehaves)
+        git(*args)
     elif op == "report":
         Path(env["KANBAN_REPORT_FILE"]).write_text(args[0] + "\n")
     elif op == "spawn":  # grandchildren in our process group, one deaf to SIGTERM

@@ -100,7 +100,7 @@ def test_no_files_gives_defaults(tmp_path):
     assert config.agent == AgentConfig()
     assert config.agent.timeout == 900 and config.agent.stall == 300
     assert config.agent.kill_grace == 5.0 and config.agent.preset == "claude"
-    assert set(config.roles) == {"task", "reviewer", "tester"}
+    assert set(config.roles) == {"task", "reviewer", "tester", "planner"}
     assert all(agent == config.agent for agent in config.roles.values())
     assert config.env.allow == DEFAULT_ENV_ALLOW and config.env.deny == DEFAULT_ENV_DENY
     assert config.checks == ()

@@ -98,7 +98,7 @@ def parser_keys() -> dict[str, set[str]]:
             found[SPECIAL_SECTIONS.get(prefix, prefix.lower())] = set(value)
     tables_ = {section.split(".")[0] for section in found if section}
     found[""] -= tables_
-    for role in config.ROLES:
+    for role in config.AGENT_ROLES:  # the planner's table too
         found[f"agent.{role}"] = set(found["agent"])
     return found
 
@@ -362,6 +362,7 @@ JSON_RUNS = {  # command -> the argv that produces its --json output in a fresh 
     "tick": ["tick", "--dry-run", "--json"],
     "merge-queue": ["merge-queue", "--dry-run", "--json"],
     "preflight": ["preflight", "--json"],
+    "plan": ["plan", "Log in with OAuth", "--dry-run", "--json"],  # the demo preset's planner
 }
 
 

@@ -534,3 +534,72 @@ def test_a_budget_of_a_few_cents_stops_new_starts_with_a_note_and_a_status_line(
     status = run_cli(p.root, "status", check_code=0).stdout
     assert "budget" in status.lower(), status
     assert not model.unexpected, model.unexpected
+
+
+# --- kanban plan: the planner is the real CLI ----------------------------------------------------------
+
+PLAN_ANSWER = """## NEW-1: Add hello.txt
+priority: 2
+files: hello.txt
+
+Create hello.txt saying hello.
+
+## NEW-2: Add bye.txt
+depends: NEW-1, TASK-1
+files: bye.txt
+
+Create bye.txt saying goodbye.
+"""
+
+
+@pytest.mark.timeout(180)
+def test_kanban_plan_with_the_real_cli_appends_the_planners_tasks_to_todo(repo, cli, projects):
+    """The planner preset's CLI against the scripted model: the model writes the plan to the report
+    file its prompt names, through the CLI's own shell tool; `kanban plan` (the real entry point)
+    numbers it after the board's IDs, appends it to TODO.md, records the run's tokens and cost."""
+    prompts, unexpected = [], []
+
+    def model(ctx: Context):
+        if "You are the planner for this repository" not in ctx.prompt:
+            unexpected.append(ctx.prompt[-300:])
+            return say("Nothing to do.")
+        prompts.append(ctx.prompt)
+        if ctx.turn == 0:
+            return run(write_file(ctx.report_file, PLAN_ANSWER)) if ctx.report_file else say("No report file.")
+        return say("Planned two tasks.")
+
+    with SERVERS[cli.name](model) as server:
+        p = projects(repo, task_md("TASK-1", "Existing work", files="x.txt"), preset=cli.name,
+                     extra_args=cli.extra_args(server.base_url))
+        cli.give_key(server)
+        todo = (p.root / "TODO.md").read_bytes()
+        main = git(p.root, "rev-parse", "main")
+        with cli.watch() as watch:
+            proc = run_cli(p.root, "plan", "Say hello and goodbye")
+        errors = list(server.errors)
+    [run_row] = [r for r in p.runs() if r.role == "planner"]
+    why = (proc.returncode, proc.stdout, proc.stderr, unexpected, errors, run_row,
+           agent_log(p.root, "plan", "planner", 1)[-2500:])
+    assert proc.returncode == 0, why
+    day = time.strftime("%Y-%m-%d")
+    assert (p.root / "TODO.md").read_bytes() == todo + (
+        f"# Plan: Say hello and goodbye ({day})\n\n"
+        "## TASK-2: Add hello.txt\npriority: 2\nfiles: hello.txt\n\nCreate hello.txt saying hello.\n\n"
+        "## TASK-3: Add bye.txt\ndepends: TASK-2, TASK-1\nfiles: bye.txt\n\nCreate bye.txt saying goodbye.\n"
+    ).encode(), why
+    assert "TASK-2, TASK-3" in proc.stdout, proc.stdout
+    # the prompt gave the feature, the board as it stands and the report path in the checkout
+    assert prompts and "Say hello and goodbye" in prompts[0] and "TASK-1: Existing work" in prompts[0]
+    assert f"{p.root}/.kanban/plan/.kanban-run/report.md" in prompts[0]
+    assert (run_row.task, run_row.outcome, run_row.reason) == ("plan", "ok", None), why
+    assert (run_row.tokens or 0) > 0, why  # its usage reached the history
+    if cli.name == "claude":
+        assert run_row.cost_usd is not None, why
+    report = run_cli(p.root, "report", check_code=0).stdout
+    assert "| planner | 1 |" in report, report
+    # nothing started, main and the checkout as they were, no process left
+    assert p.column("TASK-2") == "TODO" and git(p.root, "rev-parse", "main") == main
+    assert git(p.root, "worktree", "list").count("\n") == 1
+    assert unexpected == [] and errors == [], why
+    assert watch.saw(cli.name), watch.seen
+    assert cli.leftovers() == []

@@ -214,8 +214,11 @@ def _verification_ended(engine) -> bool:
 
 
 def _running(engine) -> list[Path]:
-    """The run directories of everything running: agents, and the merge queue's verifications."""
-    return ([r.run_path(engine.runner) for r in engine.history.live_runs()]
+    """The run directories of everything running: agents, and the merge queue's verifications. Not a
+    planner's: `kanban plan` waits for it, and nothing on the board does."""
+    from kanban.config import PLANNER
+
+    return ([r.run_path(engine.runner) for r in engine.history.live_runs() if r.role != PLANNER]
             + [v.run_path(engine.runner) for v in engine.history.live_verifications() if v.ref])
 
 
