@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,13 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
         path.rmdir()  # an empty directory holds no work: a `git worktree add` killed before its checkout
     if path.exists() and _repair_moved(root, path):
         return ensure_worktree(root, config, task_id)  # a `git worktree move` killed midway, put right
+    if path.exists() and _dead_link(root, path):
+        # The same move, its record pruned since (found by the crash soak): kanban's own leftover, the
+        # task's commits safe on its branch. Out of the way into the trash (removed once stale).
+        idle = idle_path(root, config)
+        idle.mkdir(parents=True, exist_ok=True)
+        os.rename(path, idle / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}")
+        return ensure_worktree(root, config, task_id)
     if path.exists():
         raise KanbanError(f"{path} exists but is not a git worktree", hint="move it away and run kanban again")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +323,16 @@ def _repair_moved(root: Path, path: Path) -> bool:
         return False
     git.run(root, "worktree", "repair", str(path), check=False)
     return _linked(path, common) is not None
+
+
+def _dead_link(root: Path, path: Path) -> bool:
+    """PATH is a folder whose `.git` names a record under the repository's worktrees that git no
+    longer has (pruned): a checkout of kanban's nobody can use, not a person's folder."""
+    if path.is_symlink() or not path.is_dir() or (path / ".git").is_symlink() or not (path / ".git").is_file():
+        return False
+    admin = git.worktree_gitdir(path)
+    return admin is not None and not admin.exists() and \
+        admin.parent.resolve() == (_common_dir(root) / "worktrees").resolve()
 
 
 def _stray_slots(root: Path, idle: Path, recorded: dict) -> None:

@@ -365,6 +365,30 @@ def test_a_move_killed_between_its_rename_and_gits_record_is_put_right(repo):
     assert listed(repo) == [".", ".worktrees/.idle/0"]
 
 
+def test_a_move_killed_midway_whose_record_was_pruned_since_is_trashed_and_the_task_starts(repo):
+    """Found by the crash soak: a pick killed inside its `git worktree move` (folder renamed, record
+    not updated), then the record pruned (repair): the task's folder is a checkout nobody can use.
+    Its next pick puts it in the trash and makes the task's worktree afresh, instead of failing
+    every attempt with "exists but is not a git worktree"."""
+    import os
+
+    config = load_config(project(repo))
+    agents.ensure_worktree(repo, config, "TASK-1")
+    finish(repo, config, "TASK-1")
+    (slot,) = agents.idle_worktrees(repo, config)
+    agents._switch(repo, slot, "kanban/TASK-2", "main")
+    os.rename(slot, repo / ".worktrees" / "TASK-2")  # the pick killed inside its move
+    git(repo, "worktree", "prune")  # and its record pruned since
+    (repo / ".worktrees" / "TASK-2" / "left-behind.txt").write_text("x\n")
+
+    path = agents.ensure_worktree(repo, config, "TASK-2")
+
+    assert kgit.worktree_branch(path) == "kanban/TASK-2" and not (path / "left-behind.txt").exists()
+    assert listed(repo) == [".", ".worktrees/TASK-2"]
+    trash = [c for c in (repo / ".worktrees" / ".idle").iterdir() if c.name.startswith(agents.TRASH_PREFIX)]
+    assert len(trash) == 1 and (trash[0] / "left-behind.txt").exists()
+
+
 def test_idle_worktrees_are_no_stale_task_worktrees_for_repair_or_preflight(kit):
     from kanban.commands.preflight import _stale
     from kanban.repair import find_problems, repair
