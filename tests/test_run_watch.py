@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 ESCALATED = frozenset({"ESCALATED"})
 
 
-def wait_for(condition, timeout: float = 15.0, what: str = "the condition", proc=None) -> None:
+def wait_for(condition, timeout: float = 40.0, what: str = "the condition", proc=None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if proc is not None and proc.poll() is not None:
