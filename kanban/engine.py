@@ -28,7 +28,7 @@ from kanban.model import COLUMN_FILES, COLUMN_ROLE, ESCALATED, READY_STATUS, RET
 from kanban.presets import build_argv, cli_error, missing_credentials
 from kanban.procs import process_start_time
 from kanban.prompts import render_role
-from kanban.runner import LocalRunner, Runner
+from kanban.runner import Runner
 from kanban.scheduler import Start, plan
 from kanban.store import update
 from kanban.untrusted import clean, read_capped
@@ -87,7 +87,11 @@ class Engine:
         self.root = root
         self.config = config
         self.history = history
-        self.runner = runner or LocalRunner(root)
+        if runner is None:
+            from kanban.executors import runner_for
+
+            runner = runner_for(root, config)
+        self.runner = runner
         self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
         self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
         self.queue_state = None  # a kanban.events.QueueState the merge queue sets, the live view reads
