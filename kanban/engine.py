@@ -192,6 +192,13 @@ class Engine:
                 state = self.runner.poll(run.run_path(self.runner))
             if state.running:
                 continue
+            infra = self._infra_failures(run, state.result)
+            if infra is not None:
+                report.add("problems", self._problem(run.task, f"{run.task} {_who(run.role)}: {infra}"))
+                report.add("reaped", self._hold(run, state.result, "infrastructure failure",
+                                                f"{_stamp()} its {run.role} run was lost by the cluster: {infra}",
+                                                f"the cluster lost its {_who(run.role)} run (not a strike)"))
+                continue
             try:
                 found = self.aftercheck.after_run(run.task, agents.worktree_path(self.root, self.config, run.task))
                 if found:  # a run that reached into the shared repository is not judged at all
@@ -208,6 +215,17 @@ class Engine:
                 report.add("reaped", self._hold(run, state.result, clean(str(exc)),
                                                 f"its {run.role} run could not be judged: {exc}",
                                                 f"its {_who(run.role)} run could not be judged: {exc}"))
+
+    def _infra_failures(self, run: Run, result: dict | None) -> str | None:
+        """Record the tries the executor's infrastructure lost (a dead node, a lost job, a failed
+        push: never the agent's strike); what to hold the task for when the last try was lost too."""
+        if not result or not result.get("infra_failures"):
+            return None
+        errors = [clean(str(e), max_bytes=300) for e in (result.get("infra_errors") or [])][-5:]
+        self.history.event(run.task, "infra_failure",
+                           detail=f"{run.role} attempt {run.attempt}: {result['infra_failures']} lost: "
+                                  + "; ".join(errors))
+        return clean(str(result.get("error") or ""), max_bytes=500) if result.get("infra") else None
 
     def _problem(self, task_id: str, text: str) -> Happening:
         return Happening("problem", _one_line(text), task_id, self._title(task_id))

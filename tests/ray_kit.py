@@ -41,9 +41,23 @@ class Cluster:
         self.slots = slots
         self.cpus = cpus
         self.ips: list[str] = []
+        self.attached = False
         self.env = {**os.environ, "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
                     "RAY_health_check_initial_delay_ms": "500", "RAY_JOB_STOP_WAIT_TIME_S": "3",
                     "RAY_USAGE_STATS_ENABLED": "0"}
+
+    @classmethod
+    def attach(cls, record: Path) -> Cluster:
+        """A cluster started earlier by `python tests/ray_kit.py RECORD` (for working on the tests): not stopped."""
+        data = json.loads(Path(record).read_text())
+        found = cls.__new__(cls)
+        found.temp, found.address, found.ips = Path(data["temp"]), data["address"], list(data["ips"])
+        found.env = {**os.environ}
+        found.attached = True
+        return found
+
+    def record(self, path: Path) -> None:
+        Path(path).write_text(json.dumps({"address": self.address, "temp": str(self.temp), "ips": self.ips}))
 
     def _ray(self, *args: str, env: dict | None = None, timeout: float = 120) -> None:
         done = subprocess.run([RAY, *args], env=env or self.env, capture_output=True, text=True, timeout=timeout,
@@ -114,6 +128,8 @@ class Cluster:
     def stop(self) -> None:
         import psutil
 
+        if self.attached:
+            return
         mine = [p for p in psutil.process_iter(["cmdline"]) if str(self.temp) in " ".join(p.info["cmdline"] or [])]
         subprocess.run([RAY, "stop", "--force"], env=self.env, capture_output=True, timeout=120,
                        stdin=subprocess.DEVNULL)
@@ -122,3 +138,7 @@ class Cluster:
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+if __name__ == "__main__":  # python tests/ray_kit.py RECORD: a cluster for working on the tests
+    Cluster(workers=2).start().record(Path(sys.argv[1]))

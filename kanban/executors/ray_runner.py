@@ -58,7 +58,10 @@ RELAUNCH_AFTER = 2.0  # seconds before a failed submission is tried again
 WAIT_STEP = 0.2
 FILES_LIMIT = 4 << 20  # bytes of a run directory's files sent with the job
 SPEC_LIMIT = 100 << 10  # bytes of the encoded spec (it travels in one environment variable)
-SECRET_PATTERNS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+# A variable is a credential when one of its words (split at "_") says so: ANTHROPIC_API_KEY,
+# CLAUDE_CODE_OAUTH_TOKEN, DB_PASSWORD; not GIT_AUTHOR_NAME.
+SECRET_WORDS = frozenset({"KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PAT",
+                          "CREDENTIAL", "CREDENTIALS", "AUTH", "OAUTH", "COOKIE", "SESSION", "APIKEY", "PRIVATE"})
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _RAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t(INFO|WARNING|ERROR) job_manager\.py:\d+ -- ")
 AGENT_ROLES = ("task", "reviewer", "tester")
@@ -361,7 +364,7 @@ class RayRunner:
 
     def _split_secrets(self, env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
         """The environment the job's metadata may show, and the credentials' names (read on the worker)."""
-        names = sorted({n for n in env if n in MODEL_CREDENTIALS or SECRET_PATTERNS.search(n)}
+        names = sorted({n for n in env if n in MODEL_CREDENTIALS or is_secret_name(n)}
                        | set(self.executor.secrets))
         if self.executor.send_secrets:
             return env, [n for n in names if n not in env]
@@ -498,6 +501,10 @@ class RayRunner:
 
     def _save(self, run_dir: Path, state: dict[str, Any]) -> None:
         atomic.write_json_atomic(Path(run_dir) / STATE, state, mode=0o600, durable=True)
+
+
+def is_secret_name(name: str) -> bool:
+    return any(word in SECRET_WORDS for word in name.upper().split("_"))
 
 
 class _Unknown:
