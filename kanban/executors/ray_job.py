@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -95,11 +94,13 @@ class Job:
 
     def prepare(self) -> str:
         """The run's commit checked out in this node's warm worktree; the commit."""
+        from kanban import locks
+
         self.home.mkdir(parents=True, exist_ok=True)
         refs = [f"+{self.spec['in_ref']}:{self.spec['in_ref']}"]
         if self.spec.get("merge_ref"):
             refs.append(f"+{self.spec['merge_ref']}:{self.spec['merge_ref']}")
-        with _locked(self.home / "cache.lock"):
+        with locks.hold(self.home / "cache.lock", mode=0o600):
             if not (self.cache / "HEAD").exists():
                 self.cache.mkdir(parents=True, exist_ok=True)
                 self.git(self.cache, "init", "--quiet", "--bare")
@@ -244,16 +245,6 @@ class Job:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "_"
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def main() -> int:
