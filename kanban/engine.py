@@ -171,8 +171,23 @@ class Engine:
 
     def _plan(self, board: Board) -> list[Start]:
         # A test command run holds its task (and a pool slot) like the tester it stands for.
-        running = {r.task: Role.TESTER if r.role == TEST_RUN else Role(r.role) for r in self.history.live_runs()}
-        return plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
+        live = self.history.live_runs()
+        running = {r.task: Role.TESTER if r.role == TEST_RUN else Role(r.role) for r in live}
+        starts = plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
+        limits = self.config.executor.pool
+        if not limits:
+            return starts
+        counts: dict[str, int] = {}
+        for r in live:
+            counts[r.role] = counts.get(r.role, 0) + 1
+        kept = []
+        for start in starts:  # `[executor.pool]`: at most so many runs of one kind at once
+            kind = TEST_RUN if start.role is Role.TESTER and self._tests_next(start.task_id) else start.role.value
+            if counts.get(kind, 0) >= limits.get(kind, self.config.pool_size):
+                continue
+            counts[kind] = counts.get(kind, 0) + 1
+            kept.append(start)
+        return kept
 
     # -- reaping -------------------------------------------------------------------
 

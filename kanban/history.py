@@ -511,7 +511,7 @@ def running_agents(root: Path) -> list[dict[str, Any]]:
     with History(root, readonly=True) as history:
         return [
             {"task": r.task, "role": r.role, "attempt": r.attempt, "pid": r.pid,
-             "elapsed": round(now - r.started, 1), "timeout": r.timeout, "log": r.log}
+             "elapsed": round(now - r.started, 1), "timeout": r.timeout, "log": r.log, "ref": r.ref}
             for r in history.live_runs()
         ]
 

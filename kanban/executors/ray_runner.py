@@ -56,6 +56,7 @@ STATUS_EVERY = 0.25  # seconds a listing of the cluster's jobs is reused
 LOG_EVERY = 1.0  # seconds between copies of one running job's log
 RELAUNCH_AFTER = 2.0  # seconds before a failed submission is tried again
 WAIT_STEP = 0.2
+CAPACITY_EVERY = 5.0  # seconds a capacity() answer is reused
 FILES_LIMIT = 4 << 20  # bytes of a run directory's files sent with the job
 SPEC_LIMIT = 100 << 10  # bytes of the encoded spec (it travels in one environment variable)
 # A variable is a credential when one of its words (split at "_") says so: ANTHROPIC_API_KEY,
@@ -80,6 +81,7 @@ class RayRunner:
         self._listed_at = 0.0
         self._logs_at: dict[Path, float] = {}
         self._grown_at: dict[Path, float] = {}  # when each run's log last grew (monotonic)
+        self._capacity: tuple[float, str] | None = None
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -279,16 +281,23 @@ class RayRunner:
         return state.get("node")
 
     def capacity(self) -> str | None:
-        """The cluster's free capacity in words ("3 nodes, 14 of 16 agent_slot free"); None if unreachable."""
+        """The cluster's free capacity in words ("3 nodes, 14 of 16 agent_slot free"), asked at most
+        every CAPACITY_EVERY seconds (the live view draws often)."""
+        now = time.monotonic()
+        if self._capacity is not None and now - self._capacity[0] < CAPACITY_EVERY:
+            return self._capacity[1]
         try:
             info = self.cluster()
         except Exception:  # noqa: BLE001 - status shows what it can
-            return "the Ray cluster is unreachable"
+            self._capacity = (now, "the Ray cluster is unreachable")
+            return self._capacity[1]
         placement = self.executor.placement_for("task")
         names = [name for name, _ in placement.resources] or ["CPU"]
         free = [f"{int(total - used)} of {int(total)} {name} free" for name in names
                 for used, total in [info["resources"].get(name, (0.0, 0.0))]]
-        return f"Ray {info['ray_version']}: {info['alive']} node{'s' if info['alive'] != 1 else ''}, " + ", ".join(free)
+        self._capacity = (now, f"Ray {info['ray_version']}: {info['alive']} node{'s' if info['alive'] != 1 else ''}, "
+                          + ", ".join(free))
+        return self._capacity[1]
 
     def cluster(self) -> dict[str, Any]:
         """What the cluster says of itself: its Ray version, live and dead nodes, each resource (used, total)."""
