@@ -153,6 +153,22 @@ def test_kanban_killed_and_restarted_reattaches_to_its_jobs(repo, tmp_path, clus
                                                                                    ["TASK-2", "TASK-1"])
 
 
+def test_preflight_checks_the_cluster_and_the_remote_from_a_worker(repo, tmp_path, cluster):
+    ray_project(repo, tmp_path, cluster, task_md("TASK-1"), test_command=False, verify=False)
+    from kanban.commands.preflight import run_checks
+    from kanban.config import load_config
+    from kanban.store import load_board
+
+    checks = {c.name: c for c in run_checks(repo, load_config(repo), load_board(repo))}
+    import ray
+
+    assert checks["ray cluster"].ok and ray.__version__ in checks["ray cluster"].detail
+    assert checks["ray nodes"].ok and checks["ray agent_slot"].ok, checks
+    assert checks["shared remote"].ok, checks["shared remote"]
+    worker = checks["remote from a worker"]
+    assert worker.ok and "lacks" not in worker.detail, worker  # the secret is in the workers' environment
+
+
 def test_a_dead_worker_node_is_not_a_strike(repo, tmp_path, cluster):
     """Last in the file: the cluster is one worker short afterwards."""
     flag = tmp_path / "kit" / "flag-go"

@@ -247,8 +247,29 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "_"
 
 
+PROBE_LINE = "kanban-probe "
+
+
+def probe(remote: str, names: list[str]) -> int:
+    """`--probe REMOTE NAME...` (kanban preflight): whether this worker runs this kanban, reaches the
+    remote, and has the named secrets (their names only are printed, never a value)."""
+    import kanban
+    from kanban import git
+
+    status, _, err = git.run_bytes(None, ["ls-remote", remote, "refs/kanban/*"], env={"GIT_TERMINAL_PROMPT": "0"},
+                                   timeout=60)
+    found = {"host": socket.gethostname(), "kanban": getattr(kanban, "__version__", "?"), "remote": status == 0,
+             "remote_error": os.fsdecode(err).strip()[-300:] if status else "",
+             "missing": [n for n in names if n not in os.environ]}
+    print(PROBE_LINE + json.dumps(found), flush=True)
+    return 0
+
+
 def main() -> int:
     from kanban import procs
+
+    if len(sys.argv) >= 3 and sys.argv[1] == "--probe":
+        return probe(sys.argv[2], sys.argv[3:])
 
     procs.set_undumpable()  # our /proc/<pid>/environ holds the spec and the worker's environment
     try:

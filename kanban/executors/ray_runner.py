@@ -516,6 +516,77 @@ def is_secret_name(name: str) -> bool:
     return any(word in SECRET_WORDS for word in name.upper().split("_"))
 
 
+def cluster_checks(root: Path, config: Config) -> list[tuple[str, bool, str]]:
+    """`kanban preflight` for `[executor] kind = "ray"`: (name, ok, detail) for the cluster (reachable,
+    its Ray version, its nodes, free slots), the shared remote (from here and from a worker, with
+    the secrets' names there) and a warning for `send_secrets`."""
+    import ray
+
+    runner = RayRunner(root, config)
+    ex = config.executor
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        info = runner.cluster()
+    except Exception as exc:  # noqa: BLE001 - anything the client raises: unreachable
+        return [("ray cluster", False, f"cannot reach {ex.address}: {_first_line(exc)}; start it (ray start "
+                                       "--head) or fix [executor] address")]
+    same = info["ray_version"] == ray.__version__
+    checks.append(("ray cluster", same, f"{ex.address}: Ray {info['ray_version']}" + (
+        "" if same else f", but this machine has Ray {ray.__version__}; install the same version on both")))
+    checks.append(("ray nodes", info["alive"] > 0, f"{info['alive']} live node(s)"))
+    names = [n for n, _ in ex.placement_for("task").resources]
+    for name in names:
+        used, total = info["resources"].get(name, (0.0, 0.0))
+        checks.append((f"ray {name}", total > 0, f"{int(total - used)} of {int(total)} free" if total else
+                       f"no node has {name}; start the workers with ray start --resources='{{\"{name}\": 8}}'"))
+    try:
+        git.remote_refs(root, ex.remote)
+        checks.append(("shared remote", True, f"{ex.remote} reachable from here"))
+    except KanbanError as exc:
+        checks.append(("shared remote", False, f"{ex.remote}: {exc}; check the URL and this machine's access"))
+    checks.append(_probe_worker(runner))
+    if ex.send_secrets:
+        checks.append(("secrets", True, "WARNING: [executor] send_secrets = true: credentials travel in the jobs' "
+                                        "metadata, which the Ray dashboard shows"))
+    return checks
+
+
+def _probe_worker(runner: RayRunner, limit: float = 90.0) -> tuple[str, bool, str]:
+    """A one-off job on a worker: this kanban there, the remote reachable from there, the secrets' names."""
+    from kanban.executors.ray_job import PROBE_LINE
+
+    ex = runner.executor
+    names = sorted(set(ex.secrets) | set(MODEL_CREDENTIALS))
+    sid = f"kanban-preflight-{secrets.token_hex(4)}"
+    try:
+        runner.client.submit_job(entrypoint=_entrypoint([ex.python, "-m", "kanban.executors.ray_job", "--probe",
+                                                         ex.remote, *names]),
+                                 submission_id=sid, **_placement_args(ex.placement_for("task")))
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            status = str(getattr(runner.client.get_job_status(sid), "value", ""))
+            if status in TERMINAL:
+                break
+            time.sleep(0.3)
+        else:
+            runner.client.stop_job(sid)
+            return ("remote from a worker", False, f"the probe job did not run within {limit:g}s (no free slot?)")
+        text = runner.client.get_job_logs(sid)
+    except Exception as exc:  # noqa: BLE001
+        return ("remote from a worker", False, f"the probe job failed: {_first_line(exc)}")
+    line = next((ln for ln in reversed(text.splitlines()) if ln.startswith(PROBE_LINE)), None)
+    if line is None:
+        return ("remote from a worker", False, f"the worker could not run `{ex.python} -m kanban.executors.ray_job`: "
+                                               f"{text.strip().splitlines()[-1] if text.strip() else 'no output'}; "
+                                               "install kanban there or fix [executor] python")
+    found = json.loads(line[len(PROBE_LINE):])
+    if not found.get("remote"):
+        return ("remote from a worker", False, f"{found.get('host')}: {found.get('remote_error')}")
+    wanted = [n for n in ex.secrets if n in found.get("missing", [])]
+    return ("remote from a worker", True, f"{found.get('host')} reaches {ex.remote}" + (
+        f"; it lacks {', '.join(wanted)} (set them in the workers' environment or secret_dir)" if wanted else ""))
+
+
 class _Unknown:
     """The cluster could not be asked."""
 
