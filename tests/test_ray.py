@@ -205,3 +205,6 @@ def test_a_dead_worker_node_is_not_a_strike(repo, tmp_path, cluster):
     with History(repo) as h:
         assert not h.strikes("TASK-1")
         assert any(e[2] == "infra_failure" for e in h.events("TASK-1")), h.events("TASK-1")
+    from kanban.report import build_report
+
+    assert "infrastructure failures: " in build_report(repo)
