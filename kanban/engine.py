@@ -137,7 +137,7 @@ class Engine:
             self._reap(report)
             self._notice_person_resets()
             self._fill(report)
-            if report.started and record_pids:
+            if report.started and record_pids and self.config.executor.kind == "local":  # Ray's runs have none here
                 self._record_pids()
         return report
 

@@ -55,6 +55,7 @@ MARGIN = 15.0  # seconds past the wrapper's own deadline before kanban stops a j
 STATUS_EVERY = 0.25  # seconds a listing of the cluster's jobs is reused
 LOG_EVERY = 1.0  # seconds between copies of one running job's log
 RELAUNCH_AFTER = 2.0  # seconds before a failed submission is tried again
+LOG_MISSES = 5  # polls of an ended job whose log could not be read before its run counts as lost
 WAIT_STEP = 0.2
 CAPACITY_EVERY = 5.0  # seconds a capacity() answer is reused
 FILES_LIMIT = 4 << 20  # bytes of a run directory's files sent with the job
@@ -82,6 +83,7 @@ class RayRunner:
         self._logs_at: dict[Path, float] = {}
         self._grown_at: dict[Path, float] = {}  # when each run's log last grew (monotonic)
         self._capacity: tuple[float, str] | None = None
+        self._log_misses: dict[Path, int] = {}
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -400,13 +402,14 @@ class RayRunner:
             with contextlib.suppress(Exception):
                 self.client.stop_job(state["job"])
 
-    def _copy_log(self, run_dir: Path, state: dict[str, Any]) -> str:
-        """The agent's output so far, from the job's log, written to the run's log here; the job's whole log."""
+    def _copy_log(self, run_dir: Path, state: dict[str, Any]) -> str | None:
+        """The agent's output so far, from the job's log, written to the run's log here; the job's whole
+        log (None: it could not be read now)."""
         self._logs_at[run_dir] = time.monotonic()
         try:
             text = self.client.get_job_logs(state["job"])
         except Exception:  # noqa: BLE001 - the node is gone, or the head unreachable: keep what we have
-            return ""
+            return None
         agent = _agent_output(text, state["nonce"], state["job"])
         log = Path(state["log"])
         data = agent.encode("utf-8", errors="surrogateescape")
@@ -423,7 +426,11 @@ class RayRunner:
 
     def _finished(self, run_dir: Path, state: dict[str, Any], job: Any, status: str | None) -> RunState:
         text = self._copy_log(run_dir, state) if job is not None else ""
-        outcome = _result_line(text, state["nonce"])
+        if text is None:  # the job ended, its log unreadable right now: asked again a few times
+            misses = self._log_misses[run_dir] = self._log_misses.get(run_dir, 0) + 1
+            if misses < LOG_MISSES:
+                return RunState(True, None, None, True)
+        outcome = _result_line(text or "", state["nonce"])
         stopping = state.get("stopping")
         if outcome is not None and "result" in outcome and not outcome.get("push_error"):
             try:
