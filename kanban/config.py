@@ -467,6 +467,15 @@ def _suggest(key: str, valid: tuple[str, ...]) -> str:
     return "valid keys: " + ", ".join(valid)
 
 
+MAX_POOL = 64  # runs at once on one machine
+MAX_POOL_RAY = 4096  # runs at once on a Ray cluster ([executor] kind = "ray")
+
+
+def _wants_ray(data: Any) -> bool:
+    executor = data.get("executor") if isinstance(data, dict) else None
+    return isinstance(executor, dict) and executor.get("kind") == "ray"
+
+
 class _Loader:
     """Turns one parsed TOML table into a Config, or the first error in it."""
 
@@ -600,7 +609,8 @@ class _Loader:
         defaults = Config()
         return Config(
             main_branch=self.branch(data.get("main_branch", defaults.main_branch)),
-            pool_size=self.integer(data.get("pool_size", 6), ("pool_size",), 1, 64, 6),
+            pool_size=self.integer(data.get("pool_size", 6), ("pool_size",), 1,
+                                   MAX_POOL_RAY if _wants_ray(data) else MAX_POOL, 6),
             worktree_dir=self.relative_path(
                 data.get("worktree_dir", defaults.worktree_dir), ("worktree_dir",)
             ),
