@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -66,16 +67,20 @@ class Cluster:
             raise RuntimeError(f"ray {args[0]} failed: {done.stdout[-2000:]}\n{done.stderr[-3000:]}")
 
     def common(self) -> list[str]:
-        return ["--disable-usage-stats", f"--temp-dir={self.temp}", f"--dashboard-agent-listen-port={free_port()}",
-                "--min-worker-port=0", "--max-worker-port=0"]
+        """Every port of a node named (nodes started at once would otherwise pick the same one)."""
+        ports = [free_port() for _ in range(6)]
+        return ["--disable-usage-stats", f"--temp-dir={self.temp}", f"--dashboard-agent-listen-port={ports[0]}",
+                f"--dashboard-agent-grpc-port={ports[1]}", f"--runtime-env-agent-port={ports[2]}",
+                f"--metrics-export-port={ports[3]}", f"--node-manager-port={ports[4]}",
+                f"--object-manager-port={ports[5]}", "--min-worker-port=0", "--max-worker-port=0"]
 
     def start(self) -> Cluster:
         self._ray("start", "--head", "--node-ip-address=127.0.0.2", f"--port={self.gcs_port}", "--num-cpus=1",
                   "--resources", json.dumps({"agent_slot": 0}), "--include-dashboard=true",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                   f"--ray-client-server-port={free_port()}", *self.common())
-        for n in range(self.workers):  # one after the other: raylets started at once can pick the same port
-            self.add_worker(n)
+        with ThreadPoolExecutor(max(1, self.workers)) as pool:
+            list(pool.map(self.add_worker, range(self.workers)))
         self.wait_for_nodes(1 + self.workers)
         return self
 

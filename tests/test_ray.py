@@ -62,6 +62,7 @@ def ray_project(repo: Path, tmp_path: Path, cluster: Cluster, tasks: str, *, rul
     if verify:
         toml += """
         [merge]
+        mode = "batch"
         verify = ["python3", "-c", "import os; print('verified in', os.getcwd())"]
         """
     return make_project(repo, tmp_path / "kit", tasks, rules=rules, timeout=timeout, extra_toml=toml + extra)

@@ -48,6 +48,7 @@ from kanban.executors.ray_job import SPEC_VARIABLE, encode_spec
 from kanban.runner import LOCAL_REF, LaunchError, LocalRunner, RunHandle, RunSpec, RunState, local_path, local_ref
 from kanban.sandbox import Plan
 from kanban.supervisor import RESULT, now_iso
+from kanban.untrusted import clean
 
 STATE = "ray.json"  # this runner's record of a run, in its run directory
 RAY_REF = "ray:"
@@ -454,7 +455,9 @@ class RayRunner:
         elif job is None:
             why = f"Ray lost the job {state['job']}"
         else:
-            why = f"the job {status.lower() if status else 'ended'} without a result: {getattr(job, 'message', '')}"
+            said = [ln for ln in (text or "").splitlines() if ln.strip() and not _RAY_LINE.match(ln)][-1:]
+            why = (f"the job {status.lower() if status else 'ended'} without a result: {getattr(job, 'message', '')}"
+                   + (f" (its log ends: {clean(said[0], max_bytes=300)})" if said else ""))
         return self._infra(run_dir, state, why)
 
     def _infra(self, run_dir: Path, state: dict[str, Any], why: str) -> RunState:
