@@ -4,8 +4,8 @@ A head node (no agent slots: it holds the GCS and the dashboard the Jobs API tal
 worker nodes, each its own raylet on its own loopback address (127.0.0.2 for the head,
 127.0.0.3... for the workers; Ray turns 127.0.0.1 into the machine's outside address, so
 that one is never used). They share one temporary directory, as nodes on one machine must for
-the Jobs API to find a job's log. Everything listens on loopback; `stop()` is `ray stop --force`
-with this cluster's processes killed by pid.
+the Jobs API to find a job's log. Everything listens on loopback; `stop()` kills this cluster's
+processes by pid (and runs `ray stop --force` if any outlived that), then removes its directory.
 """
 
 from __future__ import annotations
@@ -131,19 +131,35 @@ class Cluster:
             self.ips.remove(ip)
 
     def stop(self) -> None:
+        """Every process of this cluster killed (found by its temporary directory), then `ray stop
+        --force` if any outlived that; other clusters on the machine (another soak's) are left alone."""
         import psutil
 
         if self.attached:
             return
-        mine = [p for p in psutil.process_iter(["cmdline"]) if str(self.temp) in " ".join(p.info["cmdline"] or [])]
-        subprocess.run([RAY, "stop", "--force"], env=self.env, capture_output=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
-        for proc in mine:
+
+        def mine() -> list:
+            found = []
+            for p in psutil.process_iter(["cmdline"]):
+                try:
+                    if str(self.temp) in " ".join(p.info["cmdline"] or []):
+                        found.append(p)
+                except psutil.Error:
+                    pass
+            return found
+
+        for proc in mine():
             try:
                 proc.kill()
             except psutil.Error:
                 pass
+        time.sleep(1.0)
+        if mine():
+            subprocess.run([RAY, "stop", "--force"], env=self.env, capture_output=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        import shutil
 
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 if __name__ == "__main__":  # python tests/ray_kit.py RECORD: a cluster for working on the tests
     Cluster(workers=2).start().record(Path(sys.argv[1]))
