@@ -110,6 +110,10 @@ class Job:
                     self.git(self.cache, "config", key, str(value))
             sha = self.git(self.cache, "rev-parse", "--verify", f"{self.spec['in_ref']}^{{commit}}")
             if not (self.worktree / ".git").exists():
+                if self.worktree.exists():  # half made (a node that died while adding it): made again
+                    import shutil
+
+                    shutil.rmtree(self.worktree, ignore_errors=True)
                 self.git(self.cache, "worktree", "prune")
                 self.worktree.parent.mkdir(parents=True, exist_ok=True)
                 self.git(self.cache, "worktree", "add", "--quiet", "--force", "--detach", str(self.worktree), sha)
