@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -75,12 +74,19 @@ class Cluster:
                 f"--object-manager-port={ports[5]}", "--min-worker-port=0", "--max-worker-port=0"]
 
     def start(self) -> Cluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a node that failed to start leaves none behind
+            raise
+
+    def _start(self) -> Cluster:
         self._ray("start", "--head", "--node-ip-address=127.0.0.2", f"--port={self.gcs_port}", "--num-cpus=1",
                   "--resources", json.dumps({"agent_slot": 0}), "--include-dashboard=true",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                   f"--ray-client-server-port={free_port()}", *self.common())
-        with ThreadPoolExecutor(max(1, self.workers)) as pool:
-            list(pool.map(self.add_worker, range(self.workers)))
+        for n in range(self.workers):  # one after the other: raylets registering at once time out here
+            self.add_worker(n)
         self.wait_for_nodes(1 + self.workers)
         return self
 

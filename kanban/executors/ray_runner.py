@@ -53,8 +53,8 @@ from kanban.untrusted import clean
 STATE = "ray.json"  # this runner's record of a run, in its run directory
 RAY_REF = "ray:"
 MARGIN = 15.0  # seconds past the wrapper's own deadline before kanban stops a job itself
-STATUS_EVERY = 0.25  # seconds a listing of the cluster's jobs is reused
-LOG_EVERY = 1.0  # seconds between copies of one running job's log
+STATUS_EVERY = 0.5  # seconds a listing of the cluster's jobs is reused
+LOG_EVERY = 5.0  # seconds between copies of one running job's log (the wrapper judges the stall itself)
 RELAUNCH_AFTER = 2.0  # seconds before a failed submission is tried again
 LOG_MISSES = 5  # polls of an ended job whose log could not be read before its run counts as lost
 WAIT_STEP = 0.2
