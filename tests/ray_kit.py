@@ -25,17 +25,36 @@ SECRET_NAME = "KANBAN_TEST_SECRET_TOKEN"
 SECRET_VALUE = "s3cret-only-on-the-workers"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """N distinct free ports (all held open while chosen, so none is handed out twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _psutil():
+    """psutil, which Ray ships in its own folder (on sys.path once ray is imported)."""
+    import importlib
+
+    import ray  # noqa: F401
+
+    return importlib.import_module("psutil")
 
 
 class Cluster:
     def __init__(self, workers: int = 2, slots: int = 8, cpus: int = 4) -> None:
         self.temp = Path(tempfile.mkdtemp(prefix="kray", dir="/tmp"))
-        self.dashboard_port = free_port()
-        self.gcs_port = free_port()
+        # every port of every node, chosen at once: distinct, and each node's named
+        self._ports = iter(free_ports(3 + 6 * (workers + 1)))
+        self.dashboard_port = next(self._ports)
+        self.gcs_port = next(self._ports)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.workers = workers
         self.slots = slots
@@ -67,7 +86,7 @@ class Cluster:
 
     def common(self) -> list[str]:
         """Every port of a node named (nodes started at once would otherwise pick the same one)."""
-        ports = [free_port() for _ in range(6)]
+        ports = [next(self._ports) for _ in range(6)]
         return ["--disable-usage-stats", f"--temp-dir={self.temp}", f"--dashboard-agent-listen-port={ports[0]}",
                 f"--dashboard-agent-grpc-port={ports[1]}", f"--runtime-env-agent-port={ports[2]}",
                 f"--metrics-export-port={ports[3]}", f"--node-manager-port={ports[4]}",
@@ -84,7 +103,7 @@ class Cluster:
         self._ray("start", "--head", "--node-ip-address=127.0.0.2", f"--port={self.gcs_port}", "--num-cpus=1",
                   "--resources", json.dumps({"agent_slot": 0}), "--include-dashboard=true",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                  f"--ray-client-server-port={free_port()}", *self.common())
+                  f"--ray-client-server-port={next(self._ports)}", *self.common())
         for n in range(self.workers):  # one after the other: raylets registering at once time out here
             self.add_worker(n)
         self.wait_for_nodes(1 + self.workers)
@@ -117,7 +136,7 @@ class Cluster:
 
     def node_pids(self, ip: str) -> list[int]:
         """The processes of the node at IP (its raylet and what the raylet started)."""
-        import psutil
+        psutil = _psutil()
 
         found = []
         for proc in psutil.process_iter(["cmdline"]):
@@ -139,10 +158,9 @@ class Cluster:
     def stop(self) -> None:
         """Every process of this cluster killed (found by its temporary directory), then `ray stop
         --force` if any outlived that; other clusters on the machine (another soak's) are left alone."""
-        import psutil
-
         if self.attached:
             return
+        psutil = _psutil()
 
         def mine() -> list:
             found = []
