@@ -96,6 +96,9 @@ def test_the_job_carries_the_commit_the_paths_and_no_secret(setup):
     head = git(s.wt, "rev-parse", "HEAD")
     assert git(s.remote, "rev-parse", spec["in_ref"]) == head
     assert spec["in_ref"].startswith("refs/kanban/runs/") and spec["branch"] == "kanban/TASK-1"
+    # main travels too, under a private ref, so that `git diff main...HEAD` works on the node
+    assert git(s.remote, "rev-parse", spec["main_ref"]) == git(s.repo, "rev-parse", "main")
+    assert git(s.remote, "for-each-ref", "refs/heads/") == ""  # no branch of the remote was written
     assert spec["secrets"] == ["ANTHROPIC_API_KEY"] and "ANTHROPIC_API_KEY" not in spec["env"]
     assert "sk-secret" not in json.dumps(s.jobs.submitted, default=str)
     assert spec["files"]["prompt.md"][1] and spec["paths"]["worktree"] == str(s.wt)

@@ -7,8 +7,9 @@ that in `[executor] send_secrets`). It needs the standard library, git and this 
 1. the workspace: a bare clone of the shared remote per node (`<workspace>/<remote hash>/cache.git`,
    fetched under a lock) and one worktree per task, kept warm between runs (ignored files such
    as build caches survive; tracked and untracked files are reset to the run's commit);
-2. the run's commit (the ref kanban pushed) checked out on the task's branch, a tester's
-   unfinished merge of main made again, the run directory's files (prompt.md, a preset's files)
+2. the run's commit (the ref kanban pushed) checked out on the task's branch, the node's main
+   moved to the person's (so `git diff main...HEAD` means the same here), a tester's unfinished
+   merge of main made again, the run directory's files (prompt.md, a preset's files)
    written with the person's paths turned into this node's;
 3. the agent under kanban's own supervisor (kanban.supervisor, as on the person's machine: the
    timeout, the stall, the retry lines, its whole process tree killed), watching this program:
@@ -98,8 +99,9 @@ class Job:
 
         self.home.mkdir(parents=True, exist_ok=True)
         refs = [f"+{self.spec['in_ref']}:{self.spec['in_ref']}"]
-        if self.spec.get("merge_ref"):
-            refs.append(f"+{self.spec['merge_ref']}:{self.spec['merge_ref']}")
+        for key in ("merge_ref", "main_ref"):
+            if self.spec.get(key):
+                refs.append(f"+{self.spec[key]}:{self.spec[key]}")
         with locks.hold(self.home / "cache.lock", mode=0o600):
             if not (self.cache / "HEAD").exists():
                 self.cache.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,9 @@ class Job:
                 if key in ("user.name", "user.email") and value:
                     self.git(self.cache, "config", key, str(value))
             sha = self.git(self.cache, "rev-parse", "--verify", f"{self.spec['in_ref']}^{{commit}}")
+            if self.spec.get("main_ref") and self.spec.get("main_branch"):  # this node's main: the person's
+                main = self.git(self.cache, "rev-parse", "--verify", f"{self.spec['main_ref']}^{{commit}}")
+                self.git(self.cache, "update-ref", f"refs/heads/{self.spec['main_branch']}", main)
             if not (self.worktree / ".git").exists():
                 if self.worktree.exists():  # half made (a node that died while adding it): made again
                     import shutil

@@ -355,8 +355,11 @@ class RayRunner:
         cwd = Path(state["cwd"])
         base = f"refs/kanban/runs/{state['name']}"
         head = git.head(cwd)
-        refspecs = [f"{head}:{base}/in"]
-        merge = None
+        main = self.config.main_branch
+        # main too (a private ref: the remote's branches are never written), so that the agents'
+        # `git diff main...HEAD` means on the node what it means here
+        refspecs = [f"{head}:{base}/in", f"{git.rev_parse(cwd, f'refs/heads/{main}')}:{base}/main"]
+        merge: str | None = None
         if git.merge_in_progress(cwd):
             merge = git.rev_parse(cwd, "MERGE_HEAD")
             refspecs.append(f"{merge}:{base}/merge")
@@ -366,6 +369,7 @@ class RayRunner:
         return {
             "v": 1, "nonce": state["nonce"], "remote": self.executor.remote, "workspace": self.executor.workspace,
             "in_ref": f"{base}/in", "merge_ref": f"{base}/merge" if merge else None, "out_ref": f"{base}/out-{n}",
+            "main_ref": f"{base}/main", "main_branch": main,
             "branch": git.current_branch(cwd), "slot": cwd.name, "name": f"{state['name']}-t{n}",
             "argv": state["command"], "env": state["env"], "secrets": state["secrets"],
             "secret_dir": self.executor.secret_dir, "timeout": state["timeout"], "stall": state["stall"],
