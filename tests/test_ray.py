@@ -74,7 +74,10 @@ def changelog(root: Path) -> str:
 
 def test_the_whole_pipeline_runs_on_the_cluster(repo, tmp_path, cluster, capsys):
     tasks = "".join(task_md(f"TASK-{n}", files=f"work/TASK-{n}*") for n in (1, 2, 3))
-    project = ray_project(repo, tmp_path, cluster, tasks)
+    project = ray_project(repo, tmp_path, cluster, tasks, extra="""
+        [worktree]
+        setup = [["python3", "-c", "import os; print('set up in', os.getcwd())"]]
+        """)
     code = run_loop(repo, no_merge=False, live=False)
     out = capsys.readouterr()
     assert code == 0, out.out + out.err + project.describe()
@@ -93,6 +96,9 @@ def test_the_whole_pipeline_runs_on_the_cluster(repo, tmp_path, cluster, capsys)
     assert starts and all(str(tmp_path / "workers") in e["cwd"] and e["cwd"] == e["worktree"] for e in starts)
     assert all(Path(e["prompt_file"]).name == "prompt.md" and str(tmp_path / "workers") in e["prompt_file"]
                for e in starts)
+    # [worktree] setup ran on the node, in its warm worktree, once per task there
+    logs = [(repo / ".kanban" / "runs" / f"TASK-{n}" / "task-1" / "agent.log").read_text() for n in (1, 2, 3)]
+    assert all(f"set up in {tmp_path / 'workers'}" in text for text in logs), logs
     # the credential came from the worker's own environment, by name; never in the job's metadata
     assert all(e["env"].get(SECRET_NAME) == SECRET_VALUE for e in starts)
     from ray.job_submission import JobSubmissionClient

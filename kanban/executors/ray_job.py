@@ -43,6 +43,7 @@ REPORT_LIMIT = 64 * 1024  # bytes of the agent's report carried back
 SECRET_LIMIT = 64 * 1024  # bytes of one secret file read
 STREAM_STEP = 0.2  # seconds between looks at the agent's log
 CHUNK = 1 << 16
+SETUP_TIMEOUT = 1800.0  # seconds one `[worktree] setup` command may take on a node
 
 
 def decode_spec(text: str) -> dict[str, Any]:
@@ -139,6 +140,38 @@ class Job:
         (report / "report.md").write_text("", encoding="utf-8")
         return sha
 
+    def set_up(self, env: dict[str, str]) -> str | None:
+        """`[worktree] setup` in this node's worktree, when its commands or inputs changed since it
+        last ran here (the warm worktree keeps what it made); why it failed, or None."""
+        setup = [list(a) for a in self.spec.get("setup") or []]
+        if not setup:
+            return None
+        from kanban.runner import run_bounded
+
+        inputs = list(self.spec.get("setup_inputs") or [])
+        listing = (self.git(self.worktree, "ls-files", "-s", "--", *[f":(glob){g}" for g in inputs]) if inputs
+                   else self.git(self.worktree, "rev-parse", "HEAD^{tree}"))
+        key = hashlib.sha256((json.dumps([setup, inputs]) + "\n" + listing).encode()).hexdigest()
+        stamp = self.home / "setup" / (_safe(str(self.spec["slot"])) + ".json")
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(stamp.read_text(encoding="utf-8")).get("key") == key:
+                return None
+        stamp.unlink(missing_ok=True)
+        for argv in setup:
+            try:
+                done = run_bounded(argv, self.worktree, env, timeout=SETUP_TIMEOUT, keep_tail=True,
+                                   merge_stderr=True)
+            except (OSError, ValueError) as exc:
+                return f"worktree set-up '{' '.join(argv)}' failed on {socket.gethostname()}: {exc}"
+            self.write(done.output)
+            if done.timed_out or done.returncode != 0:
+                return (f"worktree set-up '{' '.join(argv)}' "
+                        + (f"timed out after {SETUP_TIMEOUT:g} s" if done.timed_out else f"exited {done.returncode}")
+                        + f" on {socket.gethostname()}")
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"key": key, "at": time.time()}), encoding="utf-8")
+        return None
+
     def here(self, text: str) -> str:
         """TEXT with the person's worktree and run directory turned into this node's."""
         local = self.spec["paths"]
@@ -193,6 +226,10 @@ class Job:
             env, missing = self.environment()
         except (OSError, RuntimeError, ValueError) as exc:
             return {"setup_error": str(exc)[-2000:]}
+        failed = self.set_up(env)
+        if failed:  # as on the person's machine: the run could not start, the agent's to answer for
+            return {"result": {"exit_code": None, "signal": None, "timed_out": False, "stalled": False,
+                               "cancelled": False, "error": failed}}
         if missing:
             self.say("warning", {"missing_secrets": missing})
         runner = LocalRunner(None, watch_caller=True)

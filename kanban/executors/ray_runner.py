@@ -376,6 +376,9 @@ class RayRunner:
             "grace": state["grace"], "idle_lines": state["idle_lines"], "retry_limit": state["retry_limit"],
             "paths": {"worktree": str(cwd), "run_dir": str(run_dir.resolve())},
             "files": _files(run_dir, Path(state["log"])), "identity": identity,
+            # [worktree] setup runs on the node too, in its warm worktree, when its inputs changed there
+            "setup": [list(a) for a in self.config.worktree.setup] if state["kind"] != "verify" else [],
+            "setup_inputs": list(self.config.worktree.setup_inputs),
         }
 
     def _split_secrets(self, env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
