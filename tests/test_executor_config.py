@@ -126,3 +126,16 @@ def test_the_agents_output_is_cut_out_of_the_jobs_log():
     assert _agent_output(log, "n0", "j1") == "hello\nworld\n"
     assert _result_line(log, "n0") == {"result": {"exit_code": 0}}
     assert _result_line(log.replace("n0 result", "forged result"), "n0") is None
+
+
+def test_ray_without_the_extra_is_one_clear_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from kanban.executors import runner_for
+
+    config = load(tmp_path, '[executor]\nkind = "ray"\nremote = "/r"\n')
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(KanbanError) as info:
+        runner_for(tmp_path, config)
+    assert info.value.code == BAD_INPUT and "needs Ray" in str(info.value) and "kanban-agents[ray]" in str(info.value)

@@ -3,7 +3,7 @@
 "local" (the default) is kanban.runner.LocalRunner: a detached supervisor per run on this
 machine. "ray" is kanban.executors.ray_runner.RayRunner: each run a Ray job on a cluster, its
 work travelling through a shared git remote (docs/ray.md). Ray is an optional extra
-(`pip install "kanban[ray]"`): chosen for its Jobs API (a command with its own environment,
+(`pip install "kanban-agents[ray]"`): chosen for its Jobs API (a command with its own environment,
 its logs streamed, `stop_job` killing the whole process tree) and for a whole cluster that
 runs on one machine for the tests.
 """
@@ -21,10 +21,11 @@ def runner_for(root: Path, config: Config) -> Runner:
     """The Runner `[executor] kind` names, for the repository at ROOT."""
     if config.executor.kind == "local":
         return LocalRunner(root)
-    try:
-        from kanban.executors.ray_runner import RayRunner
-    except ImportError as exc:  # the extra is not installed
-        raise KanbanError(f'[executor] kind = "ray" needs Ray, which is not installed ({exc})',
-                          file=config.source, code=BAD_INPUT,
-                          hint="pip install \"kanban[ray]\", or set kind = \"local\"") from None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # the extra is not installed
+        raise KanbanError('[executor] kind = "ray" needs Ray, which is not installed', file=config.source,
+                          code=BAD_INPUT, hint='pip install "kanban-agents[ray]", or set kind = "local"')
+    from kanban.executors.ray_runner import RayRunner
+
     return RayRunner(root, config)
