@@ -539,11 +539,11 @@ def cluster_checks(root: Path, config: Config) -> list[tuple[str, bool, str]]:
     the secrets' names there) and a warning for `send_secrets`."""
     import ray
 
-    runner = RayRunner(root, config)
+    ray_side = RayRunner(root, config)
     ex = config.executor
     checks: list[tuple[str, bool, str]] = []
     try:
-        info = runner.cluster()
+        info = ray_side.cluster()
     except Exception as exc:  # noqa: BLE001 - anything the client raises: unreachable
         return [("ray cluster", False, f"cannot reach {ex.address}: {_first_line(exc)}; start it (ray start "
                                        "--head) or fix [executor] address")]
@@ -561,34 +561,34 @@ def cluster_checks(root: Path, config: Config) -> list[tuple[str, bool, str]]:
         checks.append(("shared remote", True, f"{ex.remote} reachable from here"))
     except KanbanError as exc:
         checks.append(("shared remote", False, f"{ex.remote}: {exc}; check the URL and this machine's access"))
-    checks.append(_probe_worker(runner))
+    checks.append(_probe_worker(ray_side))
     if ex.send_secrets:
         checks.append(("secrets", True, "WARNING: [executor] send_secrets = true: credentials travel in the jobs' "
                                         "metadata, which the Ray dashboard shows"))
     return checks
 
 
-def _probe_worker(runner: RayRunner, limit: float = 90.0) -> tuple[str, bool, str]:
+def _probe_worker(ray_side: RayRunner, limit: float = 90.0) -> tuple[str, bool, str]:
     """A one-off job on a worker: this kanban there, the remote reachable from there, the secrets' names."""
     from kanban.executors.ray_job import PROBE_LINE
 
-    ex = runner.executor
+    ex = ray_side.executor
     names = sorted(set(ex.secrets) | set(MODEL_CREDENTIALS))
     sid = f"kanban-preflight-{secrets.token_hex(4)}"
     try:
-        runner.client.submit_job(entrypoint=_entrypoint([ex.python, "-m", "kanban.executors.ray_job", "--probe",
+        ray_side.client.submit_job(entrypoint=_entrypoint([ex.python, "-m", "kanban.executors.ray_job", "--probe",
                                                          ex.remote, *names]),
                                  submission_id=sid, **_placement_args(ex.placement_for("task")))
         end = time.monotonic() + limit
         while time.monotonic() < end:
-            status = str(getattr(runner.client.get_job_status(sid), "value", ""))
+            status = str(getattr(ray_side.client.get_job_status(sid), "value", ""))
             if status in TERMINAL:
                 break
             time.sleep(0.3)
         else:
-            runner.client.stop_job(sid)
+            ray_side.client.stop_job(sid)
             return ("remote from a worker", False, f"the probe job did not run within {limit:g}s (no free slot?)")
-        text = runner.client.get_job_logs(sid)
+        text = ray_side.client.get_job_logs(sid)
     except Exception as exc:  # noqa: BLE001
         return ("remote from a worker", False, f"the probe job failed: {_first_line(exc)}")
     line = next((ln for ln in reversed(text.splitlines()) if ln.startswith(PROBE_LINE)), None)
