@@ -24,6 +24,14 @@ its repair, where a move cut in half is expected until repair. --duration SECOND
 runs trials until that much time has passed.
 
     python bench/crash_soak.py --hand-edits 20 --duration 300 --seed 1
+
+With --executor ray every run (agents, verifications) is a Ray job on a real Ray cluster
+this soak starts on this machine (tests/ray_kit.py: a head and two workers), the work
+travelling through a bare repository as the shared remote; a SIGKILLed kanban leaves its
+jobs running, and the next command re-attaches to them. Processes left are looked for in the
+workers' workspace too.
+
+    python bench/crash_soak.py --executor ray --trials 30 --seed 1
 """
 
 from __future__ import annotations
@@ -59,11 +67,14 @@ INTRO = "Crash soak tasks.\n"
 HAND_NOTES = "\n# Hand notes\n\nLines appended by hand go here: after the last entry, not in one.\n"
 
 
-def build(path: Path, mode: str, hand_edits: bool = False, parallel: int = 1) -> Path:
+EXTRA_KEYS: list[str] = []  # more places of the repository's processes (--executor ray: the workers' workspace)
+
+
+def build(path: Path, mode: str, hand_edits: bool = False, parallel: int = 1, executor: str = "") -> Path:
     from kanban.commands.demo import DEMO_CONFIG, build_demo_repo
 
     root = build_demo_repo(path)
-    config = DEMO_CONFIG.format(timeout="20s", stall="20s", mode=mode)
+    config = DEMO_CONFIG.format(timeout="20s", stall="20s", mode=mode) + executor
     if parallel > 1:  # speculative verifications: several checks at once, landed in order
         config = config.replace(f'mode = "{mode}"', f'mode = "{mode}"\nparallel = {parallel}', 1)
     (root / "kanban.toml").write_text(config)
@@ -318,7 +329,7 @@ def repo_processes(root: Path) -> list[tuple[int, str]]:
             continue
         if READER_ARGS in cmd:  # the soak's own concurrent readers (--hand-edits)
             continue
-        if key in cmd or cwd == key or cwd.startswith(key + "/"):
+        if any(k in cmd or cwd == k or cwd.startswith(k + "/") for k in (key, *EXTRA_KEYS)):
             found.append((pid, cmd.strip()[:120]))
     return found
 
@@ -329,17 +340,17 @@ def unrecorded_agents(root: Path) -> list[tuple[int, str]]:
 
     with History(root) as h:
         live = {r.task for r in h.live_runs()}
-    wt = root / ".worktrees"
     out = []
     for pid, cmd in repo_processes(root):
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if cwd.startswith(str(wt) + "/"):
-            task = Path(cwd).relative_to(wt).parts[0]
-            if task not in live:
-                out.append((pid, cmd))
+        for wt in [str(root / ".worktrees")] + [str(p) for k in EXTRA_KEYS for p in Path(k).glob("*/wt")]:
+            if cwd.startswith(wt + "/"):
+                task = Path(cwd).relative_to(wt).parts[0]
+                if task not in live:
+                    out.append((pid, cmd))
     return out
 
 
@@ -390,13 +401,13 @@ def unverified(root: Path, base: str) -> list[str]:
 
 def problems_now(root: Path) -> list:
     from kanban.config import load_config
+    from kanban.executors import runner_for
     from kanban.history import History
     from kanban.repair import find_problems
-    from kanban.runner import LocalRunner
 
     config = load_config(root)
     with History(root) as h:
-        return find_problems(root, config, h, LocalRunner(root), scope="full")
+        return find_problems(root, config, h, runner_for(root, config), scope="full")
 
 
 def do_repair(root: Path) -> list[str]:
@@ -419,7 +430,22 @@ def main() -> int:
                     help="run trials (as many as --trials allows, unbounded if not given) for this many seconds")
     ap.add_argument("--hand-edits", type=float, default=0.0, metavar="HZ",
                     help="edit TODO.md by hand HZ times a second, with readers loading the board meanwhile")
+    ap.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="ray: every run a Ray job on a local Ray cluster this soak starts")
     args = ap.parse_args()
+    if args.executor == "ray":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from ray_kit import Cluster
+
+        cluster = Cluster(workers=2).start()
+        try:
+            return soak(args, cluster)
+        finally:
+            cluster.stop()
+    return soak(args)
+
+
+def soak(args, cluster=None) -> int:
     if args.duration is not None:
         args.time_limit = args.duration
         if "--trials" not in sys.argv:
@@ -427,7 +453,15 @@ def main() -> int:
 
     rng = random.Random(args.seed)
     work = args.dir or Path(tempfile.mkdtemp(prefix="kanban-soak-"))
-    root = build(work / "repo", args.mode, hand_edits=args.hand_edits > 0, parallel=args.parallel)
+    executor = ""
+    if cluster is not None:
+        remote, workspace = work / "runs.git", work / "workers"
+        subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True, capture_output=True)
+        executor = (f'\n[executor]\nkind = "ray"\naddress = "{cluster.address}"\nremote = "{remote}"\n'
+                    f'workspace = "{workspace}"\npython = "{sys.executable}"\n')
+        EXTRA_KEYS.append(str(workspace))
+    root = build(work / "repo", args.mode, hand_edits=args.hand_edits > 0, parallel=args.parallel,
+                 executor=executor)
     editor = readers = None
     if args.hand_edits > 0:
         editor = HandEditor(root, args.hand_edits, args.seed)
@@ -555,7 +589,7 @@ def main() -> int:
         "unverified_commits_on_main": unverified_count, "kanban_run_failures": run_failures,
         "escalations_seen": escalated, "tasks_stuck": stuck, "tasks_unfinished": len(unfinished),
         "merged": len(re.findall(r"^- SOAK-", (root / "CHANGELOG.md").read_text(), re.MULTILINE)),
-        **hand, "seconds": round(elapsed, 1), "repo": str(root),
+        **hand, "executor": args.executor, "seconds": round(elapsed, 1), "repo": str(root),
     }
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -194,6 +194,39 @@ class EnvConfig:
         return EnvConfig(allow=allow, deny=deny)
 
 
+EXECUTOR_KINDS = ("local", "ray")
+RUN_KINDS = ("task", "reviewer", "tester", "test", "verify")  # what [executor.<kind>] may tune
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What one kind of run asks of a Ray node: CPUs, memory in bytes, custom resources."""
+
+    num_cpus: float | None = None
+    memory: int | None = None
+    resources: tuple[tuple[str, float], ...] = (("agent_slot", 1.0),)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """`[executor]`: where runs go. "local" (the default) needs nothing; "ray" needs `pip install 'kanban[ray]'`."""
+
+    kind: str = "local"
+    address: str = "auto"  # "auto" (RAY_ADDRESS, else the local cluster) or the dashboard's http:// address
+    remote: str = ""  # the shared git remote the runs travel through (any git URL); required for "ray"
+    workspace: str = "/tmp/kanban-ray"  # on each worker node: the warm clones and node-local run directories
+    python: str = "python3"  # the worker's Python that has kanban installed
+    infra_retries: int = 2  # a run the cluster lost is submitted again this often, never a strike
+    secrets: tuple[str, ...] = ()  # more variable names passed by name only (the workers hold the values)
+    secret_dir: str = ""  # on the workers: a directory of files named like the variables (a secret store mount)
+    send_secrets: bool = False  # true: values travel in the job's metadata (the dashboard shows them)
+    pool: dict[str, int] = field(default_factory=dict)  # at most this many runs of one kind at once
+    placement: dict[str, Placement] = field(default_factory=dict)  # per kind of run; default Placement()
+
+    def placement_for(self, kind: str) -> Placement:
+        return self.placement.get(kind, self.placement.get("default", Placement()))
+
+
 @dataclass(frozen=True)
 class Config:
     main_branch: str = "main"
@@ -211,6 +244,7 @@ class Config:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     pricing: dict[str, Price] = field(default_factory=dict)  # [pricing."model"], keys lowercased
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
         # Roles not given explicitly take the [agent] defaults.
@@ -391,8 +425,14 @@ def _line_index(text: str) -> dict[KeyPath, int]:
 
 # --- validation --------------------------------------------------------------
 
-TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base",
-            "agent", "worktree", "merge", "test", "env", "preflight", "budget", "pricing", "notify")  # fmt: skip
+TOP_KEYS = ("main_branch", "pool_size", "worktree_dir", "port_base", "agent", "worktree", "merge", "test", "env",
+            "preflight", "budget", "pricing", "notify", "executor")  # fmt: skip
+EXECUTOR_KEYS = ("kind", "address", "remote", "workspace", "python", "infra_retries", "secrets", "secret_dir",
+                 "send_secrets", "pool") + RUN_KINDS + ("default",)
+EXECUTOR_POOL_KEYS = RUN_KINDS
+PLACEMENT_KEYS = ("num_cpus", "memory", "resources")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESOURCE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 BUDGET_KEYS = ("task", "run", "day")
 PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
 MODEL_HINT = 'e.g. model = "sonnet", or a ladder model = ["haiku", "sonnet"]'
@@ -427,6 +467,15 @@ def _suggest(key: str, valid: tuple[str, ...]) -> str:
     if close:
         return f'did you mean "{close[0]}"?'
     return "valid keys: " + ", ".join(valid)
+
+
+MAX_POOL = 64  # runs at once on one machine
+MAX_POOL_RAY = 4096  # runs at once on a Ray cluster ([executor] kind = "ray")
+
+
+def _wants_ray(data: Any) -> bool:
+    executor = data.get("executor") if isinstance(data, dict) else None
+    return isinstance(executor, dict) and executor.get("kind") == "ray"
 
 
 class _Loader:
@@ -562,7 +611,8 @@ class _Loader:
         defaults = Config()
         return Config(
             main_branch=self.branch(data.get("main_branch", defaults.main_branch)),
-            pool_size=self.integer(data.get("pool_size", 6), ("pool_size",), 1, 64, 6),
+            pool_size=self.integer(data.get("pool_size", 6), ("pool_size",), 1,
+                                   MAX_POOL_RAY if _wants_ray(data) else MAX_POOL, 6),
             worktree_dir=self.relative_path(
                 data.get("worktree_dir", defaults.worktree_dir), ("worktree_dir",)
             ),
@@ -580,6 +630,7 @@ class _Loader:
             budget=self.budget(data.get("budget", {})),
             pricing=self.pricing(data.get("pricing", {})),
             notify=self.notify(data.get("notify", {})),
+            executor=self.executor(data.get("executor", {}), agent),
         )
 
     def models(self, value: Any, path: KeyPath) -> tuple[str, tuple[str, ...]]:
@@ -763,6 +814,83 @@ class _Loader:
             timeout=self.duration(table.get("timeout", defaults.timeout), path + ("timeout",)),
             stall=self.duration(table["stall"], path + ("stall",)) if "stall" in table else None,
         )
+
+    def executor(self, value: Any, agent: AgentConfig) -> ExecutorConfig:
+        path = ("executor",)
+        table = self.table(value, path, EXECUTOR_KEYS)
+        d = ExecutorConfig()
+        kind = self.choice(table.get("kind", d.kind), path + ("kind",), EXECUTOR_KINDS)
+        remote = self.string(table["remote"], path + ("remote",)) if "remote" in table else ""
+        if kind == "ray" and not remote:
+            raise self.error(path + ("kind",), "[executor] kind = \"ray\" needs a shared git remote",
+                             'add remote = "git@forge:team/repo-runs.git" (a bare repository path works too)')
+        if kind == "ray" and agent.sandbox != "none":
+            raise self.error(path + ("kind",), "[agent] sandbox is not available on the Ray executor",
+                             'remove sandbox from [agent], or use kind = "local"')
+        address = self.string(table.get("address", d.address), path + ("address",))
+        if address != "auto" and not re.fullmatch(r"(https?|ray)://[^\s/]+/?", address):
+            raise self.error(path + ("address",), f"{self.name(path + ('address',))} must be \"auto\" or a Ray "
+                             f"address, got {_describe(address)}", 'e.g. address = "http://127.0.0.1:8265"')
+        secrets = self.strings(table.get("secrets", []), path + ("secrets",), "a list of variable names",
+                               'e.g. secrets = ["ANTHROPIC_API_KEY"]')
+        for name in secrets:
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise self.error(path + ("secrets",), f"{self.name(path + ('secrets',))} has {_describe(name)}, "
+                                 "not a variable name", 'e.g. secrets = ["ANTHROPIC_API_KEY"]')
+        pool: dict[str, int] = {}
+        if "pool" in table:
+            ptable = self.table(table["pool"], path + ("pool",), EXECUTOR_POOL_KEYS)
+            pool = {k: self.integer(v, path + ("pool", k), 1, 4096, 6) for k, v in ptable.items()}
+        placement = {k: self.placement(table[k], path + (k,)) for k in RUN_KINDS + ("default",) if k in table}
+        workspace = self.string(table.get("workspace", d.workspace), path + ("workspace",))
+        python = self.string(table.get("python", d.python), path + ("python",))
+        for key, text in (("workspace", workspace), ("python", python)):
+            if any(c in text for c in "\x00\n\r"):
+                raise self.error(path + (key,), f"{self.name(path + (key,))} has a control character",
+                                 "write a plain path")
+        return ExecutorConfig(
+            kind=kind, address=address, remote=remote, workspace=workspace, python=python,
+            infra_retries=self.integer(table.get("infra_retries", d.infra_retries), path + ("infra_retries",),
+                                       0, 10, d.infra_retries),
+            secrets=secrets,
+            secret_dir=self.string(table["secret_dir"], path + ("secret_dir",)) if "secret_dir" in table else "",
+            send_secrets=self.boolean(table.get("send_secrets", d.send_secrets), path + ("send_secrets",)),
+            pool=pool, placement=placement,
+        )
+
+    def placement(self, value: Any, path: KeyPath) -> Placement:
+        table = self.table(value, path, PLACEMENT_KEYS)
+        cpus = table.get("num_cpus")
+        if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 <= cpus <= 1024):
+            raise self.wrong_type(path + ("num_cpus",), "a number of CPUs from 0 to 1024", cpus, "e.g. num_cpus = 1")
+        memory = table.get("memory")
+        if memory is not None:
+            memory = self.memory(memory, path + ("memory",))
+        resources = Placement().resources
+        if "resources" in table:
+            rtable = table["resources"]
+            if not isinstance(rtable, dict):
+                raise self.wrong_type(path + ("resources",), "a table of resource = amount", rtable,
+                                      "e.g. resources = { agent_slot = 1 }")
+            found = []
+            for name, amount in rtable.items():
+                where = path + ("resources", name)
+                if not _RESOURCE_RE.fullmatch(name):
+                    raise self.error(where, f"{self.name(where)} is not a Ray resource name", "e.g. agent_slot")
+                if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount <= 10000:
+                    raise self.wrong_type(where, "a positive amount", amount, f"e.g. {name} = 1")
+                found.append((name, float(amount)))
+            resources = tuple(found)
+        return Placement(num_cpus=None if cpus is None else float(cpus), memory=memory, resources=resources)
+
+    def memory(self, value: Any, path: KeyPath) -> int:
+        units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", value, re.I) if isinstance(value, str) else None
+        if not match or float(match.group(1)) <= 0:
+            raise self.wrong_type(path, "an amount of memory", value, 'e.g. memory = "2GiB" or a number of bytes')
+        return int(float(match.group(1)) * units[match.group(2).lower()])
 
     def notify(self, value: Any) -> NotifyConfig:
         path = ("notify",)

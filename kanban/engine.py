@@ -28,7 +28,7 @@ from kanban.model import COLUMN_FILES, COLUMN_ROLE, ESCALATED, READY_STATUS, RET
 from kanban.presets import build_argv, cli_error, missing_credentials
 from kanban.procs import process_start_time
 from kanban.prompts import render_role
-from kanban.runner import LocalRunner, Runner
+from kanban.runner import Runner
 from kanban.scheduler import Start, plan
 from kanban.store import update
 from kanban.untrusted import clean, read_capped
@@ -88,7 +88,11 @@ class Engine:
         self.root = root
         self.config = config
         self.history = history
-        self.runner = runner or LocalRunner(root)
+        if runner is None:
+            from kanban.executors import runner_for
+
+            runner = runner_for(root, config)
+        self.runner = runner
         self.repaired_scopes: set[str] = set()  # repair runs once per engine and scope (a run loop ticks often)
         self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
         self.queue_state = None  # a kanban.events.QueueState the merge queue sets, the live view reads
@@ -137,7 +141,7 @@ class Engine:
             self._reap(report)
             self._notice_person_resets()
             self._fill(report)
-            if report.started and record_pids:
+            if report.started and record_pids and self.config.executor.kind == "local":  # Ray's runs have none here
                 self._record_pids()
         return report
 
@@ -172,8 +176,23 @@ class Engine:
     def _plan(self, board: Board) -> list[Start]:
         # A run of `[test] command` holds its task (and a pool slot) like the tester it stands for; the
         # planner of `kanban plan` holds a slot, and no task ("plan" is never a task's ID).
-        running = {r.task: _slot_role(r.role) for r in self.history.live_runs()}
-        return plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
+        live = self.history.live_runs()
+        running = {r.task: _slot_role(r.role) for r in live}
+        starts = plan(board.tasks(), done=board.done_ids, running=running, pool_size=self.config.pool_size)
+        limits = self.config.executor.pool
+        if not limits:
+            return starts
+        counts: dict[str, int] = {}
+        for r in live:
+            counts[r.role] = counts.get(r.role, 0) + 1
+        kept = []
+        for start in starts:  # `[executor.pool]`: at most so many runs of one kind at once
+            kind = TEST_RUN if start.role is Role.TESTER and self._tests_next(start.task_id) else start.role.value
+            if counts.get(kind, 0) >= limits.get(kind, self.config.pool_size):
+                continue
+            counts[kind] = counts.get(kind, 0) + 1
+            kept.append(start)
+        return kept
 
     # -- reaping -------------------------------------------------------------------
 
@@ -197,6 +216,13 @@ class Engine:
                     run.task, f"{run.task} {_who(run.role)} lost its supervisor; the agent was stopped"))
                 state = self.runner.poll(run.run_path(self.runner))
             if state.running:
+                continue
+            infra = self._infra_failures(run, state.result)
+            if infra is not None:
+                report.add("problems", self._problem(run.task, f"{run.task} {_who(run.role)}: {infra}"))
+                report.add("reaped", self._hold(run, state.result, "infrastructure failure",
+                                                f"{_stamp()} its {run.role} run was lost by the cluster: {infra}",
+                                                f"the cluster lost its {_who(run.role)} run (not a strike)"))
                 continue
             try:
                 found = self.aftercheck.after_run(run.task, agents.worktree_path(self.root, self.config, run.task))
@@ -230,6 +256,17 @@ class Engine:
         if not self.runner.poll(run.run_path(self.runner)).running and planrun.abandoned(self.root):
             for line in planrun.settle(self.root, self.config, self.history, self.runner, stop=False):
                 report.add("reaped", Happening("info", line))
+
+    def _infra_failures(self, run: Run, result: dict | None) -> str | None:
+        """Record the tries the executor's infrastructure lost (a dead node, a lost job, a failed
+        push: never the agent's strike); what to hold the task for when the last try was lost too."""
+        if not result or not result.get("infra_failures"):
+            return None
+        errors = [clean(str(e), max_bytes=300) for e in (result.get("infra_errors") or [])][-5:]
+        self.history.event(run.task, "infra_failure",
+                           detail=f"{run.role} attempt {run.attempt}: {result['infra_failures']} lost: "
+                                  + "; ".join(errors))
+        return clean(str(result.get("error") or ""), max_bytes=500) if result.get("infra") else None
 
     def _problem(self, task_id: str, text: str) -> Happening:
         return Happening("problem", _one_line(text), task_id, self._title(task_id))

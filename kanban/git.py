@@ -853,3 +853,46 @@ def blobs_in_worktree(path: Path, paths: list[str]) -> dict[str, str]:
         return {}
     out = run(path, "hash-object", "--", *present)
     return dict(zip(present, out.split()))
+
+
+# -- the shared remote of the Ray executor (kanban.executors) -----------------------------
+
+REMOTE_TIMEOUT = 300.0  # seconds a push or fetch of one run's refs may take
+
+
+def _remote(cwd: Path | str | None, args: list[str], what: str, timeout: float) -> str:
+    status, out, err = run_bytes(cwd, args, env={"GIT_TERMINAL_PROMPT": "0"}, timeout=timeout)
+    if status != 0:
+        stderr = _text(err).strip()
+        first = stderr.splitlines()[-1] if stderr else f"exit status {status}"
+        raise GitError(f"git {what} failed: {first}", stderr=stderr, status=status)
+    return _text(out)
+
+
+def push_refs(cwd: Path | str, remote: str, refspecs: list[str], *, timeout: float = REMOTE_TIMEOUT) -> None:
+    """Push REFSPECS ("<sha>:refs/kanban/...", forced) to REMOTE (a URL: no remote is added to
+    the repository's config, which kanban.gitguard watches)."""
+    _remote(cwd, ["push", "--quiet", "--force", "--no-verify", remote, *refspecs], "push", timeout)
+
+
+def fetch_ref(cwd: Path | str, remote: str, ref: str, *, timeout: float = REMOTE_TIMEOUT) -> str:
+    """Fetch REF from REMOTE into CWD's FETCH_HEAD (no ref of the repository changes); its commit."""
+    _remote(cwd, ["fetch", "--quiet", "--no-tags", remote, ref], "fetch", timeout)
+    return run(cwd, "rev-parse", "--verify", "--end-of-options", "FETCH_HEAD^{commit}").strip()
+
+
+def remote_refs(cwd: Path | str | None, remote: str, pattern: str = "refs/kanban/*", *,
+                timeout: float = 30.0) -> dict[str, str]:
+    """{ref: sha} of REMOTE's refs matching PATTERN (`git ls-remote`): whether it is reachable at all."""
+    out = _remote(cwd, ["ls-remote", remote, pattern], "ls-remote", timeout)
+    found = {}
+    for line in out.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref:
+            found[ref] = sha
+    return found
+
+
+def reset_hard(path: Path, sha: str) -> None:
+    """Move the worktree's checkout (its branch, if one is checked out) to SHA, files and all."""
+    run(path, "reset", "--quiet", "--hard", sha)

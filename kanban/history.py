@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS {name} (
     input_tokens INTEGER,
     output_tokens INTEGER,
     reason TEXT,
-    run_ref TEXT UNIQUE
+    run_ref TEXT UNIQUE,
+    infra_failures INTEGER,
+    node TEXT
 );
 """
 _RUNS_INDEX = "CREATE INDEX IF NOT EXISTS runs_live ON runs (ended);"
@@ -117,6 +119,8 @@ class Run(NamedTuple):
     output_tokens: int | None = None
     reason: str | None = None  # why kanban judged it failed: "no verdict: ...", "timed out after 15m"
     run_ref: str | None = None  # the executor's reference to the run (Runner.ref)
+    infra_failures: int | None = None  # tries the executor's infrastructure lost (a Ray node died): no strike
+    node: str | None = None  # where it ran, when not on this machine (a Ray node)
 
     @property
     def ref(self) -> str:
@@ -171,7 +175,7 @@ _ADDED_VERIFICATION_COLUMNS = (("run_dir", "TEXT"), ("base", "TEXT"), ("head", "
 # Columns added after the first release, with their types: History() adds the missing
 # ones to an existing database (SQLite appends them, so reads name the columns).
 _ADDED_RUN_COLUMNS = (("model", "TEXT"), ("input_tokens", "INTEGER"), ("output_tokens", "INTEGER"),
-                      ("reason", "TEXT"), ("run_ref", "TEXT"))
+                      ("reason", "TEXT"), ("run_ref", "TEXT"), ("infra_failures", "INTEGER"), ("node", "TEXT"))
 _RUN_COLUMNS = ", ".join(Run._fields)
 # The fields of a Spend, summed over runs.
 _SPEND_SUMS = ("COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0), COUNT(*),"
@@ -284,11 +288,12 @@ class History:
         result = result or {}
         self.db.execute(
             "UPDATE runs SET ended=?, exit_code=?, signal=?, timed_out=?, stalled=?, cancelled=?, outcome=?,"
-            " cost_usd=?, tokens=?, input_tokens=?, output_tokens=?, model=COALESCE(?, model), reason=?"
-            " WHERE id=? AND ended IS NULL",
+            " cost_usd=?, tokens=?, input_tokens=?, output_tokens=?, model=COALESCE(?, model), reason=?,"
+            " infra_failures=?, node=? WHERE id=? AND ended IS NULL",
             (time.time(), result.get("exit_code"), result.get("signal"), int(bool(result.get("timed_out"))),
              int(bool(result.get("stalled"))), int(bool(result.get("cancelled"))), outcome, cost_usd, tokens,
-             input_tokens, output_tokens, model or None, reason or None, run_id),
+             input_tokens, output_tokens, model or None, reason or None,
+             _int_or_none(result.get("infra_failures")), _text_or_none(result.get("node")), run_id),
         )
 
     def live_runs(self) -> list[Run]:
@@ -506,6 +511,14 @@ def running_agents(root: Path) -> list[dict[str, Any]]:
     with History(root, readonly=True) as history:
         return [
             {"task": r.task, "role": r.role, "attempt": r.attempt, "pid": r.pid,
-             "elapsed": round(now - r.started, 1), "timeout": r.timeout, "log": r.log}
+             "elapsed": round(now - r.started, 1), "timeout": r.timeout, "log": r.log, "ref": r.ref}
             for r in history.live_runs()
         ]
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value[:200] if isinstance(value, str) and value else None

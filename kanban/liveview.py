@@ -18,6 +18,7 @@ in between, by rich's refresh thread or by PlainView's timer, comes from that la
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -52,12 +53,15 @@ class Agent:
     started: float  # epoch seconds
     timeout: float  # seconds
     pid: int | None  # None until the run is next polled
+    node: str | None = None  # the Ray node it runs on (kanban.executors); None on this machine
 
     def elapsed(self, now: float) -> str:
         return human_duration(now - self.started)
 
     @property
     def pid_text(self) -> str:
+        if self.node:
+            return self.node
         return str(self.pid) if self.pid else "starting"
 
 
@@ -68,6 +72,7 @@ class Snapshot:
     counts: dict[str, int] = field(default_factory=dict)  # the columns, "done" and "escalated"
     agents: tuple[Agent, ...] = ()
     note: str = ""  # "(board unreadable right now: ...)"
+    capacity: str | None = None  # the executor's free capacity ("Ray 2.60.0: 3 nodes, 12 of 16 agent_slot free")
     taken: float = 0.0
     board: object = field(default=None, repr=False, compare=False)  # what the counts were taken from
 
@@ -99,11 +104,15 @@ def take_snapshot(engine, previous: Snapshot | None = None) -> Snapshot:
         note = _one_line(f"(board unreadable right now: {exc})")
     agents = previous.agents if previous else ()
     try:
-        agents = tuple(Agent(r.task, ROLE_WORDS.get(r.role, r.role), r.attempt, r.started, r.timeout, r.pid)
+        agents = tuple(Agent(r.task, ROLE_WORDS.get(r.role, r.role), r.attempt, r.started, r.timeout, r.pid,
+                             engine.runner.where(r.run_path(engine.runner)))
                        for r in engine.history.live_runs())
     except Exception as exc:  # noqa: BLE001 - a busy or closed history: keep the last agents
         note = note or _one_line(f"(history unreadable right now: {exc})")
-    return Snapshot(counts, agents, note, time.time(), board if not note else None)
+    capacity = None
+    with contextlib.suppress(Exception):
+        capacity = engine.runner.capacity()
+    return Snapshot(counts, agents, note, capacity, time.time(), board if not note else None)
 
 
 def _one_line(text: str) -> str:
@@ -209,6 +218,8 @@ class Frame:
         if snap.note:
             yield _line(snap.note, "yellow")
         yield _line(f"merge queue: {self.view.queue_text(now)}")
+        if snap.capacity:
+            yield _line(f"cluster: {snap.capacity}")
         if snap.agents:
             wide = width >= WIDE
             table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), expand=False)
@@ -216,7 +227,8 @@ class Frame:
                 table.add_column(name, no_wrap=True, overflow="ellipsis")
             if wide:
                 table.add_column("timeout", no_wrap=True, overflow="ellipsis")
-                table.add_column("pid", no_wrap=True, overflow="ellipsis")
+                table.add_column("node" if any(a.node for a in snap.agents) else "pid", no_wrap=True,
+                                 overflow="ellipsis")
             for a in snap.agents:
                 if wide:
                     table.add_row(a.task, a.role, str(a.attempt), a.elapsed(now), human_duration(a.timeout),

@@ -232,7 +232,7 @@ class MergeQueue:
                     elif v.armed:  # made ready while the one ahead of it ran: started now, if its turn came
                         keep.add(v.id)
                         slots_busy.add(v.worktree or "")
-                        if running >= self.config.merge.parallel:
+                        if running >= self._parallel:
                             break  # nothing is built behind one that waits
                         self._release(v)
                         running += 1
@@ -266,7 +266,7 @@ class MergeQueue:
                     continue
                 if v is not None:  # failed: once more, or it counts (judged only on main itself)
                     if v.try_ <= self.config.merge.verify_retries:
-                        if running >= self.config.merge.parallel:
+                        if running >= self._parallel:
                             break
                         make_room()
                         slot = self._free_slot(slots_busy)
@@ -283,7 +283,7 @@ class MergeQueue:
                     continue
                 # not verified on this base yet: build it and start its verification, if a slot is free,
                 # else make it ready to start the moment one is (armed: built, checked out, supervised)
-                full = running >= self.config.merge.parallel
+                full = running >= self._parallel
                 commit, conflicts = self._build(tip, c)
                 if conflicts:
                     if tip == main:
@@ -647,6 +647,11 @@ class MergeQueue:
             self.engine.runner.wait_any([v.run_path(self.engine.runner) for v in stray if v.ref], timeout=5.0)
         for v in stray:
             self.engine.history.finish_verification(v.id, outcome="discarded", how="no longer needed")
+
+    @property
+    def _parallel(self) -> int:
+        """Verifications at once: `[merge] parallel`, within `[executor.pool] verify`."""
+        return min(self.config.merge.parallel, self.config.executor.pool.get("verify", self.config.merge.parallel))
 
     def _verify_slot_path(self, slot: int) -> Path:
         from kanban.store import state_dir

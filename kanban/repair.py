@@ -96,9 +96,9 @@ class Context:
 
     @cached_property
     def runner(self):
-        from kanban.runner import LocalRunner
+        from kanban.executors import runner_for
 
-        return self._runner or LocalRunner(self.root)
+        return self._runner or runner_for(self.root, self.config)
 
     @cached_property
     def board(self):

@@ -49,6 +49,10 @@ def _totals(runs, events) -> list[str]:
              f"{sum(1 for r in finished if r.outcome != 'ok')} failed, {len(runs) - len(finished)} running)",
              f"- timeouts: {sum(r.timed_out for r in runs)}, stalls: {sum(r.stalled for r in runs)}",
              f"- agent time: {_dur(busy)} over a span of {_dur(span)}"]
+    lost = [r for r in runs if r.infra_failures]
+    if lost:  # the executor's infrastructure (a Ray node that died, a lost job): tried again, never a strike
+        lines.append(f"- infrastructure failures: {sum(r.infra_failures for r in lost)} tries lost by the cluster "
+                     f"in {len(lost)} run(s), each tried again on another node (no strike)")
     if priced or unpriced:
         lines.append(f"- cost: {_usd(sum(r.cost_usd for r in priced))} over {_tokens_in_out(runs)}")
     if unpriced:

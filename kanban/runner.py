@@ -153,15 +153,21 @@ class Runner(Protocol):
 
     def resolve(self, ref: str) -> Path: ...
 
+    def where(self, run_dir: Path) -> str | None: ...
+
+    def capacity(self) -> str | None: ...
+
 
 class LocalRunner:
     """Runs agents on this machine under `python -m kanban.supervisor`.
 
     ROOT, the repository's root, makes its run references relative to it (the repository may
-    move); without it they hold absolute paths."""
+    move); without it they hold absolute paths. WATCH_CALLER: every run ends when this process
+    does (the Ray job wrapper's runs: a job that Ray killed or lost leaves no agent behind)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, watch_caller: bool = False) -> None:
         self.root = root
+        self.watch_caller = watch_caller
         self._children: dict[Path, subprocess.Popen] = {}  # reaped in poll()
         self._pidfds: dict[Path, int] = {}  # wait_any's watch on supervisors, by run directory
         # Our /proc/<pid>/environ holds the whole environment the agents' is filtered from.
@@ -221,6 +227,8 @@ class LocalRunner:
             "sandbox": None if sandbox is None else sandbox.settle_spec(run_dir),
             "armed": bool(armed),
         }
+        if self.watch_caller:
+            spec["watch"] = {"pid": os.getpid(), "start_time": procs.process_start_time(os.getpid())}
         # Whole or not at all, but not synced (four fsyncs per start were most of a handover's
         # disk time): both describe processes a power cut ends. Afterwards a lost or empty spec
         # reads as none (spec()), a lost or empty launcher's record as a supervisor gone.
@@ -382,6 +390,14 @@ class LocalRunner:
     def resolve(self, ref: str) -> Path:
         """The run directory of REF, as `ref` gave it out (or an older kanban's run directory)."""
         return local_path(self.root, ref)
+
+    def where(self, run_dir: Path) -> str | None:
+        """Where the run runs, for `kanban status`: this machine (None: nothing to say)."""
+        return None
+
+    def capacity(self) -> str | None:
+        """The executor's free capacity in words, for `kanban status`; None: only the pool counts."""
+        return None
 
     @contextlib.contextmanager
     def _exit_watch(self, dirs: list[Path]):

@@ -218,7 +218,7 @@ class Supervisor:
             pass
 
     def why_stop(self) -> str | None:
-        if self.terminated or cancel_mode(self.run_dir):
+        if self.terminated or cancel_mode(self.run_dir) or self.caller_gone():
             return "cancel"
         now = time.monotonic()
         assert self.t0 is not None  # watch() runs after start()
@@ -232,6 +232,12 @@ class Supervisor:
         if limit is not None and self.retrying_since is not None and now - self.retrying_since >= float(limit):
             return "retrying"
         return None
+
+    def caller_gone(self) -> bool:
+        """A run submitted with a watched caller (the Ray job wrapper, kanban.executors.ray_job) ends
+        when that caller is gone: a job Ray killed or lost leaves no agent behind."""
+        watch = self.spec.get("watch")
+        return isinstance(watch, dict) and not procs.alive(watch.get("pid"), watch.get("start_time"))
 
     def last_growth_time(self, now: float) -> float:
         try:

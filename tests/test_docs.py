@@ -84,7 +84,8 @@ def code_spans(text: str) -> set[str]:
 # --- configuration ------------------------------------------------------------------
 
 # Sections `kanban/config.py` names by a *_KEYS constant; the rest take the constant's name.
-SPECIAL_SECTIONS = {"TOP": "", "CHECK": "preflight.check", "PRICE": "pricing.MODEL"}
+SPECIAL_SECTIONS = {"TOP": "", "CHECK": "preflight.check", "PRICE": "pricing.MODEL", "EXECUTOR_POOL": "executor.pool",
+                    "PLACEMENT": "executor.default"}
 
 
 def parser_keys() -> dict[str, set[str]]:
@@ -96,8 +97,11 @@ def parser_keys() -> dict[str, set[str]]:
         if name.endswith("_KEYS") and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
             prefix = name[: -len("_KEYS")]
             found[SPECIAL_SECTIONS.get(prefix, prefix.lower())] = set(value)
+    for kind in config.RUN_KINDS:  # each kind of run's placement takes [executor.default]'s keys
+        found[f"executor.{kind}"] = set(found["executor.default"])
     tables_ = {section.split(".")[0] for section in found if section}
     found[""] -= tables_
+    found["executor"] -= {section.split(".", 1)[1] for section in found if section.startswith("executor.")}
     for role in config.AGENT_ROLES:  # the planner's table too
         found[f"agent.{role}"] = set(found["agent"])
     return found

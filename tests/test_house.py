@@ -18,7 +18,10 @@ from pathlib import Path
 import kanban
 
 PACKAGE = Path(kanban.__file__).resolve().parent
-EXECUTOR = {"kanban/runner.py", "kanban/supervisor.py", "kanban/procs.py"}
+EXECUTOR = {"kanban/runner.py", "kanban/supervisor.py", "kanban/procs.py",
+            # The Ray executor (issue 13): its runner keeps its own record (ray.json) beside the run
+            # files and writes result.json; the job wrapper runs the supervisor on a worker node.
+            "kanban/executors/ray_runner.py", "kanban/executors/ray_job.py"}
 GIT_ROOM = "kanban/git.py"
 
 RUN_FILES = ("spec.json", "result.json", "agent.json", "launcher.json", "supervisor.log")
@@ -203,3 +206,14 @@ def test_every_method_called_on_a_runner_is_in_the_protocol():
     for method in sorted(declared):  # and LocalRunner has each, with the very same signature
         ours, real = inspect.signature(getattr(Runner, method)), inspect.signature(getattr(LocalRunner, method))
         assert ours == real, f"Runner.{method}{ours} but LocalRunner.{method}{real}"
+
+
+def test_the_ray_runner_has_the_protocols_signatures():
+    """RayRunner stands in for LocalRunner everywhere: the very same methods and signatures."""
+    from kanban.executors.ray_runner import RayRunner
+    from kanban.runner import Runner
+
+    declared = {n for n, v in vars(Runner).items() if callable(v) and not n.startswith("_")}
+    for method in sorted(declared):
+        ours, real = inspect.signature(getattr(Runner, method)), inspect.signature(getattr(RayRunner, method))
+        assert ours == real, f"Runner.{method}{ours} but RayRunner.{method}{real}"

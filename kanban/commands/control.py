@@ -66,11 +66,9 @@ def _runs_of(root: Path, history, task_id: str, role: str | None) -> list[_Shown
 
 def _stall_of(root: Path, run) -> float | None:
     """The stall limit the run had (as the runner recorded it), when it stalled."""
-    from kanban.runner import LocalRunner
-
     if not run.stalled:
         return None
-    runner = LocalRunner(root)
+    runner = _runner(root)
     spec = runner.spec(run.run_path(runner))
     return (spec.stall or None) if spec else None  # a stall of 0 is none
 
@@ -151,11 +149,17 @@ def _ended(history, run: _Shown, root: Path) -> bool:
 
 
 def _run_ended(root: Path, history, run_id: int) -> bool:
-    from kanban.runner import LocalRunner
-
     run = next(r for r in history.runs() if r.id == run_id)
-    runner = LocalRunner(root)
+    runner = _runner(root)
     return run.ended is not None or not runner.poll(run.run_path(runner)).running
+
+
+def _runner(root: Path):
+    """The runner `[executor]` names (kanban.executors.runner_for)."""
+    from kanban.config import load_config
+    from kanban.executors import runner_for
+
+    return runner_for(root, load_config(root))
 
 
 def _queue_running(root: Path) -> bool:
@@ -168,7 +172,6 @@ def _queue_running(root: Path) -> bool:
 
 def stop(root: Path, task_id: str, *, force: bool) -> int:
     from kanban.history import History
-    from kanban.runner import LocalRunner
 
     check_id(task_id)
     _require_known(root, task_id)  # before the history is opened for writing: an unknown ID creates nothing
@@ -176,7 +179,7 @@ def stop(root: Path, task_id: str, *, force: bool) -> int:
         live = [r for r in history.live_runs() if r.task == task_id]
         if not live:
             raise KanbanError(f"no agent is running for {task_id}", code=1)
-        runner = LocalRunner(root)
+        runner = _runner(root)
         for r in live:
             runner.cancel(r.run_path(runner), force=force)
             say(f"stopping {task_id} {r.role} attempt {r.attempt} (pid {r.pid})" + (" with SIGKILL" if force else ""))

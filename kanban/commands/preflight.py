@@ -88,7 +88,18 @@ def run_checks(root: Path, config, board) -> list[Check]:
     results += _agent_clis(root, config)
     results.append(_sandbox(config))
     results += _services(root, config)
+    if config.executor.kind == "ray":
+        results += _cluster(root, config)
     return results
+
+
+def _cluster(root: Path, config) -> list[Check]:
+    """The Ray cluster and the shared remote ([executor] kind = "ray"; docs/ray.md)."""
+    try:
+        from kanban.executors.ray_runner import cluster_checks
+    except ImportError as exc:
+        return [Check("ray", False, f"Ray is not installed ({exc}); pip install \"kanban-agents[ray]\"")]
+    return [Check(name, ok, detail) for name, ok, detail in cluster_checks(root, config)]
 
 
 def _sandbox(config) -> Check:

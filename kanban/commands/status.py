@@ -38,8 +38,10 @@ def status(root: Path, *, as_json: bool, show_all: bool) -> int:
             def budget(task_id: str) -> str | None:
                 return budget_reason(history, config, task_id, None)
 
-        summary = summarize(board, agents=_running_agents(root), costs=_costs(history, config),
+        agents, cluster = _placed(root, config, _running_agents(root))
+        summary = summarize(board, agents=agents, costs=_costs(history, config),
                             seen=_seen(history), pool_size=config.pool_size, budget=budget)
+    summary["cluster"] = cluster
     summary["error"] = str(problem) if problem else None
     if problem:
         error(str(problem))  # before the board, so it reads at the top
@@ -335,6 +337,22 @@ def _task_row(located, t: Task) -> dict[str, Any]:
     }
 
 
+def _placed(root: Path, config, agents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    """The running agents with the node each runs on ("node": None on this machine), and the
+    executor's free capacity in words (None for the local executor: the pool line says it)."""
+    for a in agents:
+        a["node"] = None
+    if config.executor.kind == "local":
+        return [{k: v for k, v in a.items() if k != "ref"} for a in agents], None
+    from kanban.executors import runner_for
+
+    runner = runner_for(root, config)
+    for a in agents:
+        with contextlib.suppress(KanbanError, OSError, ValueError):
+            a["node"] = runner.where(runner.resolve(a["ref"]))
+    return [{k: v for k, v in a.items() if k != "ref"} for a in agents], runner.capacity()
+
+
 def _running_agents(root: Path) -> list[dict[str, Any]]:
     try:
         from kanban.history import running_agents
@@ -421,14 +439,17 @@ def _render_footer(summary: dict[str, Any]) -> None:
         say("Agents running:")
         for a in summary["agents"]:
             so_far = _money(a)
-            pid = f"pid {a['pid']}" if a["pid"] else "starting"
+            pid = f"pid {a['pid']}" if a["pid"] else ("" if a.get("node") else "starting")
+            where = f"  on {a['node']}" if a.get("node") else ""
             say(f"  {a['task']}  {a['role']:<8} attempt {a['attempt']}  "
-                f"{human_duration(a['elapsed'])} of {human_duration(a['timeout'])}  {pid}"
+                f"{human_duration(a['elapsed'])} of {human_duration(a['timeout'])}  {pid}{where}"
                 + (f"  {so_far} so far" if so_far else ""))
     pool = summary.get("pool")
     if pool and (pool["busy"] or pool["starting"]):
         say(f"Pool: {pool['busy']} of {pool['size']} slots busy"
             + (f"; next tick starts {', '.join(pool['starting'])}" if pool["starting"] else ""))
+    if summary.get("cluster"):
+        say(f"Cluster: {summary['cluster']}")
     if summary["queue"]:
         say("Ready to merge: " + ", ".join(summary["queue"]))
     if summary["escalated"]:
