@@ -33,12 +33,13 @@ INTERRUPTED = 130
 
 
 def plan(root: Path, feature: str, *, dry_run: bool, from_file: Path | None, partial: bool, as_json: bool) -> int:
+    from kanban.commands.tick import check_repository
     from kanban.config import load_config
     from kanban.store import load_board
 
     feature = check_feature(feature)
     config = load_config(root)
-    _check_repository(root, config)
+    check_repository(root, config)
     board = load_board(root)  # a bad board is exit 2 before a planner is paid for
     answer = None
     if from_file is not None:
@@ -78,17 +79,6 @@ def _answer_text(answer) -> str:
         raise KanbanError(f"the planner's answer is over the {REPORT_READ_LIMIT // 1024} KiB a report may have",
                           file=answer.source, hint="ask for a smaller feature, or plan it in parts")
     return answer.text
-
-
-def _check_repository(root: Path, config) -> None:
-    from kanban import git
-
-    if git.toplevel(root) is None:
-        raise KanbanError(f"{root} is not a git repository", hint="run 'git init' and commit, then 'kanban init'")
-    if not git.branch_exists(root, config.main_branch):
-        raise KanbanError(f"no branch {config.main_branch!r} in this repository",
-                          file=config.source and Path(config.source).name,
-                          hint="commit something first, or set main_branch in kanban.toml")
 
 
 def _ask(root: Path, config, feature: str, board_text: str):

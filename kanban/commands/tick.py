@@ -7,12 +7,24 @@ from pathlib import Path
 from kanban.output import emit_json, say, warn
 
 
+def check_repository(root: Path, config) -> None:
+    """Exit 2, one line, unless ROOT is a git repository whose main branch exists."""
+    from kanban import git
+    from kanban.errors import KanbanError
+
+    if git.toplevel(root) is None:
+        raise KanbanError(f"{root} is not a git repository", hint="run 'git init' and commit, then 'kanban init'")
+    if not git.branch_exists(root, config.main_branch):
+        raise KanbanError(f"no branch {config.main_branch!r} in this repository",
+                          file=config.source and Path(config.source).name,
+                          hint="commit something first, or set main_branch in kanban.toml")
+
+
 def open_engine(root: Path, *, agents: bool = False):
     """Config, history and engine for a repository, after the checks every pass needs.
 
     AGENTS: the pass may start agents, so each role's CLI and credentials must be there
     (exit 2 before anything moves otherwise)."""
-    from kanban import git
     from kanban.config import load_config
     from kanban.engine import Engine
     from kanban.errors import KanbanError
@@ -28,12 +40,7 @@ def open_engine(root: Path, *, agents: bool = False):
         # an entry left in two files by a crash is not bad input: the pass repairs it first
         if not find_duplicates(root, config, load_board(root, check=False), None):
             raise
-    if git.toplevel(root) is None:
-        raise KanbanError(f"{root} is not a git repository", hint="run 'git init' and commit, then 'kanban init'")
-    if not git.branch_exists(root, config.main_branch):
-        raise KanbanError(f"no branch {config.main_branch!r} in this repository",
-                          file=config.source and Path(config.source).name,
-                          hint="commit something first, or set main_branch in kanban.toml")
+    check_repository(root, config)
     from kanban.agents import check_worktree_dir
 
     check_worktree_dir(root, config)
