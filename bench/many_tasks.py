@@ -140,7 +140,9 @@ def _caller() -> str:
     return " < ".join(f"{Path(f.filename).stem}.{f.name}" for f in reversed(frames[-2:])) or "?"
 
 
-def build(tmp: Path, n: int, role_time: float, pool: int):
+def build(tmp: Path, n: int, role_time: float, pool: int, *, timeout: str = "60s", stall: str = "30s",
+          extra_toml: str = ""):
+    """N independent tasks, every role a ROLE_TIME-second scripted agent (the task agent commits one file)."""
     from agents_kit import make_project, task_md
 
     repo = tmp / "repo"
@@ -152,7 +154,7 @@ def build(tmp: Path, n: int, role_time: float, pool: int):
     ids = [f"TASK-{i}" for i in range(1, n + 1)]
     tasks = "".join(task_md(t, f"Add module {t}") for t in ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        p = make_project(repo, tmp / "kit", tasks, pool_size=pool, timeout="60s")
+        p = make_project(repo, tmp / "kit", tasks, pool_size=pool, timeout=timeout, stall=stall, extra_toml=extra_toml)
     p.set_rules([{"task": t, "role": role,
                   "steps": [["sleep", role_time]] + ([["commit", f"src/{t}.py"]] if role == "task" else [])}
                  for t in ids for role in ROLES])

@@ -36,27 +36,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
 
-from queue_beside_pool import ROLES, git, sealed_env  # noqa: E402 - found through the sys.path line above
+from queue_beside_pool import ROLES, sealed_env  # noqa: E402 - found through the sys.path line above
 
 
 def build(tmp: Path, n: int, role_time: float, pool: int, executor: str):
-    from agents_kit import make_project, task_md
+    import many_tasks
 
-    repo = tmp / "repo"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("# bench\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
-    ids = [f"TASK-{i}" for i in range(1, n + 1)]
-    tasks = "".join(task_md(t, f"Add module {t}") for t in ids)
-    with contextlib.redirect_stdout(io.StringIO()):
-        p = make_project(repo, tmp / "kit", tasks, pool_size=pool, timeout="300s", stall="300s",
-                         extra_toml=executor)
-    p.set_rules([{"task": t, "role": role,
-                  "steps": [["sleep", role_time]] + ([["commit", f"src/{t}.py"]] if role == "task" else [])}
-                 for t in ids for role in ROLES])
-    return p, ids
+    return many_tasks.build(tmp, n, role_time, pool, timeout="300s", stall="300s", extra_toml=executor)
 
 
 def measure(kind: str, n: int, role_time: float, pool: int, cluster=None) -> dict:
