@@ -433,6 +433,8 @@ class RayRunner:
     # -- when it ended -----------------------------------------------------------------------------
 
     def _finished(self, run_dir: Path, state: dict[str, Any], job: Any, status: str | None) -> RunState:
+        if job is not None and not state.get("node"):
+            state["node"] = _node(job)  # a short job may end between two polls, never seen running
         text = self._copy_log(run_dir, state) if job is not None else ""
         if text is None:  # the job ended, its log unreadable right now: asked again a few times
             misses = self._log_misses[run_dir] = self._log_misses.get(run_dir, 0) + 1
