@@ -4,23 +4,11 @@ No cluster here: tests/test_ray.py runs the executor on a real one."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from test_budget import error_of, load  # the same kanban.toml helpers
 
-from kanban.config import Config, ExecutorConfig, Placement, load_config
+from kanban.config import Config, ExecutorConfig, Placement
 from kanban.errors import BAD_INPUT, KanbanError
-
-
-def load(root: Path, text: str) -> Config:
-    (root / "kanban.toml").write_text(text, encoding="utf-8")
-    return load_config(root)
-
-
-def error_of(root: Path, text: str) -> KanbanError:
-    with pytest.raises(KanbanError) as info:
-        load(root, text)
-    return info.value
 
 
 def test_the_default_is_the_local_executor(tmp_path):
