@@ -26,7 +26,6 @@ from kanban.history import History, Run
 from kanban.machine import Action, Event, InvalidTransition, TaskState, Transition, describe_state, transition
 from kanban.model import COLUMN_FILES, COLUMN_ROLE, ESCALATED, READY_STATUS, RETRY, Column, Role
 from kanban.presets import build_argv, cli_error, missing_credentials
-from kanban.procs import process_start_time
 from kanban.prompts import render_role
 from kanban.runner import Runner
 from kanban.scheduler import Start, plan
@@ -97,7 +96,6 @@ class Engine:
         self.run_started_at: float | None = None  # set by `kanban run`: the start of its [budget] run
         self.queue_state = None  # a kanban.events.QueueState the merge queue sets, the live view reads
         self._aftercheck: AfterCheck | None = None
-        self._unrecorded_pids: dict[int, tuple[int, int | None]] = {}  # ended runs' agent pids, by run id
         # Asked between handovers: True stops the pass there (kanban run: a verification ended,
         # and landing it, then starting the next, comes before the rest of the handovers).
         self.yield_to: Callable[[], bool] | None = None
@@ -122,9 +120,8 @@ class Engine:
 
     # -- the pass ------------------------------------------------------------------
 
-    def tick(self, *, dry_run: bool = False, record_pids: bool = True) -> TickReport:
-        """One pass. `record_pids=False` (the run loop) leaves pids to the next poll, keeping
-        the loop free to react to the next agent that ends."""
+    def tick(self, *, dry_run: bool = False) -> TickReport:
+        """One pass: repair once, reap the runs that ended, hand over, fill the free slots."""
         report = TickReport()
         with tick_lock(self.root) as got:
             if not got:
@@ -141,27 +138,7 @@ class Engine:
             self._reap(report)
             self._notice_person_resets()
             self._fill(report)
-            if report.started and record_pids and self.config.executor.kind == "local":  # Ray's runs have none here
-                self._record_pids()
         return report
-
-    def _record_pids(self, limit: float = 5.0) -> None:
-        """Record the pids of the agents this tick started, once all of them are launched.
-
-        Their supervisors start in parallel, so this waits for the slowest one,
-        not for each in turn.
-        """
-        deadline = time.monotonic() + limit
-        pending = [r for r in self.history.live_runs() if r.pid is None]
-        while pending and time.monotonic() < deadline:
-            for run in list(pending):
-                state = self.runner.poll(run.run_path(self.runner))
-                if state.agent_pid or not state.running:
-                    if state.agent_pid:
-                        self.history.set_pid(run.id, state.agent_pid, process_start_time(state.agent_pid))
-                    pending.remove(run)
-            if pending:
-                time.sleep(0.005)
 
     def _load(self) -> Board:
         """The board for reading (shared while its files are unchanged): changes go through update()."""
@@ -204,12 +181,6 @@ class Engine:
                 self._reap_planner(run, report)
                 continue
             state = self.runner.poll(run.run_path(self.runner))
-            if run.pid is None and state.agent_pid:
-                pid = (state.agent_pid, process_start_time(state.agent_pid))
-                if state.running:
-                    self.history.set_pid(run.id, *pid)
-                else:  # recorded with its end, in one commit
-                    self._unrecorded_pids[run.id] = pid
             if state.running and not state.supervisor_alive:  # nothing enforces its timeout any more
                 self.runner.reclaim(run.run_path(self.runner), "kanban tick")
                 report.add("problems", self._problem(
@@ -283,22 +254,11 @@ class Engine:
         """A finished run that must not be judged, or could not be (its worktree broken by the agent):
         recorded as failed and held for a person, never left live for every later pass to trip over."""
         if any(r.id == run.id for r in self.history.live_runs()):
-            self._finish_run(run.id, outcome="failed", result=result, reason=reason)
+            self.history.finish_run(run.id, outcome="failed", result=result, reason=reason)
         try:
             return self.escalate_event(run.task, f"{_stamp()} {note}", why=why)
         except KanbanError as again:
             return self._problem(run.task, f"{run.task} could not be escalated: {again}")
-
-    def _finish_run(self, run_id: int, **fields) -> None:
-        """`history.finish_run`, with the agent's pid when the poll that found the run over was
-        the first to see it (kanban run leaves pids to the next poll): one commit, not two."""
-        pid = self._unrecorded_pids.pop(run_id, None)
-        if pid is None:
-            self.history.finish_run(run_id, **fields)
-            return
-        with self.history.transaction():
-            self.history.set_pid(run_id, *pid)
-            self.history.finish_run(run_id, **fields)
 
     def _finish(self, run: Run, result: dict | None) -> Happening:
         if run.role == TEST_RUN:
@@ -315,7 +275,7 @@ class Engine:
 
             cost = run_cost(agent.preset, run.model, log_text, self.config.pricing)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
-        self._finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
+        self.history.finish_run(run.id, outcome=outcome, result=result, cost_usd=cost.get("cost_usd"),
                          tokens=cost.get("tokens"), input_tokens=cost.get("input_tokens"),
                          output_tokens=cost.get("output_tokens"), model=cost.get("model"),
                          reason=why or None)
@@ -360,7 +320,7 @@ class Engine:
     def _finish_test(self, run: Run, result: dict | None) -> Happening:
         ok, why = self._judge_process(run, result)
         outcome = "ok" if ok else ("cancelled" if result and result.get("cancelled") else "failed")
-        self._finish_run(run.id, outcome=outcome, result=result, reason=why or None)
+        self.history.finish_run(run.id, outcome=outcome, result=result, reason=why or None)
         took = f" in {_human(float(result['duration']))}" if result and result.get("duration") is not None else ""
         spec = self.runner.spec(run.run_path(self.runner))  # its command as submitted, before any sandbox
         shown = " ".join(((" ".join(spec.command)[:2000] if spec else "") or self.config.test.shown()).split())

@@ -32,8 +32,6 @@ CREATE TABLE IF NOT EXISTS {name} (
     attempt INTEGER NOT NULL,
     run_dir TEXT,
     log TEXT NOT NULL,
-    pid INTEGER,
-    pid_start INTEGER,
     head_before TEXT,
     timeout REAL NOT NULL,
     started REAL NOT NULL,
@@ -100,8 +98,6 @@ class Run(NamedTuple):
     attempt: int
     run_dir: str | None  # an older kanban's run directory; None in the rows of this one (run_ref)
     log: str
-    pid: int | None
-    pid_start: int | None
     head_before: str | None
     timeout: float
     started: float
@@ -276,9 +272,6 @@ class History:
         )
         assert cur.lastrowid is not None  # an INSERT sets it
         return int(cur.lastrowid)
-
-    def set_pid(self, run_id: int, pid: int | None, pid_start: int | None) -> None:
-        self.db.execute("UPDATE runs SET pid=?, pid_start=? WHERE id=?", (pid, pid_start, run_id))
 
     def finish_run(self, run_id: int, *, outcome: str, result: dict[str, Any] | None,
                    cost_usd: float | None = None, tokens: int | None = None,
@@ -510,7 +503,7 @@ def running_agents(root: Path) -> list[dict[str, Any]]:
     now = time.time()
     with History(root, readonly=True) as history:
         return [
-            {"task": r.task, "role": r.role, "attempt": r.attempt, "pid": r.pid,
+            {"task": r.task, "role": r.role, "attempt": r.attempt, "pid": None,
              "elapsed": round(now - r.started, 1), "timeout": r.timeout, "log": r.log, "ref": r.ref}
             for r in history.live_runs()
         ]

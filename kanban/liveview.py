@@ -104,8 +104,9 @@ def take_snapshot(engine, previous: Snapshot | None = None) -> Snapshot:
         note = _one_line(f"(board unreadable right now: {exc})")
     agents = previous.agents if previous else ()
     try:
-        agents = tuple(Agent(r.task, ROLE_WORDS.get(r.role, r.role), r.attempt, r.started, r.timeout, r.pid,
-                             engine.runner.where(r.run_path(engine.runner)))
+        runner = engine.runner
+        agents = tuple(Agent(r.task, ROLE_WORDS.get(r.role, r.role), r.attempt, r.started, r.timeout,
+                             runner.pid(r.run_path(runner)), runner.where(r.run_path(runner)))
                        for r in engine.history.live_runs())
     except Exception as exc:  # noqa: BLE001 - a busy or closed history: keep the last agents
         note = note or _one_line(f"(history unreadable right now: {exc})")

@@ -66,7 +66,7 @@ def run_planner(root: Path, config: Config, history: History, runner: Runner, fe
         with _checkout(root, main) as worktree:
             try:
                 run_id = _start(root, config, history, runner, feature, board_text, worktree, rdir, attempt, main)
-                result = _wait(runner, rdir, history, run_id)
+                result = _wait(runner, rdir)
             except KeyboardInterrupt:  # the person stopped kanban plan: the planner is stopped with it
                 runner.cancel(rdir)
                 runner.wait_any([rdir], timeout=CANCEL_WAIT)
@@ -142,17 +142,10 @@ def _start(root: Path, config: Config, history: History, runner: Runner, feature
     return run_id
 
 
-def _wait(runner: Runner, rdir: Path, history: History, run_id: int) -> dict | None:
-    """Until the run is over: its result (None if it was lost). The agent's pid is recorded
-    once it is up (for `kanban status`)."""
-    from kanban.procs import process_start_time
-
-    pid_known = False
+def _wait(runner: Runner, rdir: Path) -> dict | None:
+    """Until the run is over: its result (None if it was lost)."""
     while True:
         state = runner.poll(rdir)
-        if state.agent_pid and not pid_known:
-            history.set_pid(run_id, state.agent_pid, process_start_time(state.agent_pid))
-            pid_known = True
         if not state.running:
             return state.result
         if state.result is None and not state.supervisor_alive:

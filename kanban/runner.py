@@ -155,6 +155,8 @@ class Runner(Protocol):
 
     def where(self, run_dir: Path) -> str | None: ...
 
+    def pid(self, run_dir: Path) -> int | None: ...
+
     def capacity(self) -> str | None: ...
 
 
@@ -394,6 +396,12 @@ class LocalRunner:
     def where(self, run_dir: Path) -> str | None:
         """Where the run runs, for `kanban status`: this machine (None: nothing to say)."""
         return None
+
+    def pid(self, run_dir: Path) -> int | None:
+        """The agent's pid on this machine, once its supervisor started it (for people: `kanban
+        status`, the live view; the history keeps the run's reference, not its pids)."""
+        pid = (read_json(Path(run_dir) / AGENT) or {}).get("pid")
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
     def capacity(self) -> str | None:
         """The executor's free capacity in words, for `kanban status`; None: only the pool counts."""

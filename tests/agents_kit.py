@@ -214,6 +214,13 @@ class Project:
         with History(self.root) as h:
             return h.runs(task)
 
+    def agent_pid(self, run) -> int | None:
+        """RUN's agent pid, as the local executor knows it (the history keeps no pids)."""
+        from kanban.runner import LocalRunner
+
+        runner = LocalRunner(self.root)
+        return runner.pid(run.run_path(runner))
+
     def history_events(self, task: str | None = None) -> list[tuple]:
         with History(self.root) as h:
             return h.events(task)

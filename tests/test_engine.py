@@ -224,11 +224,11 @@ def test_supervisor_outlives_the_tick_and_kills_at_the_timeout(kit, tmp_path):
     (run,) = p.runs("TASK-1")
     run_dir = run.run_path(LocalRunner(p.root))
     info = json.loads((run_dir / "agent.json").read_text())
-    assert procs.alive(run.pid, run.pid_start), "the agent died with the tick"
+    assert procs.alive(info["pid"], info["start_time"]), "the agent died with the tick"
     assert procs.alive(info["supervisor_pid"], info["supervisor_start_time"])
 
     # no tick from here on: the supervisor alone enforces the timeout
-    wait_for(lambda: not procs.alive(run.pid, run.pid_start), timeout=15, what="the agent killed")
+    wait_for(lambda: not procs.alive(info["pid"], info["start_time"]), timeout=15, what="the agent killed")
     wait_for(lambda: (run_dir / "result.json").exists(), timeout=5, what="result.json")
     result = json.loads((run_dir / "result.json").read_text())
     assert result["timed_out"] is True and result["exit_code"] is None
@@ -461,11 +461,12 @@ def test_stop_kills_the_group_escalates_and_retry_resumes(kit, tmp_path, force):
     run_cli(p.root, "tick", check_code=0)
     wait_for(lambda: len(live_pids(grandchildren)) == 2, what="grandchildren running")
     (run,) = p.runs("TASK-1")
+    info = json.loads((run.run_path(LocalRunner(p.root)) / "agent.json").read_text())
     stop = run_cli(p.root, "stop", "TASK-1", *(["--force"] if force else []), check_code=0)
-    assert "stopping TASK-1 task attempt 1" in stop.stdout
+    assert f"stopping TASK-1 task attempt 1 (pid {info['pid']})" in stop.stdout
     assert live_pids(grandchildren) == []
-    assert not procs.alive(run.pid, run.pid_start)
-    assert procs.group_members(run.pid) == []
+    assert not procs.alive(info["pid"], info["start_time"])
+    assert procs.group_members(info["pid"]) == []
 
     run_cli(p.root, "tick", check_code=0)
     first = p.runs("TASK-1")[0]
@@ -515,7 +516,7 @@ def test_stop_retry_and_merge_go_through_the_state_machine(kit, monkeypatch):
     ])
     calls = table_spy(monkeypatch)
     p.tick()
-    wait_for(lambda: p.runs("TASK-1")[0].pid is not None, what="the task agent's pid")
+    wait_for(lambda: p.agent_pid(p.runs("TASK-1")[0]) is not None, what="the task agent's pid")
     assert stop(p.root, "TASK-1", force=False) == 0
     p.tick()  # reaps the stopped run: HELD, in place
     assert p.where("TASK-1") == ("IN_PROGRESS", ESCALATED, None)
@@ -642,10 +643,10 @@ def test_logs_prints_the_run_log_and_status_shows_the_running_agent(kit, tmp_pat
 
     status = json.loads(run_cli(p.root, "status", "--json", check_code=0).stdout)
     (agent,) = status["agents"]
-    assert (agent["task"], agent["role"], agent["attempt"], agent["pid"]) == ("TASK-1", "task", 1, run.pid)
+    assert (agent["task"], agent["role"], agent["attempt"], agent["pid"]) == ("TASK-1", "task", 1, p.agent_pid(run))
     assert agent["timeout"] == 20
     assert 0 <= agent["elapsed"] < agent["timeout"]
-    assert procs.alive(agent["pid"], run.pid_start)
+    assert agent["pid"] and procs.process_start_time(agent["pid"]) is not None  # a live process
 
     go.touch()
     p.drive(lambda: p.column("TASK-1") == "REVIEW", what="TASK-1 in REVIEW")

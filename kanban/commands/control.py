@@ -182,7 +182,9 @@ def stop(root: Path, task_id: str, *, force: bool) -> int:
         runner = _runner(root)
         for r in live:
             runner.cancel(r.run_path(runner), force=force)
-            say(f"stopping {task_id} {r.role} attempt {r.attempt} (pid {r.pid})" + (" with SIGKILL" if force else ""))
+            pid = runner.pid(r.run_path(runner))
+            say(f"stopping {task_id} {r.role} attempt {r.attempt}" + (f" (pid {pid})" if pid else "")
+                + (" with SIGKILL" if force else ""))
         runner.wait_any([r.run_path(runner) for r in live], timeout=10)
     say("the next tick marks the task [ESCALATED]; 'kanban retry' resumes it")
     return 0

@@ -99,7 +99,8 @@ def _run(engine, *, no_merge: bool, live: bool, watch: bool) -> int:
         if still:
             say(f"interrupted: {len(still)} agent(s) still running under their supervisors, timeouts enforced:")
             for r in still:
-                say(f"  {r.task} {r.role} attempt {r.attempt} " + (f"(pid {r.pid})" if r.pid else "(starting)"))
+                pid = engine.runner.pid(r.run_path(engine.runner))
+                say(f"  {r.task} {r.role} attempt {r.attempt} " + (f"(pid {pid})" if pid else "(starting)"))
             say("run 'kanban run' or 'kanban tick' to pick up their results, 'kanban stop ID' to stop one")
         else:
             say("interrupted: no agent is running; the board is consistent")
@@ -155,7 +156,7 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
             # the agents' handovers, which may take a while.
             if not no_merge and _verification_ended(engine):
                 drain_queue()
-            report = engine.tick(record_pids=False)
+            report = engine.tick()
             if failed_pass:
                 failed_pass = ""
                 view.log(Happening("info", "the board reads again; carrying on"))

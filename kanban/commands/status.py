@@ -338,19 +338,19 @@ def _task_row(located, t: Task) -> dict[str, Any]:
 
 
 def _placed(root: Path, config, agents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
-    """The running agents with the node each runs on ("node": None on this machine), and the
+    """The running agents with the agent's pid on this machine and the node it runs on ("node":
+    None on this machine; "pid": None on another, or before it started), and the
     executor's free capacity in words (None for the local executor: the pool line says it)."""
-    for a in agents:
-        a["node"] = None
-    if config.executor.kind == "local":
-        return [{k: v for k, v in a.items() if k != "ref"} for a in agents], None
     from kanban.executors import runner_for
 
     runner = runner_for(root, config)
     for a in agents:
+        a["pid"] = a["node"] = None
         with contextlib.suppress(KanbanError, OSError, ValueError):
-            a["node"] = runner.where(runner.resolve(a["ref"]))
-    return [{k: v for k, v in a.items() if k != "ref"} for a in agents], runner.capacity()
+            handle = runner.resolve(a["ref"])
+            a["pid"], a["node"] = runner.pid(handle), runner.where(handle)
+    placed = [{k: v for k, v in a.items() if k != "ref"} for a in agents]
+    return placed, None if config.executor.kind == "local" else runner.capacity()
 
 
 def _running_agents(root: Path) -> list[dict[str, Any]]:

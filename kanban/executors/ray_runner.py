@@ -283,6 +283,10 @@ class RayRunner:
             return self._local.where(run_dir)
         return state.get("node")
 
+    def pid(self, run_dir: Path) -> int | None:
+        """A local run's agent pid; None for a job on the cluster (its node says where it is)."""
+        return self._local.pid(run_dir) if self._load(Path(run_dir)) is None else None
+
     def capacity(self) -> str | None:
         """The cluster's free capacity in words ("3 nodes, 14 of 16 agent_slot free"), asked at most
         every CAPACITY_EVERY seconds (the live view draws often)."""
