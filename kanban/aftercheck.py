@@ -100,7 +100,7 @@ class AfterCheck:
         sha = git.loose_ref(self.guard.gitdir, f"refs/heads/{self.main}")
         if sha is not None and (sha == before or self._landed(sha)):
             return sha
-        return git.rev_parse(self.root, f"refs/heads/{self.main}")
+        return git.branch_sha(self.root, self.main)
 
     def _landed(self, sha: str) -> bool:
         """Whether the merge queue landed SHA on main (asked once per commit that it did)."""

@@ -350,8 +350,7 @@ def _records(out: str) -> Iterator[dict[str, str]]:
 
 
 def branches(root: Path, pattern: str = "refs/heads/") -> list[str]:
-    out = run(root, "for-each-ref", "--format=%(refname)", pattern)
-    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line]
+    return sorted(branch_shas(root, pattern))
 
 
 # -- worktrees and branches for tasks ---------------------------------------------
@@ -455,12 +454,118 @@ def remove_worktrees(root: Path, paths: list[Path]) -> None:
 
 
 def branch_shas(root: Path, pattern: str) -> dict[str, str]:
-    """{branch name: commit} for the branches under a ref prefix, in one call."""
+    """{branch name: commit} for the branches under a ref prefix (`for-each-ref`'s meaning: the
+    ref itself, or the refs in that folder), read from the ref files where they say it all."""
+    return {ref.removeprefix("refs/heads/"): sha for ref, sha in ref_shas(root, pattern).items()}
+
+
+def branch_sha(root: Path, branch: str) -> str:
+    """The commit BRANCH points at (`rev-parse` without a process where the ref files say it);
+    GitError when there is no such branch."""
+    ref = f"refs/heads/{branch}"
+    sha = ref_shas(root, ref).get(ref)
+    return sha if sha is not None else rev_parse(root, ref)
+
+
+def ref_shas(root: Path, pattern: str) -> dict[str, str]:
+    """{ref: commit id} for the refs PATTERN names (a ref, or a folder of refs such as
+    "refs/heads/kanban/"). The merge queue asks this of every ready task on every pass, so it
+    reads the files git keeps refs in (loose refs over packed-refs), as git itself does, and
+    asks git (`for-each-ref`) wherever they might not be the whole story: refs kept as a
+    reftable, a symbolic or broken loose ref, a link, a file being rewritten right now."""
+    found = _refs_from_files(common_dir(root), pattern.rstrip("/"))
+    if found is not None:
+        return found
     out = run(root, "for-each-ref", "--format=%(objectname) %(refname)", pattern)
     found = {}
     for line in out.splitlines():
         sha, _, ref = line.partition(" ")
-        found[ref.removeprefix("refs/heads/")] = sha
+        found[ref] = sha
+    return found
+
+
+_PACKED: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}  # packed-refs parsed, by its file
+_PACKED_LIMIT = 64 << 20
+
+
+def _refs_from_files(common: Path, name: str) -> dict[str, str] | None:
+    """The refs under NAME from the files, or None: ask git."""
+    if not name.startswith("refs/") or ".." in name.split("/") or (common / "reftable").exists():
+        return None
+    packed = _packed_refs(common)
+    if packed is None:
+        return None
+    found = {ref: sha for ref, sha in packed.items() if ref == name or ref.startswith(name + "/")}
+    loose = _loose_refs(common, name)
+    if loose is None:
+        return None
+    found.update(loose)
+    return found
+
+
+def _packed_refs(common: Path) -> dict[str, str] | None:
+    path = common / "packed-refs"
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISREG(info.st_mode) or info.st_size > _PACKED_LIMIT:
+        return None
+    key = (info.st_ino, info.st_size, info.st_mtime_ns)
+    known = _PACKED.get(str(path))
+    if known is not None and known[0] == key:
+        return known[1]
+    from kanban.untrusted import read_capped
+
+    refs: dict[str, str] = {}
+    for line in read_capped(path, _PACKED_LIMIT).splitlines():
+        if not line or line[0] in "#^":  # the header; a peeled tag's target
+            continue
+        sha, _, ref = line.partition(" ")
+        if not _SHA.fullmatch(sha) or not ref.startswith("refs/"):
+            return None
+        refs[ref] = sha
+    _PACKED[str(path)] = (key, refs)
+    return refs
+
+
+def _loose_refs(common: Path, name: str) -> dict[str, str] | None:
+    """The loose refs at NAME (a file) or under it (a folder); None at anything git might read
+    differently: a link, a symbolic or broken ref, one that vanished while being read."""
+    found: dict[str, str] = {}
+    todo = [name]
+    while todo:
+        ref = todo.pop()
+        try:
+            entries = list(os.scandir(common / ref))
+        except NotADirectoryError:
+            if ref != name:
+                return None
+            sha = _small_file(common / ref).strip()
+            if not _SHA.fullmatch(sha):
+                return None
+            found[ref] = sha
+            continue
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        for entry in entries:
+            if entry.name.endswith(".lock"):  # git's next value, not yet the ref's
+                continue
+            if entry.is_symlink():
+                return None
+            if entry.is_dir(follow_symlinks=False):
+                todo.append(f"{ref}/{entry.name}")
+                continue
+            sha = _small_file(Path(entry.path)).strip()
+            if not _SHA.fullmatch(sha):
+                return None
+            found[f"{ref}/{entry.name}"] = sha
     return found
 
 

@@ -198,7 +198,7 @@ class MergeQueue:
     def _pipeline_pass(self, candidates: list[Candidate]) -> list:
         """Reap, land in order, start what fits; returns the verifications still running."""
         history = self.engine.history
-        main = git.rev_parse(self.root, self.main)
+        main = git.branch_sha(self.root, self.main)
         tip, running = main, 0
         # Behind a failed check run once more, the queue builds on the chain without it (a failure
         # usually repeats) and lands nothing until it is judged: a pass on the retry (flaky) lands
@@ -262,7 +262,7 @@ class MergeQueue:
                             f"{self.main} moved while merging; merging again on the new {self.main}")
                         break
                     landed.append(c)
-                    main = tip = git.rev_parse(self.root, self.main)  # past v.sha when a push merged the remote
+                    main = tip = git.branch_sha(self.root, self.main)  # past v.sha when a push merged the remote
                     continue
                 if v is not None:  # failed: once more, or it counts (judged only on main itself)
                     if v.try_ <= self.config.merge.verify_retries:
@@ -333,7 +333,7 @@ class MergeQueue:
 
         board = read_board(self.root)
         ready = sorted((t for t in board.tasks() if t.ready and not t.escalated), key=lambda t: (t.priority, t.order))
-        main_sha = git.rev_parse(self.root, self.main)
+        main_sha = git.branch_sha(self.root, self.main)
         shas = git.branch_shas(self.root, "refs/heads/kanban/")
         found = []
         for t in ready:
@@ -424,7 +424,7 @@ class MergeQueue:
     def _merge_one(self, c: Candidate) -> None:
         # Where the last merge left main, if this drain moved it (a move by anyone else since is
         # caught where main moves: _advance compares and swaps).
-        base = self.main_after or git.rev_parse(self.root, self.main)
+        base = self.main_after or git.branch_sha(self.root, self.main)
         commit, conflicts = self._build(base, c)
         if conflicts:
             self._conflict(c, conflicts)
@@ -443,7 +443,7 @@ class MergeQueue:
 
     def _merge_batch(self, group: list[Candidate]) -> None:
         self.main_after = None  # a batch moves main its own way
-        base = git.rev_parse(self.root, self.main)
+        base = git.branch_sha(self.root, self.main)
         chain = self._chain(base, group)
         if chain is None:  # a conflict inside the group: fall back to serial
             self.report.lines.append("conflict in batch " + " + ".join(c.task_id for c in group)
@@ -702,7 +702,7 @@ class MergeQueue:
             if not git.update_ref(self.root, f"refs/heads/{self.main}", new, old):
                 raise MainMoved()
         else:
-            if git.rev_parse(self.root, self.main) != old:
+            if git.branch_sha(self.root, self.main) != old:
                 raise MainMoved()
             carry = self._check_checkout(old, new, checkout)
             # the intent, for repair: a `git merge --ff-only` killed after it wrote files and index
@@ -725,7 +725,7 @@ class MergeQueue:
             finally:
                 record.unlink(missing_ok=True)
             if not ok:
-                if git.rev_parse(self.root, self.main) != old:
+                if git.branch_sha(self.root, self.main) != old:
                     raise MainMoved()
                 raise MainBlocked(f"could not move the checkout of {self.main} in {checkout}: {git_refusal(err)}",
                                   hint=f"{self.main} was not moved; fix the checkout and run again", code=1)
@@ -773,7 +773,7 @@ class MergeQueue:
         remote = self.config.merge.remote
         tracking = f"refs/remotes/{remote}/{self.main}"
         status, out, _ = git.run_status(self.root, "rev-parse", "-q", "--verify", tracking)
-        if status == 0 and out.strip() != git.rev_parse(self.root, self.main):
+        if status == 0 and out.strip() != git.branch_sha(self.root, self.main):
             try:
                 self._push()
             except KanbanError as exc:
@@ -795,7 +795,7 @@ class MergeQueue:
                 raise failed
             git.run(self.root, "fetch", "-q", remote, self.main)
             theirs = git.rev_parse(self.root, "FETCH_HEAD")
-            ours = git.rev_parse(self.root, self.main)
+            ours = git.branch_sha(self.root, self.main)
             if git.is_ancestor(self.root, theirs, ours):  # nothing to merge: the push failed for another reason
                 raise failed
             tree, conflicts = git.merge_tree(self.root, ours, theirs)
@@ -892,7 +892,7 @@ class MergeQueue:
 
         Only tasks the queue itself landed count; one that reached main unverified is held for a person.
         """
-        main_sha = git.rev_parse(self.root, self.main)
+        main_sha = git.branch_sha(self.root, self.main)
         if len(candidates) > 1:  # one question for all of them
             merged_tips = git.branches_merged_into(self.root, main_sha, "refs/heads/kanban/")
             in_main = [c for c in candidates if merged_tips.get(branch_name(c.task_id)) == c.sha]
@@ -907,7 +907,7 @@ class MergeQueue:
         return [c for c in candidates if c not in in_main]
 
     def _in_main(self, c: Candidate) -> bool:
-        return git.is_ancestor(self.root, c.sha, git.rev_parse(self.root, self.main))
+        return git.is_ancestor(self.root, c.sha, git.branch_sha(self.root, self.main))
 
     def _unverified_in_main(self, c: Candidate, main_sha: str) -> None:
         line = (f"WARNING: {self.main} ({main_sha[:10]}) holds {c.task_id}'s commit {c.sha[:10]}, but the merge "

@@ -147,7 +147,7 @@ class Context:
 
     @cached_property
     def main(self) -> str:
-        return git.rev_parse(self.root, self.config.main_branch)
+        return git.branch_sha(self.root, self.config.main_branch)
 
 
 class Fix:

@@ -32,6 +32,60 @@ def test_a_loose_ref_is_read_from_its_file_and_anything_else_left_to_git(repo):
     assert kgit.branch_exists(repo, "main") and not kgit.branch_exists(repo, "none")
 
 
+def _git_refs(repo, pattern):
+    out = git(repo, "for-each-ref", "--format=%(objectname) %(refname)", pattern)
+    return {ref: sha for sha, _, ref in (line.partition(" ") for line in out.splitlines())}
+
+
+def test_refs_read_from_the_files_are_git_s_own_answer_loose_packed_and_both(repo, monkeypatch):
+    main = git(repo, "rev-parse", "main").strip()
+    for n in range(1, 5):
+        git(repo, "branch", f"kanban/TASK-{n}", "main")
+    git(repo, "pack-refs", "--all")  # all packed: main and TASK-1..4
+    (repo / "f").write_text("x\n")
+    git(repo, "add", "f")
+    git(repo, "commit", "-q", "-m", "next")
+    moved = git(repo, "rev-parse", "HEAD").strip()  # main moved: a loose ref over its packed one
+    git(repo, "branch", "-f", "kanban/TASK-2", moved)
+    git(repo, "branch", "kanban/TASK-9", moved)  # loose only
+    git(repo, "branch", "-D", "kanban/TASK-3")  # deleted from packed-refs
+    git(repo, "branch", "kanban/deeper/TASK-5", main)  # a folder inside the folder
+    calls = []
+    real = kgit.run
+    monkeypatch.setattr(kgit, "run", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    for pattern in ("refs/heads/kanban/", "refs/heads/kanban", "refs/heads/kanban/TASK-2", "refs/heads/main",
+                    "refs/heads/none/"):
+        assert kgit.ref_shas(repo, pattern) == _git_refs(repo, pattern), pattern
+    assert kgit.branch_sha(repo, "main") == moved != main
+    assert kgit.branches(repo, "refs/heads/kanban/") == sorted(
+        ["kanban/TASK-1", "kanban/TASK-2", "kanban/TASK-4", "kanban/TASK-9", "kanban/deeper/TASK-5"])
+    assert [c for c in calls if c[0] == "for-each-ref" or c[:2] == ("rev-parse", "--verify")] == [], calls
+
+
+def test_refs_the_files_cannot_vouch_for_are_asked_of_git(repo, monkeypatch):
+    common = kgit.common_dir(repo)
+    git(repo, "branch", "kanban/TASK-1", "main")
+    git(repo, "symbolic-ref", "refs/heads/kanban/TASK-2", "refs/heads/main")  # symbolic: git resolves it
+    calls = []
+    real = kgit.run
+    monkeypatch.setattr(kgit, "run", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    assert kgit.ref_shas(repo, "refs/heads/kanban/") == _git_refs(repo, "refs/heads/kanban/")
+    assert calls and calls[-1][0] == "for-each-ref"
+    git(repo, "update-ref", "-d", "--no-deref", "refs/heads/kanban/TASK-2")
+    (common / "refs/heads/kanban/TASK-3").symlink_to(common / "refs/heads/kanban/TASK-1")  # a link
+    calls.clear()
+    kgit.ref_shas(repo, "refs/heads/kanban/")
+    assert calls and calls[-1][0] == "for-each-ref"
+    (common / "refs/heads/kanban/TASK-3").unlink()
+    (common / "refs/heads/kanban/TASK-1.lock").write_text("0" * 40 + "\n")  # a write under way: not yet the ref
+    calls.clear()
+    assert kgit.ref_shas(repo, "refs/heads/kanban/") == _git_refs(repo, "refs/heads/kanban/")
+    assert not calls
+    (common / "reftable").mkdir()  # refs kept another way: only git knows
+    kgit.ref_shas(repo, "refs/heads/kanban/")
+    assert calls and calls[-1][0] == "for-each-ref"
+
+
 def test_toplevel_remembers_the_shared_git_directory_of_a_linked_worktree(repo, tmp_path):
     wt = tmp_path / "wt"
     git(repo, "worktree", "add", "-q", "-b", "side", str(wt), "main")
