@@ -824,9 +824,6 @@ class _Loader:
         if kind == "ray" and not remote:
             raise self.error(path + ("kind",), "[executor] kind = \"ray\" needs a shared git remote",
                              'add remote = "git@forge:team/repo-runs.git" (a bare repository path works too)')
-        if kind == "ray" and agent.sandbox != "none":
-            raise self.error(path + ("kind",), "[agent] sandbox is not available on the Ray executor",
-                             'remove sandbox from [agent], or use kind = "local"')
         address = self.string(table.get("address", d.address), path + ("address",))
         if address != "auto" and not re.fullmatch(r"(https?|ray)://[^\s/]+/?", address):
             raise self.error(path + ("address",), f"{self.name(path + ('address',))} must be \"auto\" or a Ray "

@@ -209,6 +209,9 @@ class Plan:
     env: dict[str, str] = field(default_factory=dict)  # added to the agent's environment
     git: dict | None = None  # for settle(): paths, branch, its value at the start
     absent: tuple[str, ...] = ()  # paths that must not exist after the run
+    # What a machine needs to plan the same sandbox for its own checkout (plan_here): a Ray
+    # worker plans it there, since none of this machine's paths exist on it.
+    request: dict = field(default_factory=dict)
 
     def wrap(self, argv: Sequence[str], cwd: Path) -> list[str]:
         return bwrap_argv(self.bwrap, self.mounts, argv, os.fspath(cwd))
@@ -269,26 +272,43 @@ def _probe(path: str) -> tuple[bool, str]:
 def plan_for_run(root: Path, config, role: str, task_id: str, worktree: Path, run_dir: Path,
                  argv: Sequence[str], env: Mapping[str, str]) -> Plan | None:
     """The sandbox of one run (None when its role's `sandbox` is "none"). Role "test" is the
-    test command, which runs sandboxed when the tester does."""
-    from kanban.errors import KanbanError
+    test command, which runs sandboxed when the tester does. With an executor that runs it
+    elsewhere (Ray), only the request: the worker plans it for its own checkout."""
     from kanban.ids import branch_name
     from kanban.presets import preset_for
 
     agent = config.agent_for("tester" if role == "test" else role)
     if getattr(agent, "sandbox", "none") != "bwrap":
         return None
+    preset = preset_for(agent) if role != "test" else None
+    request = {"branch": branch_name(task_id),
+               "cli": [{"where": d.where, "readonly": list(d.readonly), "writable": list(d.writable)}
+                       for d in (preset.sandbox if preset else ())]}
+    if config.executor.kind != "local":
+        return Plan(bwrap="bwrap", mounts=(), request=request)
+    return plan_here(root, worktree, run_dir, private_dir(root, run_dir), request, argv, env)
+
+
+def plan_here(root: Path, worktree: Path, run_dir: Path, private: Path, request: Mapping,
+              argv: Sequence[str], env: Mapping[str, str]) -> Plan:
+    """The sandbox REQUEST asks for (plan_for_run), planned on this machine: the run in WORKTREE
+    (a worktree of ROOT's repository, on the request's branch) with its files in RUN_DIR, its
+    private git objects and refs in PRIVATE."""
+    from kanban.errors import KanbanError
+    from kanban.presets import SandboxDir
+
     ok, why = available()
     if not ok:
-        raise KanbanError(f"sandbox = \"bwrap\" for the {role}, but {why}",
+        raise KanbanError(f"sandbox = \"bwrap\", but {why}",
                           hint="install bubblewrap (apt-get install bubblewrap), or set sandbox = \"none\"")
     tmpfs = [TMP] + [d for d in [env.get("XDG_RUNTIME_DIR")] if d and os.path.isdir(d)]
     worktree, run_dir = Path(os.path.realpath(worktree)), Path(os.path.realpath(run_dir))
-    private = private_dir(root, run_dir)
-    git = prepare_git(root, worktree, private, branch_name(task_id))
+    git = prepare_git(root, worktree, private, str(request["branch"]))
     mounts = [Mount("tmpfs", os.path.realpath(d)) for d in tmpfs]
     mounts += git_mounts(Path(git["common"]), Path(git["admin"]), worktree, private, git["branch"])
-    preset = preset_for(agent) if role != "test" else None
-    cli, absent = cli_mounts(preset.sandbox if preset else (), env)
+    dirs = [SandboxDir(str(d["where"]), readonly=tuple(map(str, d.get("readonly", ()))),
+                       writable=tuple(map(str, d.get("writable", ())))) for d in request.get("cli", ())]
+    cli, absent = cli_mounts(dirs, env)
     for m in cli:
         if m.kind == "rw":
             Path(m.dest).mkdir(parents=True, exist_ok=True)  # a bind needs it; the CLI would make it
@@ -300,7 +320,7 @@ def plan_for_run(root: Path, config, role: str, task_id: str, worktree: Path, ru
                         [m.dest for m in mounts if m.kind != "tmpfs"])
     mounts += [Mount("hide", s) for s in DAEMON_SOCKETS if _is_socket(s)]
     return Plan(bwrap=find_bwrap() or "bwrap", mounts=tuple(mounts), env={"TMPDIR": TMP, **git_env(env)},
-                git=git, absent=tuple(absent))
+                git=git, absent=tuple(absent), request=dict(request))
 
 
 def private_dir(root: Path, run_dir: Path) -> Path:

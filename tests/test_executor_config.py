@@ -55,7 +55,6 @@ resources = { agent_slot = 1, big_disk = 0.5 }
     ('[executor.task]\nresources = { agent_slot = -1 }\n', 2, 'must be a positive amount'),
     ('[executor.task]\nnum_cpus = "two"\n', 2, 'a number of CPUs'),
     ('[executor]\nkidn = "ray"\n', 2, 'unknown key executor.kidn'),
-    ('[agent]\nsandbox = "bwrap"\n[executor]\nkind = "ray"\nremote = "/r"\n', 4, 'sandbox is not available'),
 ])
 def test_bad_executor_config_is_one_line_with_file_and_line(tmp_path, text, line, words):
     err = error_of(tmp_path, text)
@@ -63,6 +62,22 @@ def test_bad_executor_config_is_one_line_with_file_and_line(tmp_path, text, line
     assert err.line == line, (err.line, str(err))
     assert words in str(err), str(err)
     assert "\n" not in str(err)
+
+
+def test_the_sandbox_on_ray_is_a_request_the_worker_plans(tmp_path):
+    """With Ray the sandbox is planned on the worker, for its checkout: here only the request
+    (the branch, the preset's state folders), no local bubblewrap needed, nothing prepared here."""
+    from kanban.sandbox import plan_for_run
+
+    config = load(tmp_path, '[agent]\npreset = "claude"\nsandbox = "bwrap"\n[executor]\nkind = "ray"\nremote = "/r"\n')
+    plan = plan_for_run(tmp_path, config, "task", "TASK-7", tmp_path / "wt", tmp_path / "run", ["claude"], {})
+    assert plan is not None and plan.mounts == () and plan.git is None
+    assert plan.request["branch"] == "kanban/TASK-7"
+    assert {d["where"] for d in plan.request["cli"]} and all(set(d) == {"where", "readonly", "writable"}
+                                                             for d in plan.request["cli"])
+    assert not (tmp_path / ".kanban").exists()
+    off = load(tmp_path, '[executor]\nkind = "ray"\nremote = "/r"\n')
+    assert plan_for_run(tmp_path, off, "task", "TASK-7", tmp_path / "wt", tmp_path / "run", ["claude"], {}) is None
 
 
 def test_credentials_travel_by_name_only():

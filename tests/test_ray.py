@@ -176,6 +176,83 @@ def test_preflight_checks_the_cluster_and_the_remote_from_a_worker(repo, tmp_pat
     assert worker.ok and "lacks" not in worker.detail, worker  # the secret is in the workers' environment
 
 
+# A sandboxed agent on a worker: tries what the sandbox must make impossible, prints each try.
+BOXED_AGENT = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+
+def attempt(name, fn):
+    try:
+        out = fn()
+        ok = out.returncode == 0 if hasattr(out, "returncode") else bool(out) if out is not None else True
+        said = (out.stdout + out.stderr)[-300:] if hasattr(out, "returncode") else repr(out)[:300]
+    except Exception as exc:
+        ok, said = False, f"{type(exc).__name__}: {exc}"
+    print(json.dumps({"try": name, "ok": ok, "out": said}), flush=True)
+
+def sh(*argv):
+    return subprocess.run(list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+role = os.environ["KANBAN_ROLE"]
+if role == "task":
+    attempt("pid namespace", lambda: os.getpid() <= 3)
+    attempt("update-ref main", lambda: sh("git", "update-ref", "refs/heads/main", "HEAD"))
+    attempt("see the host's /tmp", lambda: Path(sys.argv[1]).exists())
+    attempt("write the person's checkout", lambda: Path(sys.argv[2]).write_text("escaped"))
+    Path("work.txt").write_text("done\n")
+    attempt("commit", lambda: sh("sh", "-c", "git add work.txt && git commit -q -m 'TASK-1: sandboxed work'"))
+else:
+    Path(os.environ["KANBAN_REPORT_FILE"]).write_text("verdict: approve\n" if role == "reviewer" else "verdict: pass\n")
+"""
+
+
+def test_a_sandboxed_agent_runs_in_bubblewrap_on_the_worker(repo, tmp_path, cluster):
+    from kanban import sandbox
+
+    ok, why = sandbox.available()
+    if not ok:
+        pytest.skip(f"bubblewrap cannot run here: {why}")
+    outside = Path("/tmp") / f"kanban-ray-probe-{os.getpid()}-{time.monotonic_ns()}"  # in the real /tmp
+    outside.write_text("the host's /tmp")
+    agent = tmp_path / "boxed.py"
+    # named in the script, not in its argv (the sandbox exposes the argv's paths, read-only)
+    agent.write_text(BOXED_AGENT.replace("sys.argv[1]", repr(str(outside))).replace(
+        "sys.argv[2]", repr(str(repo / "README.md"))))
+    remote = tmp_path / "runs.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    command = json.dumps([sys.executable, str(agent)])
+    (repo / "kanban.toml").write_text(f"""main_branch = "main"
+[agent]
+command = {command}
+timeout = "60s"
+sandbox = "bwrap"
+[executor]
+kind = "ray"
+address = "{cluster.address}"
+remote = "{remote}"
+workspace = "{tmp_path / 'workers'}"
+python = "{sys.executable}"
+""")
+    (repo / "TODO.md").write_text("# TODO\n\n## TASK-1: do it\n\nThe work.\n")
+    (repo / ".gitignore").write_text(".kanban/\n.worktrees/\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "project"], cwd=repo, check=True)
+    code = run_loop(repo, no_merge=False, live=False)
+    log = (repo / ".kanban" / "runs" / "TASK-1" / "task-1" / "agent.log").read_text(errors="replace")
+    tries = {t["try"]: t for t in (json.loads(line) for line in log.splitlines() if line.startswith('{"try"'))}
+    assert code == 0 and "TASK-1" in changelog(repo), log
+    with History(repo) as h:
+        runs = h.runs("TASK-1")
+    assert all(r.run_ref.startswith("ray:") and r.node for r in runs), runs
+    assert tries["pid namespace"]["ok"] and tries["commit"]["ok"], tries  # inside bubblewrap, still working
+    assert not tries["update-ref main"]["ok"] and "Read-only" in tries["update-ref main"]["out"], tries
+    assert not tries["see the host's /tmp"]["ok"], tries  # its /tmp is its own
+    assert not tries["write the person's checkout"]["ok"] and (repo / "README.md").read_text() == "# project\n", tries
+    outside.unlink()
+    merged = subprocess.run(["git", "log", "--format=%s", "main"], cwd=repo, capture_output=True, text=True).stdout
+    assert "TASK-1: sandboxed work" in merged, merged  # the branch, settled on the node, came home
+
+
 def test_a_dead_worker_node_is_not_a_strike(repo, tmp_path, cluster):
     """Last in the file: the cluster is one worker short afterwards."""
     flag = tmp_path / "kit" / "flag-go"

@@ -96,3 +96,10 @@ def test_the_probe_names_missing_secrets_only(tmp_path):
                           timeout=60)
     found = json.loads(done.stdout.split("kanban-probe ", 1)[1])
     assert found["remote"] and found["missing"] == ["LACK_IT"] and "v4lue" not in done.stdout
+    from kanban.sandbox import available
+
+    assert (found["sandbox"], found["sandbox_detail"]) == tuple(available())  # bubblewrap on this worker
+    lacking = subprocess.run([sys.executable, "-m", "kanban.executors.ray_job", "--probe", str(remote)],
+                             capture_output=True, text=True, env={**os.environ, "KANBAN_BWRAP": ""}, timeout=60)
+    found = json.loads(lacking.stdout.split("kanban-probe ", 1)[1])
+    assert found["sandbox"] is False and "not installed" in found["sandbox_detail"]

@@ -235,10 +235,13 @@ class Job:
         runner = LocalRunner(None, watch_caller=True)
         log = self.run_dir / "agent.log"
         spec = self.spec
+        argv = [self.here(str(a)) for a in spec["argv"]]
         try:
-            runner.submit(self.run_dir, [self.here(str(a)) for a in spec["argv"]], self.worktree, env, log,
+            box = self.sandbox(argv, env)
+            runner.submit(self.run_dir, argv, self.worktree, env, log,
                           float(spec["timeout"]), spec.get("stall"), float(spec.get("grace", 5.0)), wait=False,
-                          idle_lines=spec.get("idle_lines") or (), retry_limit=spec.get("retry_limit"))
+                          idle_lines=spec.get("idle_lines") or (), retry_limit=spec.get("retry_limit"),
+                          **({"sandbox": box} if box is not None else {}))
         except Exception as exc:  # noqa: BLE001 - the agent could not start: its result says so
             return {"result": {"exit_code": None, "signal": None, "timed_out": False, "stalled": False,
                                "cancelled": False, "error": f"agent did not start: {exc}"}}
@@ -255,6 +258,20 @@ class Job:
         offset = self.stream(log, offset)
         result = runner.poll(self.run_dir).result or {"exit_code": None, "error": "the supervisor left no result"}
         return {"result": result, **self.bring_back()}
+
+    def sandbox(self, argv: list[str], env: dict[str, str]):
+        """The bubblewrap sandbox the run asked for (`[agent] sandbox = "bwrap"`), planned for this
+        node's checkout: writing only its worktree and its branch of this node's cache, the
+        branch settled by the supervisor before the head travels home. None: not asked for."""
+        request = self.spec.get("sandbox")
+        if not request:
+            return None
+        from kanban import sandbox
+
+        if self.spec.get("branch") != request.get("branch"):
+            raise RuntimeError(f"the sandbox needs the task's branch {request.get('branch')} checked out")
+        private = self.home / "sandbox" / _safe(str(self.spec["slot"]))
+        return sandbox.plan_here(self.worktree, self.worktree, self.run_dir, private, request, argv, env)
 
     def stream(self, log: Path, offset: int) -> int:
         try:
@@ -298,15 +315,17 @@ PROBE_LINE = "kanban-probe "
 
 def probe(remote: str, names: list[str]) -> int:
     """`--probe REMOTE NAME...` (kanban preflight): whether this worker runs this kanban, reaches the
-    remote, and has the named secrets (their names only are printed, never a value)."""
+    remote, has the named secrets (their names only are printed, never a value), and can make
+    the bubblewrap sandbox."""
     import kanban
-    from kanban import git
+    from kanban import git, sandbox
 
     status, _, err = git.run_bytes(None, ["ls-remote", remote, "refs/kanban/*"], env={"GIT_TERMINAL_PROMPT": "0"},
                                    timeout=60)
     found = {"host": socket.gethostname(), "kanban": getattr(kanban, "__version__", "?"), "remote": status == 0,
              "remote_error": os.fsdecode(err).strip()[-300:] if status else "",
              "missing": [n for n in names if n not in os.environ]}
+    found["sandbox"], found["sandbox_detail"] = sandbox.available()
     print(PROBE_LINE + json.dumps(found), flush=True)
     return 0
 

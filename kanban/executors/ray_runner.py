@@ -45,7 +45,7 @@ from kanban import atomic, git, paths
 from kanban.config import MODEL_CREDENTIALS, Config, Placement
 from kanban.errors import KanbanError
 from kanban.executors.ray_job import SPEC_VARIABLE, encode_spec
-from kanban.runner import LOCAL_REF, LaunchError, LocalRunner, RunHandle, RunSpec, RunState, local_path, local_ref
+from kanban.runner import LOCAL_REF, LocalRunner, RunHandle, RunSpec, RunState, local_path, local_ref
 from kanban.sandbox import Plan
 from kanban.supervisor import RESULT, now_iso
 from kanban.untrusted import clean
@@ -138,8 +138,6 @@ class RayRunner:
         WAIT is not waited for (a job starts when the cluster has room); a failed push or
         submission is an infrastructure failure that poll() tries again, never a LaunchError."""
         run_dir = Path(run_dir).resolve()
-        if sandbox is not None:
-            raise LaunchError("the sandbox is not available on the Ray executor", run_dir)
         if not argv:
             raise KanbanError("empty agent command", file=run_dir)
         if timeout <= 0:
@@ -159,6 +157,8 @@ class RayRunner:
             "idle_lines": list(idle_lines),
             "retry_limit": None if retry_limit is None or not idle_lines else float(retry_limit),
             "env": agent_env, "secrets": names, "armed": bool(armed), "released": not armed,
+            # planned again on the worker, for its own checkout (kanban.sandbox.plan_here)
+            "sandbox": None if sandbox is None else dict(sandbox.request),
             "tries": [], "infra": [], "job": None, "submitted": now_iso(),
         }
         self._save(run_dir, state)
@@ -379,7 +379,7 @@ class RayRunner:
             "secret_dir": self.executor.secret_dir, "timeout": state["timeout"], "stall": state["stall"],
             "grace": state["grace"], "idle_lines": state["idle_lines"], "retry_limit": state["retry_limit"],
             "paths": {"worktree": str(cwd), "run_dir": str(run_dir.resolve())},
-            "files": _files(run_dir, Path(state["log"])), "identity": identity,
+            "files": _files(run_dir, Path(state["log"])), "identity": identity, "sandbox": state.get("sandbox"),
             # [worktree] setup runs on the node too, in its warm worktree, when its inputs changed there
             "setup": [list(a) for a in self.config.worktree.setup] if state["kind"] != "verify" else [],
             "setup_inputs": list(self.config.worktree.setup_inputs),
@@ -606,7 +606,13 @@ def _probe_worker(ray_side: RayRunner, limit: float = 90.0) -> tuple[str, bool, 
     if not found.get("remote"):
         return ("remote from a worker", False, f"{found.get('host')}: {found.get('remote_error')}")
     wanted = [n for n in ex.secrets if n in found.get("missing", [])]
+    boxed = [r for r in AGENT_ROLES if ray_side.config.agent_for(r).sandbox == "bwrap"]
+    if boxed and not found.get("sandbox"):
+        return ("remote from a worker", False, f"{found.get('host')}: sandbox = \"bwrap\" for the "
+                f"{', '.join(boxed)}, but {found.get('sandbox_detail') or 'bubblewrap does not work there'}; "
+                "install bubblewrap on the workers (apt-get install bubblewrap)")
     return ("remote from a worker", True, f"{found.get('host')} reaches {ex.remote}" + (
+        f"; bubblewrap works there ({found.get('sandbox_detail')})" if boxed else "") + (
         f"; it lacks {', '.join(wanted)} (set them in the workers' environment or secret_dir)" if wanted else ""))
 
 
