@@ -126,9 +126,12 @@ def _prepare(root: Path, config: Config, path: Path, *, reused: bool = False) ->
     _copy_files(root, config, path, fresh=reused)
     if not _needs_stamp(config):
         return
-    key = _setup_key(path, config) if config.worktree.setup else ""
+    # With another executor the runs set up their own worktrees where they run (kanban.executors.ray_job):
+    # this one only holds the branch, and is recorded as set up for nothing.
+    setup = config.worktree.setup if config.executor.kind == "local" else ()
+    key = _setup_key(path, config) if setup else ""
     before = _read_stamp(path, PREVIOUS_STAMP) if reused else None
-    if config.worktree.setup and (before is None or before.get("key") != key):
+    if setup and (before is None or before.get("key") != key):
         _stamp_file(path, PREVIOUS_STAMP).unlink(missing_ok=True)  # killed midway: run again next time
         _run_setup(config, path)
     _write_stamp(path, {"key": key, "commit": git.head(path), "at": time.time()})

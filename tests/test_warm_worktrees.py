@@ -208,6 +208,19 @@ def test_setup_runs_once_for_two_tasks_with_unchanged_inputs_and_again_when_the_
     assert runs(counter) == 3
 
 
+def test_with_ray_the_setup_runs_on_the_workers_not_in_the_local_worktree(repo, tmp_path):
+    counter, setup = counter_setup(tmp_path)
+    config = load_config(project(repo, setup + '[executor]\nkind = "ray"\nremote = "/r"\n'))
+    agents.ensure_worktree(repo, config, "TASK-1")
+    assert runs(counter) == 0  # kanban.executors.ray_job runs it in the node's worktree
+    finish(repo, config, "TASK-1")
+    toml = repo / "kanban.toml"
+    toml.write_text(toml.read_text().split("[executor]")[0])
+    local = load_config(repo)  # back on this machine: the idle worktree is set up at its next use
+    agents.ensure_worktree(repo, local, "TASK-2")
+    assert runs(counter) == 1
+
+
 def test_without_setup_inputs_a_reused_worktree_runs_setup_again_once_any_tracked_file_changed(repo, tmp_path):
     counter, setup = counter_setup(tmp_path)
     config = load_config(project(repo, setup))
