@@ -85,8 +85,24 @@ def setup(repo: Path, tmp_path: Path, monkeypatch):
 
 def submit(s, timeout: float = 30.0, **kw):
     env = {"PATH": "/bin", "ANTHROPIC_API_KEY": "sk-secret", "KANBAN_WORKTREE": str(s.wt)}
-    return s.runner.submit(s.rdir, ["agent", "--prompt", str(s.rdir / "prompt.md")], s.wt, env,
-                           s.rdir / "agent.log", timeout, **kw)
+    handle = s.runner.submit(s.rdir, ["agent", "--prompt", str(s.rdir / "prompt.md")], s.wt, env,
+                             s.rdir / "agent.log", timeout, **kw)
+    if not kw.get("armed"):
+        launched(s)
+    return handle
+
+
+def launched(s, tries: int | None = None) -> None:
+    """Polls until the launch thread's push and submission are recorded (TRIES submissions in all)."""
+    want = len(s.jobs.submitted) + 1 if tries is None else tries
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        s.runner.poll(s.rdir)
+        state = json.loads((s.rdir / "ray.json").read_text())
+        if len(s.jobs.submitted) >= want and not state.get("launching"):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the launch was never recorded")
 
 
 def test_the_job_carries_the_commit_the_paths_and_no_secret(setup):
@@ -151,10 +167,12 @@ def test_a_lost_job_is_tried_again_and_is_no_strike(setup):
     first = s.jobs.submitted[0]["submission_id"]
     s.jobs.finish(first, None, status="FAILED")  # the node died: no result line
     assert s.runner.poll(s.rdir).running
+    launched(s, 2)
     second = s.jobs.submitted[-1]["submission_id"]
     assert second != first and second.endswith("-t2")
     del s.jobs.jobs[second]  # Ray lost it altogether
     assert s.runner.poll(s.rdir).running
+    launched(s, 3)
     third = s.jobs.submitted[-1]["submission_id"]
     assert third.endswith("-t3")
     s.jobs.finish(third, {"exit_code": 0})
@@ -165,9 +183,11 @@ def test_a_lost_job_is_tried_again_and_is_no_strike(setup):
 def test_past_the_limit_the_run_is_an_infrastructure_failure(setup):
     s = setup
     submit(s)
-    for _ in range(3):  # infra_retries = 2: three tries
+    for n in range(3):  # infra_retries = 2: three tries
         s.jobs.finish(s.jobs.submitted[-1]["submission_id"], {"exit_code": 0}, push_error="remote hung up")
         state = s.runner.poll(s.rdir)
+        if n < 2:
+            launched(s, n + 2)
     assert not state.running and state.result["infra"] and state.result["infra_failures"] == 3
     assert "push failed" in state.result["error"]
 
@@ -201,4 +221,50 @@ def test_an_armed_verification_is_submitted_at_its_release(setup):
     submit(s, armed=True)
     assert s.jobs.submitted == [] and s.runner.poll(s.rdir).running
     s.runner.release(s.rdir)
+    launched(s, 1)
     assert len(s.jobs.submitted) == 1
+
+
+def test_the_push_and_submission_run_beside_the_engine(setup, monkeypatch):
+    """submit returns before its push and submission; the poll that finds them done records them."""
+    import threading
+
+    s = setup
+    gate = threading.Event()
+    real = s.jobs.submit_job
+    monkeypatch.setattr(s.jobs, "submit_job", lambda **kw: gate.wait(10) and real(**kw))
+    began = time.monotonic()
+    s.runner.submit(s.rdir, ["agent"], s.wt, {"PATH": "/bin"}, s.rdir / "agent.log", 30.0)
+    assert time.monotonic() - began < 5 and s.jobs.submitted == []
+    assert s.runner.poll(s.rdir).running and s.runner.poll(s.rdir).running  # polled while it is under way
+    state = json.loads((s.rdir / "ray.json").read_text())
+    assert state["launching"].endswith("-t1") and state["job"] is None and state["tries"] == []
+    gate.set()
+    launched(s, 1)
+    state = json.loads((s.rdir / "ray.json").read_text())
+    assert state["job"] == s.jobs.submitted[0]["submission_id"] and len(state["tries"]) == 1
+    assert len(s.jobs.submitted) == 1  # the polls meanwhile started no second one
+
+
+@pytest.mark.parametrize("went_through", [True, False])
+def test_a_kanban_killed_mid_launch_is_followed_by_one_that_asks_ray(setup, monkeypatch, went_through):
+    s = setup
+    submit(s)
+    sid = s.jobs.submitted[0]["submission_id"]
+    state = json.loads((s.rdir / "ray.json").read_text())  # as the killed kanban left it: launching
+    state.update(launching=sid, job=None, tries=[])
+    (s.rdir / "ray.json").write_text(json.dumps(state))
+    if not went_through:
+        del s.jobs.jobs[sid]
+    fresh = RayRunner(s.repo, s.config, client=s.jobs)
+    assert fresh.poll(s.rdir).running
+    after = json.loads((s.rdir / "ray.json").read_text())
+    if went_through:  # adopted: the same job, not submitted again
+        assert after["job"] == sid and not after.get("launching") and len(s.jobs.submitted) == 1
+        s.jobs.finish(sid, {"exit_code": 0})
+        assert fresh.poll(s.rdir).result["infra_failures"] == 0
+    else:  # never reached Ray: tried again, as the cluster's failure, not the agent's
+        s.runner = fresh
+        launched(s, 2)
+        after = json.loads((s.rdir / "ray.json").read_text())
+        assert after["job"].endswith("-t2") and "kanban stopped while submitting try 1" in after["infra"][0]

@@ -6,9 +6,11 @@ is over; the board, the scheduler and the merge queue stay here, the only writer
 
 A run, from submit to result:
 
-- submit pushes the worktree's commit (and a tester's unfinished merge of main) to the shared
-  remote under a private ref, `refs/kanban/runs/<run>/in` (never a branch, never main), and
-  submits `python -m kanban.executors.ray_job` as a Ray job: its spec in the job's environment
+- submit records the run and returns; a launch thread pushes the worktree's commit (and a
+  tester's unfinished merge of main) to the shared remote under a private ref,
+  `refs/kanban/runs/<run>/in` (never a branch, never main), and submits
+  `python -m kanban.executors.ray_job` as a Ray job (a push to a forge takes a second or more:
+  never inside the engine's pass), which the next poll records: its spec in the job's environment
   (argv, the agents' filtered environment without credentials, which travel as names only, the
   run directory's files, the timeout), its Ray resources from `[executor.<kind>]`. What this
   runner knows of the run is in the run directory's ray.json, so a later kanban re-attaches to it.
@@ -56,6 +58,7 @@ MARGIN = 15.0  # seconds past the wrapper's own deadline before kanban stops a j
 STATUS_EVERY = 0.5  # seconds a listing of the cluster's jobs is reused
 LOG_EVERY = 5.0  # seconds between copies of one running job's log (the wrapper judges the stall itself)
 RELAUNCH_AFTER = 2.0  # seconds before a failed submission is tried again
+LAUNCH_THREADS = 4  # pushes and submissions under way at once, beside the engine
 LOG_MISSES = 5  # polls of an ended job whose log could not be read before its run counts as lost
 WAIT_STEP = 0.2
 CAPACITY_EVERY = 5.0  # seconds a capacity() answer is reused
@@ -85,6 +88,8 @@ class RayRunner:
         self._grown_at: dict[Path, float] = {}  # when each run's log last grew (monotonic)
         self._capacity: tuple[float, str] | None = None
         self._log_misses: dict[Path, int] = {}
+        self._launches: dict[Path, Any] = {}  # run directory -> the Future of its launch under way
+        self._launcher: Any = None  # a ThreadPoolExecutor, made at the first launch
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -190,11 +195,10 @@ class RayRunner:
             if state.get("stopping"):
                 return self._settle(run_dir, state, _ended(cancelled=True, error="stopped before its turn came"))
             return RunState(True, None, None, True)
+        if not self._launched(run_dir, state):  # its push and submission are under way
+            return RunState(True, None, None, True)
         if state.get("job") is None:  # not submitted yet, or its last submission failed
-            if time.time() - float(state.get("launch_failed_at", 0)) >= RELAUNCH_AFTER:
-                self._launch(run_dir, state)
-            if state.get("job") is None:
-                return self._give_up_or_wait(run_dir, state)
+            return self._give_up_or_wait(run_dir, state)
         job = self._job(state["job"])
         if job is _UNKNOWN:  # the head is unreachable: the wrapper still enforces the timeout there
             return RunState(True, None, None, True)
@@ -219,6 +223,11 @@ class RayRunner:
             return self._local.cancel(run_dir, force)
         if (run_dir / RESULT).exists():
             return
+        launch = self._launches.get(run_dir)
+        if launch is not None:  # let it end, so that the job it submits is the one stopped
+            with contextlib.suppress(Exception):
+                launch.result(timeout=60)
+            self._launched(run_dir, state)
         state["stopping"] = "kill" if force else "cancel"
         self._save(run_dir, state)
         if state.get("job"):
@@ -327,9 +336,24 @@ class RayRunner:
     # -- launching ---------------------------------------------------------------------------
 
     def _launch(self, run_dir: Path, state: dict[str, Any]) -> None:
-        """One try: push the commit, submit the job. A failure is an infrastructure failure."""
+        """One try: its push and submission started on a launch thread; the next poll records how
+        it went (_launched). The try is recorded as launching first, so that a kanban killed
+        meanwhile is followed by one that asks Ray whether it went through."""
+        if state.get("launching"):  # one at a time
+            return
         n = len(state["tries"]) + 1
         sid = f"kanban-{state['name']}-t{n}"
+        state["launching"] = sid
+        self._save(run_dir, state)
+        if self._launcher is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._launcher = ThreadPoolExecutor(LAUNCH_THREADS, thread_name_prefix="kanban-ray-launch")
+        self._launches[run_dir] = self._launcher.submit(self._push_and_submit, run_dir, dict(state), n, sid)
+
+    def _push_and_submit(self, run_dir: Path, state: dict[str, Any], n: int, sid: str) -> dict[str, Any]:
+        """On a launch thread: the try's spec, its push, its submission. Reads the run's worktree
+        (which nothing else touches while its run is out) and writes nothing of kanban's."""
         try:
             spec = self._job_spec(run_dir, state, n)
             encoded = encode_spec(spec)
@@ -343,17 +367,41 @@ class RayRunner:
                                    metadata={"kanban_run": self._rel(run_dir), "kanban_kind": state["kind"]},
                                    **_placement_args(placement))
         except Exception as exc:  # noqa: BLE001 - the remote, the network, the head: the cluster's fault
-            state["infra"].append(f"could not submit try {n}: {_first_line(exc)}")
-            state["tries"].append({"job": sid, "failed": True})
+            return {"job": sid, "failed": f"could not submit try {n}: {_first_line(exc)}"}
+        return {"job": sid, "out_ref": spec["out_ref"]}
+
+    def _launched(self, run_dir: Path, state: dict[str, Any]) -> bool:
+        """Whether no launch of the run is under way; one that ended is recorded in STATE first.
+        A launch an earlier kanban left (killed while it ran) is settled by asking Ray for its job."""
+        sid = state.get("launching")
+        if sid is None:
+            return True
+        launch = self._launches.get(run_dir)
+        if launch is not None and not launch.done():
+            return False
+        if launch is not None:
+            del self._launches[run_dir]
+            outcome = launch.result()
+        else:
+            job = self._job(sid, fresh=True)
+            if job is _UNKNOWN:  # the head is unreachable: asked again at the next poll
+                return False
+            n = len(state["tries"]) + 1
+            outcome = ({"job": sid, "out_ref": f"refs/kanban/runs/{state['name']}/out-{n}"} if job is not None
+                       else {"job": sid, "failed": f"kanban stopped while submitting try {n}"})
+        state.pop("launching", None)
+        if "failed" in outcome:
+            state["infra"].append(outcome["failed"])
+            state["tries"].append({"job": outcome["job"], "failed": True})
             state["job"] = None
             state["launch_failed_at"] = time.time()
-            self._save(run_dir, state)
-            return
-        state["tries"].append({"job": sid, "out_ref": spec["out_ref"]})
-        state["job"] = sid
-        state.pop("running_at", None)
+        else:
+            state["tries"].append({"job": outcome["job"], "out_ref": outcome["out_ref"]})
+            state["job"] = outcome["job"]
+            state.pop("running_at", None)
+            self._grown_at[run_dir] = time.monotonic()
         self._save(run_dir, state)
-        self._grown_at[run_dir] = time.monotonic()
+        return True
 
     def _job_spec(self, run_dir: Path, state: dict[str, Any], n: int) -> dict[str, Any]:
         cwd = Path(state["cwd"])
