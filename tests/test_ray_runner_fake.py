@@ -92,6 +92,17 @@ def submit(s, timeout: float = 30.0, **kw):
     return handle
 
 
+def ended(runner, rdir: Path):
+    """Polls until the run is over (its commit is fetched home on a launch thread first)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = runner.poll(rdir)
+        if not state.running:
+            return state
+        time.sleep(0.01)
+    raise AssertionError("the run never ended")
+
+
 def launched(s, tries: int | None = None) -> None:
     """Polls until the launch thread's push and submission are recorded (TRIES submissions in all)."""
     want = len(s.jobs.submitted) + 1 if tries is None else tries
@@ -140,7 +151,7 @@ def test_the_pushed_commit_comes_home_and_the_run_is_judged_by_it(setup, tmp_pat
     assert s.runner.poll(s.rdir).running
     assert s.runner.where(s.rdir) == f"10.0.0.7 ({'ab' * 4})"
     s.jobs.finish(sid, {"exit_code": 0}, head=git(other, "rev-parse", "HEAD"), report="verdict: approve\n")
-    state = s.runner.poll(s.rdir)
+    state = ended(s.runner, s.rdir)
     assert not state.running and state.result["exit_code"] == 0 and state.result["infra_failures"] == 0
     assert git(s.wt, "rev-parse", "HEAD") == git(other, "rev-parse", "HEAD")  # the branch moved
     assert git(s.repo, "rev-parse", "main") != git(other, "rev-parse", "HEAD")  # main did not
@@ -176,8 +187,9 @@ def test_a_lost_job_is_tried_again_and_is_no_strike(setup):
     third = s.jobs.submitted[-1]["submission_id"]
     assert third.endswith("-t3")
     s.jobs.finish(third, {"exit_code": 0})
-    result = s.runner.poll(s.rdir).result
+    result = ended(s.runner, s.rdir).result
     assert result["exit_code"] == 0 and result["infra_failures"] == 2 and not result.get("infra")
+    assert result["node"] == f"10.0.0.7 ({'ab' * 4})"  # never seen running: its node read from the ended job
 
 
 def test_past_the_limit_the_run_is_an_infrastructure_failure(setup):
@@ -211,7 +223,7 @@ def test_a_new_kanban_reattaches_from_the_run_directory(setup):
     fresh = RayRunner(s.repo, s.config, client=s.jobs)  # knows nothing but the run directory
     assert fresh.poll(s.rdir).running and fresh.active(s.repo / ".kanban" / "runs") == [s.rdir]
     s.jobs.finish(sid, {"exit_code": 3})
-    assert fresh.poll(s.rdir).result["exit_code"] == 3
+    assert ended(fresh, s.rdir).result["exit_code"] == 3
     assert fresh.active(s.repo / ".kanban" / "runs") == []
     assert len(s.jobs.submitted) == 1  # re-attached, never submitted again
 
@@ -262,7 +274,7 @@ def test_a_kanban_killed_mid_launch_is_followed_by_one_that_asks_ray(setup, monk
     if went_through:  # adopted: the same job, not submitted again
         assert after["job"] == sid and not after.get("launching") and len(s.jobs.submitted) == 1
         s.jobs.finish(sid, {"exit_code": 0})
-        assert fresh.poll(s.rdir).result["infra_failures"] == 0
+        assert ended(fresh, s.rdir).result["infra_failures"] == 0
     else:  # never reached Ray: tried again, as the cluster's failure, not the agent's
         s.runner = fresh
         launched(s, 2)

@@ -89,6 +89,7 @@ class RayRunner:
         self._capacity: tuple[float, str] | None = None
         self._log_misses: dict[Path, int] = {}
         self._launches: dict[Path, Any] = {}  # run directory -> the Future of its launch under way
+        self._fetches: dict[Path, tuple[Any, dict]] = {}  # run directory -> (its fetch home, the job's outcome)
         self._launcher: Any = None  # a ThreadPoolExecutor, made at the first launch
 
     # -- the cluster -----------------------------------------------------------------------
@@ -345,11 +346,15 @@ class RayRunner:
         sid = f"kanban-{state['name']}-t{n}"
         state["launching"] = sid
         self._save(run_dir, state)
+        self._launches[run_dir] = self._threads().submit(self._push_and_submit, run_dir, dict(state), n, sid)
+
+    def _threads(self) -> Any:
+        """The launch threads: pushes, submissions and fetches, beside the engine."""
         if self._launcher is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._launcher = ThreadPoolExecutor(LAUNCH_THREADS, thread_name_prefix="kanban-ray-launch")
-        self._launches[run_dir] = self._launcher.submit(self._push_and_submit, run_dir, dict(state), n, sid)
+        return self._launcher
 
     def _push_and_submit(self, run_dir: Path, state: dict[str, Any], n: int, sid: str) -> dict[str, Any]:
         """On a launch thread: the try's spec, its push, its submission. Reads the run's worktree
@@ -485,8 +490,11 @@ class RayRunner:
     # -- when it ended -----------------------------------------------------------------------------
 
     def _finished(self, run_dir: Path, state: dict[str, Any], job: Any, status: str | None) -> RunState:
+        if run_dir in self._fetches:
+            return self._fetched(run_dir, state)
         if job is not None and not state.get("node"):
             state["node"] = _node(job)  # a short job may end between two polls, never seen running
+            self._save(run_dir, state)
         text = self._copy_log(run_dir, state) if job is not None else ""
         if text is None:  # the job ended, its log unreadable right now: asked again a few times
             misses = self._log_misses[run_dir] = self._log_misses.get(run_dir, 0) + 1
@@ -495,15 +503,9 @@ class RayRunner:
         outcome = _result_line(text or "", state["nonce"])
         stopping = state.get("stopping")
         if outcome is not None and "result" in outcome and not outcome.get("push_error"):
-            try:
-                self._bring_home(state, outcome)
-            except (KanbanError, OSError) as exc:
-                return self._infra(run_dir, state, f"its commit could not be fetched: {_first_line(exc)}")
-            result = dict(outcome["result"])
-            if stopping in ("timeout", "stall"):
-                result.update(timed_out=stopping == "timeout" or bool(result.get("timed_out")),
-                              stalled=stopping == "stall" or bool(result.get("stalled")))
-            return self._settle(run_dir, state, result)
+            # fetched on a launch thread (a forge takes a second or more), before result.json says it is over
+            self._fetches[run_dir] = (self._threads().submit(self._bring_home, dict(state), outcome), outcome)
+            return self._fetched(run_dir, state)
         if stopping in ("cancel", "kill"):
             return self._settle(run_dir, state, _ended(cancelled=True, error="stopped with its Ray job"))
         if stopping in ("timeout", "stall"):
@@ -520,6 +522,23 @@ class RayRunner:
             why = (f"the job {status.lower() if status else 'ended'} without a result: {getattr(job, 'message', '')}"
                    + (f" (its log ends: {clean(said[0], max_bytes=300)})" if said else ""))
         return self._infra(run_dir, state, why)
+
+    def _fetched(self, run_dir: Path, state: dict[str, Any]) -> RunState:
+        """The run, once its commit is home: judged by it (running while the fetch is under way)."""
+        fetch, outcome = self._fetches[run_dir]
+        if not fetch.done():
+            return RunState(True, None, None, True)
+        del self._fetches[run_dir]
+        try:
+            fetch.result()
+        except (KanbanError, OSError) as exc:
+            return self._infra(run_dir, state, f"its commit could not be fetched: {_first_line(exc)}")
+        result = dict(outcome["result"])
+        stopping = state.get("stopping")
+        if stopping in ("timeout", "stall"):
+            result.update(timed_out=stopping == "timeout" or bool(result.get("timed_out")),
+                          stalled=stopping == "stall" or bool(result.get("stalled")))
+        return self._settle(run_dir, state, result)
 
     def _infra(self, run_dir: Path, state: dict[str, Any], why: str) -> RunState:
         """An infrastructure failure: another try on any node, up to the limit, never a strike."""
