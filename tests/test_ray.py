@@ -41,19 +41,17 @@ def cluster():
         found.stop()
 
 
-def ray_project(repo: Path, tmp_path: Path, cluster: Cluster, tasks: str, *, rules=None, test_command=True,
-                verify=True, timeout: str = "60s", extra: str = ""):
+def executor_toml(tmp_path: Path, cluster: Cluster) -> str:
+    """`[executor]` for the test's cluster, with a fresh bare repository as the shared remote."""
     remote = tmp_path / "runs.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
-    toml = f"""
-        [executor]
-        kind = "ray"
-        address = "{cluster.address}"
-        remote = "{remote}"
-        workspace = "{tmp_path / 'workers'}"
-        python = "{sys.executable}"
-        secrets = ["{SECRET_NAME}"]
-        """
+    return (f'\n[executor]\nkind = "ray"\naddress = "{cluster.address}"\nremote = "{remote}"\n'
+            f'workspace = "{tmp_path / "workers"}"\npython = "{sys.executable}"\n')
+
+
+def ray_project(repo: Path, tmp_path: Path, cluster: Cluster, tasks: str, *, rules=None, test_command=True,
+                verify=True, timeout: str = "60s", extra: str = ""):
+    toml = executor_toml(tmp_path, cluster) + f'secrets = ["{SECRET_NAME}"]\n'
     if test_command:
         toml += """
         [test]
@@ -218,21 +216,9 @@ def test_a_sandboxed_agent_runs_in_bubblewrap_on_the_worker(repo, tmp_path, clus
     # named in the script, not in its argv (the sandbox exposes the argv's paths, read-only)
     agent.write_text(BOXED_AGENT.replace("sys.argv[1]", repr(str(outside))).replace(
         "sys.argv[2]", repr(str(repo / "README.md"))))
-    remote = tmp_path / "runs.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     command = json.dumps([sys.executable, str(agent)])
-    (repo / "kanban.toml").write_text(f"""main_branch = "main"
-[agent]
-command = {command}
-timeout = "60s"
-sandbox = "bwrap"
-[executor]
-kind = "ray"
-address = "{cluster.address}"
-remote = "{remote}"
-workspace = "{tmp_path / 'workers'}"
-python = "{sys.executable}"
-""")
+    (repo / "kanban.toml").write_text(f'main_branch = "main"\n[agent]\ncommand = {command}\ntimeout = "60s"\n'
+                                      f'sandbox = "bwrap"\n' + executor_toml(tmp_path, cluster))
     (repo / "TODO.md").write_text("# TODO\n\n## TASK-1: do it\n\nThe work.\n")
     (repo / ".gitignore").write_text(".kanban/\n.worktrees/\n")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
