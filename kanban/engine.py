@@ -546,9 +546,12 @@ class Engine:
     # -- starting agents ---------------------------------------------------------------
 
     def _fill(self, report: TickReport) -> None:
+        if len(self.history.live_runs()) >= self.config.pool_size:  # no free slot: nothing to plan (an idle
+            return  # run's timer pass over a big board costs nothing)
         board = self._load()
-        titles = {t.id: t.title for t in board.tasks()}
-        for start in self._plan(board):
+        starts = self._plan(board)
+        titles = {t.id: t.title for t in board.tasks()} if starts else {}
+        for start in starts:
             if self._cut_short(report):
                 return
             title = titles.get(start.task_id, "")
