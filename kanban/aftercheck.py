@@ -33,7 +33,7 @@ class AfterCheck:
         """Nothing in flight: what the shared git directory holds now is the person's."""
         self.guard.take_baseline()
         before = self._recorded_main()
-        now = self._main_now(before)
+        now = git.branch_sha(self.root, self.main)
         if now != before:
             self._remember_main(now)
 
@@ -94,14 +94,6 @@ class AfterCheck:
             return False  # main went back, or the branch has nothing of its own
         return anc(now, branch) or anc(branch, now)
 
-    def _main_now(self, before: str | None) -> str:
-        """main's commit: read from its ref file when that names the commit accepted last or one
-        the merge queue landed (no git process: the common case), else asked of git."""
-        sha = git.loose_ref(self.guard.gitdir, f"refs/heads/{self.main}")
-        if sha is not None and (sha == before or self._landed(sha)):
-            return sha
-        return git.branch_sha(self.root, self.main)
-
     def _landed(self, sha: str) -> bool:
         """Whether the merge queue landed SHA on main (asked once per commit that it did)."""
         if sha in self._landings:
@@ -113,7 +105,7 @@ class AfterCheck:
 
     def _main_check(self, task_id: str) -> str | None:
         before = self._recorded_main()
-        now = self._main_now(before)
+        now = git.branch_sha(self.root, self.main)
         if before is None or now == before or self._landed(now):
             if now != before:
                 self._remember_main(now)

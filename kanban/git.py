@@ -610,11 +610,7 @@ def loose_ref(common: Path, ref: str) -> str | None:
     """The commit id in REF's loose file under the shared git directory COMMON, read without a
     process (git reads a loose ref before the packed ones); None where git must be asked: a
     packed, symbolic or linked ref, none at all, or refs kept another way (reftable)."""
-    try:
-        sha = _small_file(common / ref).strip()
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return sha if _SHA.fullmatch(sha) else None
+    return (_loose_refs(common, ref) or {}).get(ref)
 
 
 # Answers about commits named by their full id never change: asked once per process. A merge

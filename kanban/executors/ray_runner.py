@@ -392,7 +392,7 @@ class RayRunner:
             if job is _UNKNOWN:  # the head is unreachable: asked again at the next poll
                 return False
             n = len(state["tries"]) + 1
-            outcome = ({"job": sid, "out_ref": f"refs/kanban/runs/{state['name']}/out-{n}"} if job is not None
+            outcome = ({"job": sid, "out_ref": _run_refs(state) + f"/out-{n}"} if job is not None
                        else {"job": sid, "failed": f"kanban stopped while submitting try {n}"})
         state.pop("launching", None)
         if "failed" in outcome:
@@ -410,7 +410,7 @@ class RayRunner:
 
     def _job_spec(self, run_dir: Path, state: dict[str, Any], n: int) -> dict[str, Any]:
         cwd = Path(state["cwd"])
-        base = f"refs/kanban/runs/{state['name']}"
+        base = _run_refs(state)
         head = git.head(cwd)
         main = self.config.main_branch
         # main too (a private ref: the remote's branches are never written), so that the agents'
@@ -600,6 +600,11 @@ class RayRunner:
 
     def _save(self, run_dir: Path, state: dict[str, Any]) -> None:
         atomic.write_json_atomic(Path(run_dir) / STATE, state, mode=0o600, durable=True)
+
+
+def _run_refs(state: dict[str, Any]) -> str:
+    """The run's private refs on the shared remote: .../in, .../main, .../merge, .../out-<try>."""
+    return f"refs/kanban/runs/{state['name']}"
 
 
 def is_secret_name(name: str) -> bool:
