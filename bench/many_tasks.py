@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Many short tasks: `kanban run` with the merge queue, no verify (issue 12).
 
-100 tasks (no `depends`, no `files`), every role a 0.2 s scripted agent (the task agent
-commits one file after its sleep), pool 6, no `[merge] verify`: the merge queue merges each
-task into main as it becomes ready. In-process `run(root, no_merge=False, live=False)`.
+100 tasks (no `depends`, no `files`), every role a 0.2 s scripted agent (0.2 s from its own
+exec, its start-up included; the task agent commits one file first), pool 6, no `[merge]
+verify`: the merge queue merges each task into main as it becomes ready. In-process
+`run(root, no_merge=False, live=False)`.
 
 Printed: makespan, the lower bound (issue 12: the largest of total agent time / pool and
 the slowest task's three roles in a row), their ratio beside the 1.5 target; and, counted
@@ -156,7 +157,7 @@ def build(tmp: Path, n: int, role_time: float, pool: int, *, timeout: str = "60s
     with contextlib.redirect_stdout(io.StringIO()):
         p = make_project(repo, tmp / "kit", tasks, pool_size=pool, timeout=timeout, stall=stall, extra_toml=extra_toml)
     p.set_rules([{"task": t, "role": role,
-                  "steps": [["sleep", role_time]] + ([["commit", f"src/{t}.py"]] if role == "task" else [])}
+                  "steps": ([["commit", f"src/{t}.py"]] if role == "task" else []) + [["last", role_time]]}
                  for t in ids for role in ROLES])
     return p, ids
 

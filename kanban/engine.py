@@ -100,6 +100,14 @@ class Engine:
         # and landing it, then starting the next, comes before the rest of the handovers).
         self.yield_to: Callable[[], bool] | None = None
 
+    def close(self) -> None:
+        """The end of this kanban's use of the engine: its history, and its runner's helpers (the
+        runs themselves go on)."""
+        try:
+            self.runner.close()
+        finally:
+            self.history.close()
+
     @property
     def aftercheck(self) -> AfterCheck:
         if self._aftercheck is None:

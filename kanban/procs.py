@@ -173,6 +173,7 @@ def descendants(pid: int, procs: list[Proc] | None = None) -> list[Proc]:
     return found
 
 
+_PR_SET_NAME = 15
 _PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
@@ -204,6 +205,17 @@ def set_child_subreaper() -> bool:
 
 def is_child_subreaper() -> bool:
     return _prctl(_PR_GET_CHILD_SUBREAPER) == 1
+
+
+def set_name(name: str) -> bool:
+    """The process's name as `ps -o comm` and top show it (15 bytes at most)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
 
 
 def set_undumpable() -> bool:

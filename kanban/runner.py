@@ -10,12 +10,14 @@ machine's engine behind the same `Runner` protocol) can pick the run up:
     result.json    how it ended; its presence means nothing of the run is left
     supervisor.log the supervisor's own stderr, for post-mortems
 
-The supervisor is always a fresh program (never a fork of kanban) whose
-environment is exactly the agent's: an agent that reads /proc/<ppid>/environ
-finds only what it was given. kanban itself is made undumpable
-(procs.set_undumpable), so a non-root agent of the same user cannot read
-kanban's /proc/<pid>/environ either; under the sandbox (kanban.sandbox) the
-agent has a /proc of its own and sees neither.
+The supervisor is never a fork of kanban: a fork's /proc/<pid>/environ would be kanban's
+whole environment, readable by the agent as its parent's. It is a fork of the spawner
+(kanban.spawner), a warm interpreter started with an empty environment, so a run does
+not pay Python's start and imports; where the spawner cannot serve, a fresh program
+whose environment is exactly the agent's. kanban itself is made undumpable
+(procs.set_undumpable), so a non-root agent of the same user cannot read kanban's
+/proc/<pid>/environ either; under the sandbox (kanban.sandbox) the agent has a /proc of
+its own and sees neither.
 
 The short commands kanban runs itself and waits for (worktree set-up,
 `[notify]` hooks, preflight probes, the sandbox probe) go through
@@ -40,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +52,7 @@ import kanban
 from kanban import atomic, procs
 from kanban.errors import WORK_FAILED, KanbanError
 from kanban.sandbox import Plan
+from kanban.spawner import Spawner
 from kanban.supervisor import (
     AGENT,
     CANCEL,
@@ -159,6 +163,8 @@ class Runner(Protocol):
 
     def capacity(self) -> str | None: ...
 
+    def close(self) -> None: ...
+
 
 class LocalRunner:
     """Runs agents on this machine under `python -m kanban.supervisor`.
@@ -170,8 +176,12 @@ class LocalRunner:
     def __init__(self, root: Path | None = None, *, watch_caller: bool = False) -> None:
         self.root = root
         self.watch_caller = watch_caller
-        self._children: dict[Path, subprocess.Popen] = {}  # reaped in poll()
+        self._children: dict[Path, subprocess.Popen | _Forked] = {}  # reaped in poll()
         self._pidfds: dict[Path, int] = {}  # wait_any's watch on supervisors, by run directory
+        self._spawner = Spawner()  # forks supervisors from a warm interpreter (kanban.spawner)
+        # KANBAN_SPAWNER=off: every supervisor a program of its own, as where fork is refused.
+        self._spawner.usable = os.environ.get("KANBAN_SPAWNER", "").lower() not in ("off", "0", "no")
+        weakref.finalize(self, self._spawner.close)
         # Our /proc/<pid>/environ holds the whole environment the agents' is filtered from.
         procs.set_undumpable()
 
@@ -237,13 +247,19 @@ class LocalRunner:
         if armed:
             os.mkfifo(run_dir / RELEASE_FIFO, 0o600)  # what wakes the supervisor at release()
         atomic.write_json_atomic(run_dir / SPEC, spec, mode=0o600)  # env may hold API keys
-        child = _spawn_supervisor(run_dir, env)
+        forked = self._spawner.spawn(run_dir)
+        child = _Forked(*forked) if forked else _spawn_supervisor(run_dir, env)
         self._children[run_dir] = child
-        atomic.write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid,
-                                                       "supervisor_start_time": procs.process_start_time(child.pid)})
+        start = child.start_time if isinstance(child, _Forked) else procs.process_start_time(child.pid)
+        atomic.write_json_atomic(run_dir / LAUNCHER, {"supervisor_pid": child.pid, "supervisor_start_time": start})
         if not wait or armed:
             return RunHandle(run_dir, None, None, child.pid, Path(spec["log"]))
         return _await_start(run_dir, child, Path(spec["log"]))
+
+    def close(self) -> None:
+        """Let the spawner go (the supervisors it started run on). The runner still works: a
+        later submit starts a spawner again."""
+        self._spawner.close()
 
     def release(self, run_dir: Path) -> None:
         """Let an armed run's agent start (see submit)."""
@@ -425,7 +441,7 @@ class LocalRunner:
 
     def _supervisor_pidfd(self, run_dir: Path) -> int | None:
         child = self._children.get(run_dir.resolve())
-        if child is not None:
+        if isinstance(child, subprocess.Popen):
             if child.poll() is not None:
                 return None
             with contextlib.suppress(OSError):
@@ -512,6 +528,20 @@ def _prepare(run_dir: Path, argv: Sequence, timeout: float) -> None:
 _BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from kanban.supervisor import main; sys.exit(main())"
 
 
+class _Forked:
+    """A supervisor the spawner forked: not our child, known by its pid and start time."""
+
+    def __init__(self, pid: int, start_time: int) -> None:
+        self.pid, self.start_time = pid, start_time
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return None if procs.alive(self.pid, self.start_time) else 0
+
+    def send_signal(self, sig: int) -> None:
+        procs.terminate(self.pid, self.start_time, sig)
+
+
 def _spawn_supervisor(run_dir: Path, env: Mapping[str, str]) -> subprocess.Popen:
     """A new program, never a fork of kanban: a fork's /proc/<pid>/environ would be kanban's whole
     environment (the one the agent's was filtered from), readable by the agent as its parent's.
@@ -539,7 +569,8 @@ def _await_start(run_dir: Path, child, log: Path) -> RunHandle:
         if result is not None:
             raise LaunchError(result.get("error", "agent did not start"), run_dir)
         if child.poll() is not None:
-            why = f"supervisor exited with {child.returncode}: {_sup_log_tail(run_dir)}"
+            code = "" if child.returncode is None else f" with {child.returncode}"
+            why = f"supervisor exited{code}: {_sup_log_tail(run_dir)}"
             raise LaunchError(why, run_dir)
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)  # it stops the agent if it got that far

@@ -16,7 +16,7 @@ still running", and the caller may remove the worktree. An agent that leaves a
 server running in the background loses it: that is deliberate, since a
 leftover would hold the worktree and the task's port.
 
-The supervisor's environment is the agent's own (the runner starts it so), so
+The supervisor's environment is empty (forked from kanban.spawner) or the agent's own, so
 reading /proc/<its pid>/environ tells an agent nothing it was not given.
 
 Under the sandbox (spec "sandbox", kanban.sandbox) the agent is bwrap: its pid

@@ -58,6 +58,14 @@ def git(*args):
     subprocess.run(["git", *args], check=True, capture_output=True, stdin=subprocess.DEVNULL)
 
 
+def started_at():
+    """This process's start (exec), as wall-clock time: /proc/self/stat counts clock ticks since boot."""
+    with open("/proc/self/stat", "rb") as f:
+        data = f.read()
+    ticks = int(data[data.rindex(b")") + 1:].split()[19])
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def say(text):
     print(text, flush=True)
 
@@ -67,6 +75,8 @@ def step(op, *args):
         say(args[0])
     elif op == "sleep":
         time.sleep(args[0])
+    elif op == "last":  # sleep until ARGS[0] s after this process began (its own start-up counted in)
+        time.sleep(max(0.0, started_at() + args[0] - time.time()))
     elif op == "commit":  # append a line to a file (default: one per run) and commit it
         path = Path(args[0] if args else f"work/{task}-{role}-{attempt}.txt")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,14 +257,14 @@ class Project:
                                          + "\n" + self.describe())
                 time.sleep(step)
         finally:
-            engine.history.close()
+            engine.close()
 
     def tick(self):
         engine = open_engine(self.root)
         try:
             return engine.tick()
         finally:
-            engine.history.close()
+            engine.close()
 
     def describe(self) -> str:
         out = []

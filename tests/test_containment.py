@@ -69,9 +69,13 @@ def _runs_done(root: Path) -> bool:
     return all((p.parent / "result.json").exists() for p in runs.rglob("spec.json"))
 
 
-def test_the_supervisor_holds_only_the_agents_environment(repo, tmp_path, monkeypatch):
+@pytest.mark.parametrize("spawner", ["on", "off"])
+def test_the_supervisor_holds_only_the_agents_environment(repo, tmp_path, monkeypatch, spawner):
     """kanban (a real process, the secret in its environment) starts the agent: its parent, the
-    supervisor, must not carry the secret [env] denied the agent, nor anything else of kanban's."""
+    supervisor, must not carry the secret [env] denied the agent, nor anything else of kanban's.
+    Forked by the spawner (kanban.spawner) its environment is empty; started as a program of its
+    own (KANBAN_SPAWNER=off, or a spawner that failed) it is exactly the agent's."""
+    monkeypatch.setenv("KANBAN_SPAWNER", spawner)
     monkeypatch.setenv("MY_SERVICE_TOKEN", SECRET)  # *_TOKEN: denied by the default [env]
     monkeypatch.setenv("KANBAN_CONTAINMENT_OTHER", "kanban-only")  # on no allowlist
     dump = tmp_path / "parent.json"
@@ -85,11 +89,14 @@ def test_the_supervisor_holds_only_the_agents_environment(repo, tmp_path, monkey
     environ = set(seen["environ"]) - {""}
     assert not [e for e in environ if SECRET in e or e.startswith(("MY_SERVICE_TOKEN=", "KANBAN_CONTAINMENT"))], \
         environ
-    assert any("kanban.supervisor" in part for part in seen["cmdline"]), seen["cmdline"]  # our parent
-    assert "KANBAN_TASK_ID=TASK-1" in environ and any(e.startswith("PATH=") for e in environ)
-    # exactly what the agent itself was given (spec.json), nothing added
+    boot = "kanban.spawner" if spawner == "on" else "kanban.supervisor"
+    assert any(boot in part for part in seen["cmdline"]), seen["cmdline"]  # our parent
     spec = json.loads(next((repo / ".kanban" / "runs").rglob("spec.json")).read_text())
-    assert environ == {f"{k}={v}" for k, v in spec["env"].items()}
+    if spawner == "on":
+        assert environ == set(), environ
+    else:  # exactly what the agent itself was given (spec.json), nothing added
+        assert "KANBAN_TASK_ID=TASK-1" in environ and any(e.startswith("PATH=") for e in environ)
+        assert environ == {f"{k}={v}" for k, v in spec["env"].items()}
 
 
 def test_kanban_is_not_dumpable_once_it_can_start_agents():

@@ -18,7 +18,7 @@ from pathlib import Path
 import kanban
 
 PACKAGE = Path(kanban.__file__).resolve().parent
-EXECUTOR = {"kanban/runner.py", "kanban/supervisor.py", "kanban/procs.py",
+EXECUTOR = {"kanban/runner.py", "kanban/supervisor.py", "kanban/procs.py", "kanban/spawner.py",
             # The Ray executor (issue 13): its runner keeps its own record (ray.json) beside the run
             # files and writes result.json; the job wrapper runs the supervisor on a worker node.
             "kanban/executors/ray_runner.py", "kanban/executors/ray_job.py"}

@@ -26,7 +26,7 @@ def merge_queue(root: Path, *, batch: bool, dry_run: bool, as_json: bool) -> int
     finally:
         if notifier is not None:
             notifier.close(cancel=True)
-        engine.history.close()
+        engine.close()
 
 
 def _show(report, as_json: bool) -> int:

@@ -47,7 +47,7 @@ def run(root: Path, *, no_merge: bool, live: bool | None = None, watch: bool = F
             live = sys.stdout.isatty() if live is None else live
             return _run(engine, no_merge=no_merge, live=live, watch=watch)
     finally:
-        engine.history.close()
+        engine.close()
 
 
 @contextlib.contextmanager

@@ -71,7 +71,7 @@ def tick(root: Path, *, dry_run: bool, as_json: bool) -> int:
     finally:
         if notifier is not None:
             notifier.close(cancel=True)
-        engine.history.close()
+        engine.close()
 
 
 def _show(report, as_json: bool) -> int:

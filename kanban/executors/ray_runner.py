@@ -297,6 +297,10 @@ class RayRunner:
         """A local run's agent pid; None for a job on the cluster (its node says where it is)."""
         return self._local.pid(run_dir) if self._load(Path(run_dir)) is None else None
 
+    def close(self) -> None:
+        """What this process holds for its runs (the local runner's spawner); the runs go on."""
+        self._local.close()
+
     def capacity(self) -> str | None:
         """The cluster's free capacity in words ("3 nodes, 14 of 16 agent_slot free"), asked at most
         every CAPACITY_EVERY seconds (the live view draws often)."""
