@@ -255,10 +255,12 @@ def has_commits(root: Path) -> bool:
 
 
 def branch_exists(root: Path, branch: str) -> bool:
-    common = _COMMON_DIRS.get(os.path.abspath(root))
-    if common is not None and loose_ref(common, f"refs/heads/{branch}") is not None:
-        return True  # a loose ref file holding a commit id: what `rev-parse --verify` says too
-    return run_status(root, "rev-parse", "--verify", "-q", f"refs/heads/{branch}")[0] == 0
+    """What `rev-parse --verify refs/heads/BRANCH` says, from the ref files where they can tell."""
+    ref = f"refs/heads/{branch}"
+    found = _refs_from_files(common_dir(root), ref)
+    if found is not None:
+        return ref in found
+    return run_status(root, "rev-parse", "--verify", "-q", ref)[0] == 0
 
 
 def current_branch(root: Path) -> str | None:
@@ -325,7 +327,15 @@ class Worktree(tuple):
 
 
 def worktrees(root: Path) -> list[Worktree]:
-    """The repository's worktrees from `git worktree list --porcelain -z`."""
+    """The repository's worktrees, as `git worktree list --porcelain -z` gives them: the main one
+    first. Every pick asks, so they are read from git's own files (each linked worktree's record
+    under <common dir>/worktrees/), as git reads them, and git is asked wherever those might not
+    be the whole story (see _worktrees_from_files)."""
+    found = _worktrees_from_files(root)
+    return found if found is not None else _listed_worktrees(root)
+
+
+def _listed_worktrees(root: Path) -> list[Worktree]:
     out = run(root, "worktree", "list", "--porcelain", "-z")
     found: list[Worktree] = []
     for record in _records(out):
@@ -333,6 +343,50 @@ def worktrees(root: Path) -> list[Worktree]:
         branch = record.get("branch", "").removeprefix("refs/heads/") or None
         found.append(Worktree((path, branch, record.get("HEAD"), "locked" in record)))
     return found
+
+
+def _worktrees_from_files(root: Path) -> list[Worktree] | None:
+    """None (ask git) unless ROOT is the main worktree of a plain repository whose records all read
+    plainly: a gitdir file naming "<path>/.git", a HEAD that is a commit id or a branch whose tip
+    the ref files give (an unborn branch, a symbolic HEAD elsewhere, a bare repository: git)."""
+    dotgit = Path(root) / ".git"
+    try:
+        if not dotgit.is_dir() or dotgit.is_symlink():
+            return None
+        common = dotgit.resolve()
+        records = sorted(os.scandir(common / "worktrees"), key=lambda e: e.name) \
+            if (common / "worktrees").is_dir() else []
+        main = _worktree_record(common, common, Path(os.path.realpath(root)))
+        if main is None:
+            return None
+        found = [main]
+        for entry in records:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            admin = Path(entry.path)
+            pointer = _small_file(admin / "gitdir").rstrip("\n")
+            if not pointer.endswith("/.git") or not os.path.isabs(pointer):
+                return None
+            record = _worktree_record(common, admin, Path(pointer[: -len("/.git")]))
+            if record is None:
+                return None
+            found.append(record)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return found
+
+
+def _worktree_record(common: Path, admin: Path, path: Path) -> Worktree | None:
+    head = _small_file(admin / "HEAD").strip()
+    if _SHA.fullmatch(head):
+        return Worktree((path, None, head, (admin / "locked").exists()))
+    if not head.startswith("ref: refs/heads/"):
+        return None
+    ref = head.removeprefix("ref: ")
+    sha = _refs_from_files(common, ref)
+    if not sha or ref not in sha:
+        return None
+    return Worktree((path, ref.removeprefix("refs/heads/"), sha[ref], (admin / "locked").exists()))
 
 
 def _records(out: str) -> Iterator[dict[str, str]]:
@@ -567,6 +621,26 @@ def _loose_refs(common: Path, name: str) -> dict[str, str] | None:
                 return None
             found[f"{ref}/{entry.name}"] = sha
     return found
+
+
+def merged_tips(root: Path, commit: str, pattern: str) -> dict[str, str]:
+    """branches_merged_into's answer, asking git only about tips it was not asked about before
+    with this COMMIT (the merge queue asks on every pass; main and the tips rarely moved since).
+    A tip that moved while git was asked is not remembered."""
+    tips = {ref.removeprefix("refs/heads/"): sha for ref, sha in ref_shas(root, pattern).items()}
+    key = str(root)
+    if not _FULL_ID.fullmatch(commit):
+        return branches_merged_into(root, commit, pattern)
+    if any(("is_ancestor", key, sha, commit) not in _KNOWN for sha in tips.values()):
+        merged = branches_merged_into(root, commit, pattern)
+        after = {ref.removeprefix("refs/heads/"): sha for ref, sha in ref_shas(root, pattern).items()}
+        if len(_KNOWN) >= _KNOWN_LIMIT:
+            _KNOWN.clear()
+        for branch, sha in tips.items():
+            if after.get(branch) == sha and _FULL_ID.fullmatch(sha):
+                _KNOWN[("is_ancestor", key, sha, commit)] = merged.get(branch) == sha
+        return merged
+    return {b: sha for b, sha in tips.items() if _KNOWN[("is_ancestor", key, sha, commit)]}
 
 
 def branches_merged_into(root: Path, commit: str, pattern: str) -> dict[str, str]:

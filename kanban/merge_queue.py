@@ -252,6 +252,11 @@ class MergeQueue:
                         tip = v.sha
                         continue
                     self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
+                    # The next check, armed on top of this one, starts before main moves: landing is
+                    # off the queue's critical path. Should main not end up at v.sha, it is stray. Not
+                    # with a push, which merges a remote that moved: main then ends up past v.sha.
+                    if not self.config.merge.push:
+                        self._release_next(candidates, c, v.sha)
                     try:
                         self._advance(main, v.sha, landing=[c])
                     except TouchesDirty as exc:
@@ -312,6 +317,15 @@ class MergeQueue:
             if landed:  # in one board write, after the next verification started
                 self._finish_all(landed)
         return [v for v in history.live_verifications() if v.id in keep]
+
+    def _release_next(self, candidates: list[Candidate], c: Candidate, base: str) -> None:
+        """Release the verification armed for the candidate after C on BASE, if there is one."""
+        after = [n for n in candidates[candidates.index(c) + 1:] if n.task_id not in self.report.waiting]
+        if not after:
+            return
+        v = self.engine.history.latest_verification(after[0].task_id, base, after[0].sha)
+        if v is not None and v.armed and v.ended is None:
+            self._release(v)
 
     def _release(self, v) -> None:
         self.engine.history.release_verification(v.id)
@@ -894,7 +908,7 @@ class MergeQueue:
         """
         main_sha = git.branch_sha(self.root, self.main)
         if len(candidates) > 1:  # one question for all of them
-            merged_tips = git.branches_merged_into(self.root, main_sha, "refs/heads/kanban/")
+            merged_tips = git.merged_tips(self.root, main_sha, "refs/heads/kanban/")
             in_main = [c for c in candidates if merged_tips.get(branch_name(c.task_id)) == c.sha]
         else:
             in_main = [c for c in candidates if git.is_ancestor(self.root, c.sha, main_sha)]

@@ -266,7 +266,7 @@ class LocalRunner:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():  # never submitted (a kill in between): poll() shows it lost
             return
-        write_text_atomic(run_dir / RELEASE, "go")
+        atomic.write_text_atomic(run_dir / RELEASE, "go")  # not synced: a power cut ends the armed run too
         _poke(run_dir)
 
     def poll(self, run_dir: Path) -> RunState:

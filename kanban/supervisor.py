@@ -190,7 +190,8 @@ class Supervisor:
             "supervisor_start_time": procs.process_start_time(me),
             "started": self.started,
         }
-        write_json_atomic(self.run_dir / AGENT, info)
+        # Not synced: it names processes a power cut ends (a lost one reads as a supervisor gone).
+        atomic.write_json_atomic(self.run_dir / AGENT, info)
 
     def leader_exited(self) -> bool:
         """True once the leader exited; WNOWAIT leaves it a zombie, which keeps

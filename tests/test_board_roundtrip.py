@@ -606,6 +606,9 @@ def check_edits(docs: dict[Column, str], data: st.DataObject) -> str:
         candidates = id_entries(board)
         if not candidates:
             return "no entry"
+        ids = [e.task_id for _, e in candidates]
+        if len(ids) != len(set(ids)):  # an ID twice is a board `load_board` refuses: no entry to edit by ID
+            return "duplicate IDs"
         col, entry = data.draw(st.sampled_from(candidates), label="entry")
         edits = data.draw(st.lists(EDIT, min_size=1, max_size=4), label="edits")
         task_id = entry.task_id

@@ -154,3 +154,81 @@ def test_the_guard_sees_a_rewrite_that_keeps_size_and_mtime(repo, monkeypatch):
     findings, aside = guard.check_and_restore()
     assert [str(f) for f in findings] == [".git/hooks/post-checkout changed"]
     assert hook.read_text() == "#!/bin/sh\necho a\n" and Path(aside, "hooks", "post-checkout").exists()
+
+
+def test_worktrees_read_from_git_s_records_are_git_s_own_list(repo, tmp_path, monkeypatch):
+    """Main, linked on a branch, detached, locked, packed branch tips, a record whose worktree was
+    deleted by hand (prunable): the same list as `git worktree list`, with no git process."""
+    git(repo, "worktree", "add", "-q", "-b", "kanban/TASK-1", str(tmp_path / "one"), "main")
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "two"), "main")
+    git(repo, "worktree", "add", "-q", "-b", "kanban/TASK-3", str(tmp_path / "three"), "main")
+    git(repo, "worktree", "lock", str(tmp_path / "three"))
+    (tmp_path / "one" / "f").write_text("x\n")
+    git(tmp_path / "one", "add", "f")
+    git(tmp_path / "one", "commit", "-q", "-m", "one")
+    git(repo, "pack-refs", "--all")
+    git(repo, "worktree", "add", "-q", "-b", "kanban/TASK-4", str(tmp_path / "four"), "main")
+    import shutil
+
+    shutil.rmtree(tmp_path / "four")  # gone by hand: git still lists it until pruned
+    calls = []
+    real = kgit.run
+    monkeypatch.setattr(kgit, "run", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    from_files = kgit.worktrees(repo)
+    assert not calls
+    listed = kgit._listed_worktrees(repo)
+    assert sorted(from_files) == sorted(listed) and from_files[0] == listed[0]  # the main one first
+    assert {w.branch for w in from_files} == {"main", "kanban/TASK-1", None, "kanban/TASK-3", "kanban/TASK-4"}
+    assert [w.locked for w in from_files if w.branch == "kanban/TASK-3"] == [True]
+
+
+def test_worktree_records_the_files_cannot_vouch_for_are_asked_of_git(repo, tmp_path, monkeypatch):
+    git(repo, "worktree", "add", "-q", "-b", "kanban/TASK-1", str(tmp_path / "one"), "main")
+    admin = kgit.common_dir(repo) / "worktrees" / "one"
+    calls = []
+    real = kgit.run
+    monkeypatch.setattr(kgit, "run", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    for broken in ("ref: refs/heads/kanban/none\n", "ref: refs/remotes/origin/main\n"):  # unborn; not a branch
+        (admin / "HEAD").write_text(broken)
+        calls.clear()
+        assert kgit.worktrees(repo) == kgit._listed_worktrees(repo)
+        assert calls and calls[0][:2] == ("worktree", "list"), broken
+    (admin / "HEAD").write_text("ref: refs/heads/kanban/TASK-1\n")
+    (admin / "gitdir").write_text("../one/.git\n")  # relative (worktree.useRelativePaths): git's to read
+    calls.clear()
+    kgit.worktrees(repo)
+    assert calls and calls[0][:2] == ("worktree", "list")
+
+
+def test_merged_tips_are_git_s_answer_and_asked_again_only_for_what_moved(repo, monkeypatch):
+    main = git(repo, "rev-parse", "main").strip()
+    git(repo, "branch", "kanban/TASK-1", "main")  # merged: main holds its tip
+    git(repo, "checkout", "-q", "-b", "kanban/TASK-2")
+    (repo / "two").write_text("2\n")
+    git(repo, "add", "two")
+    git(repo, "commit", "-q", "-m", "two")  # not merged
+    git(repo, "checkout", "-q", "main")
+    kgit.common_dir(repo)  # asked once per process
+    calls = []
+    real = kgit.run
+    monkeypatch.setattr(kgit, "run", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    want = kgit.branches_merged_into(repo, main, "refs/heads/kanban/")
+    assert want == {"kanban/TASK-1": main}
+    calls.clear()
+    assert kgit.merged_tips(repo, main, "refs/heads/kanban/") == want
+    assert [c[0] for c in calls] == ["for-each-ref"]
+    calls.clear()
+    assert kgit.merged_tips(repo, main, "refs/heads/kanban/") == want  # nothing moved: no git
+    assert not calls
+    git(repo, "branch", "-f", "kanban/TASK-1", "kanban/TASK-2")  # moved to a tip already asked about
+    assert kgit.merged_tips(repo, main, "refs/heads/kanban/") == {}
+    assert not calls
+    git(repo, "commit", "-q", "--allow-empty", "-m", "three")
+    git(repo, "branch", "kanban/TASK-3", "main")  # a new tip: asked
+    git(repo, "reset", "-q", "--hard", main)
+    assert kgit.merged_tips(repo, main, "refs/heads/kanban/") == {}
+    assert [c[0] for c in calls] == ["for-each-ref"]
+    git(repo, "merge", "-q", "--ff-only", "kanban/TASK-2")  # main moved: a new question
+    new_main = git(repo, "rev-parse", "main").strip()
+    assert kgit.merged_tips(repo, new_main, "refs/heads/kanban/") == \
+        {"kanban/TASK-1": new_main, "kanban/TASK-2": new_main}
