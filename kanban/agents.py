@@ -105,7 +105,7 @@ def ensure_worktree(root: Path, config: Config, task_id: str) -> Path:
     reused = bool(slots) and (held is not None or reuse_active(config)) and \
         _take_idle(root, config, slots, path, branch)
     if not reused:
-        git.add_worktree(root, path, branch, config.main_branch)
+        git.add_worktree(root, path, branch, git.branch_sha(root, config.main_branch))  # see _take_idle
     _prepare_or_drop(root, config, path, reused=reused)
     return path
 
@@ -293,7 +293,9 @@ def _take_idle(root: Path, config: Config, slots: list[Path], path: Path, branch
                 _drop_broken(root, slot)
                 continue
             try:
-                _switch(root, slot, branch, config.main_branch)
+                # A commit id, not main's name: `checkout -b B main` reads main twice (the files, then
+                # the new branch), and a merge landing in between leaves the files one commit behind.
+                _switch(root, slot, branch, git.branch_sha(root, config.main_branch))
                 if path.exists() or path.is_symlink():  # git would move the worktree into it
                     raise git.GitError(f"{path} appeared while a worktree was being prepared for it")
                 _move(root, slot, path)

@@ -640,7 +640,10 @@ def merged_tips(root: Path, commit: str, pattern: str) -> dict[str, str]:
             if after.get(branch) == sha and _FULL_ID.fullmatch(sha):
                 _KNOWN[("is_ancestor", key, sha, commit)] = merged.get(branch) == sha
         return merged
-    return {b: sha for b, sha in tips.items() if _KNOWN[("is_ancestor", key, sha, commit)]}
+    answers = {b: _KNOWN.get(("is_ancestor", key, sha, commit)) for b, sha in tips.items()}
+    if None in answers.values():  # forgotten meanwhile (the cache was full, on another thread)
+        return branches_merged_into(root, commit, pattern)
+    return {b: sha for b, sha in tips.items() if answers[b]}
 
 
 def branches_merged_into(root: Path, commit: str, pattern: str) -> dict[str, str]:

@@ -449,3 +449,45 @@ def test_a_run_of_four_tasks_reuses_worktrees_and_leaves_only_idle_ones(kit, tmp
     assert sorted(c.name for c in (p.root / ".worktrees").iterdir()) == [".idle"]
     assert git(p.root, "branch", "--list", "kanban/*") == ""
     assert runs(counter) <= 2  # once per worktree, not per task
+
+
+def test_a_worktree_taken_while_main_moves_holds_the_files_of_the_commit_its_branch_starts_from(repo):
+    """`git checkout -b B main` and `git worktree add -b B path main` read main twice: for the files,
+    then for the new branch. The merge queue lands beside the picks (a thread of `kanban run`, or
+    another process): a landing in between left a branch on the new main over the old main's
+    files, and the task agent's commit then undid the landed task. Found by bench/many_tasks.py."""
+    import threading
+
+    config = load_config(project(repo))
+    moving = threading.Event()
+    errors: list[BaseException] = []
+
+    def land_on_main() -> None:  # what the queue does: a new commit, main moved to it by update-ref
+        n = 0
+        try:
+            while not moving.is_set():
+                n += 1
+                blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input=f"{n}\n",
+                                      capture_output=True, text=True, check=True).stdout.strip()
+                tree = subprocess.run(["git", "mktree"], cwd=repo, input=f"100644 blob {blob}\tlanded.txt\n",
+                                      capture_output=True, text=True, check=True).stdout.strip()
+                main = git(repo, "rev-parse", "main").strip()
+                commit = git(repo, "commit-tree", tree, "-p", main, "-m", f"landed {n}").strip()
+                git(repo, "update-ref", "refs/heads/main", commit, main)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    lander = threading.Thread(target=land_on_main)
+    lander.start()
+    try:
+        for n in range(1, 41):
+            task = f"TASK-{n}"
+            path = agents.ensure_worktree(repo, config, task)  # new, then reused (warm) worktrees
+            status = git(path, "status", "--porcelain", "--untracked-files=no")
+            assert status == "", f"{task}: the checkout is not its branch's commit:\n{status}"
+            if n % 2 == 0:
+                finish(repo, config, f"TASK-{n - 1}", task)
+    finally:
+        moving.set()
+        lander.join()
+    assert not errors, errors

@@ -34,6 +34,7 @@ IDLE_PASS_EVERY = 10.0  # --watch, nothing running and nothing changed: a full p
 # Agents running, nothing ending or edited: a full pass this often. A safety net only: while
 # every agent runs, nothing a pass does is due by the clock (supervisors enforce timeouts).
 RUNNING_PASS_EVERY = 30.0
+QUEUE_POLL = 0.01  # how often a loop waiting for agents looks whether the queue's drain is over
 MAX_STRAIGHT_ON = 3  # passes in a row without a wait, after passes that moved something
 DIRTY_SHOWN = 8  # files named in the dirty-checkout note, then "and N more"
 
@@ -130,28 +131,45 @@ class _Once:
 
 def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, list[str]]:
     started_at = time.monotonic()
+    beside = _queue_beside(engine) if not no_merge else None
+    if not no_merge and beside is None:
+        engine.yield_to = lambda: _verification_ended(engine)
+    try:
+        return _passes(engine, view, notifier, beside, no_merge=no_merge, watch=watch, started_at=started_at)
+    finally:
+        if beside is not None:
+            beside.close()
+
+
+def _passes(engine, view, notifier, beside, *, no_merge: bool, watch: bool, started_at: float) -> tuple[int, list[str]]:
     shown_blocked: tuple[str, ...] = ()  # the queue's blocked lines last shown: shown again only when they change
     last_queue = None  # the last drain that was not skipped (another merge queue running)
     idle_said = False
     hurried = 0  # passes in a row that went straight on
     failed_pass = ""  # --watch: why the last pass stopped (a half-typed board), shown once
-    if not no_merge:
-        engine.yield_to = lambda: _verification_ended(engine)
     while True:
         before = board_signature(engine.root)
         try:
             merged = False
 
-            def drain_queue() -> None:
+            def show(queue) -> None:
                 nonlocal shown_blocked, last_queue, merged
-                queue = drain(engine, wait=False)  # its verifications run beside the pool
                 shown_blocked = _show_queue(view, queue, shown_blocked)
                 notifier.queue(queue)
                 if not queue.busy:
                     last_queue = queue
                 merged = merged or bool(queue.merged or queue.conflicts or queue.failed)
-                view.set_queue_state(getattr(engine, "queue_state", None))
+                view.set_queue_state(getattr(beside or engine, "queue_state", None))
 
+            def drain_queue() -> None:
+                if beside is not None:
+                    beside.poke()  # drained on its thread: shown when its report comes back
+                    return
+                show(drain(engine, wait=False))  # its verifications run beside the pool
+
+            if beside is not None:
+                for queue in beside.reports():
+                    show(queue)
             # A verification that ended holds up the queue: land it and start the next one before
             # the agents' handovers, which may take a while.
             if not no_merge and _verification_ended(engine):
@@ -183,9 +201,14 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
         notifier.flush()
         view.refresh()
         live_runs = _running(engine)
+        if beside is not None and not live_runs and not report.busy and not report.changed:
+            beside.wait_idle()  # nothing else under way: the pass ends with its drain, seen here
+            for queue in beside.reports():
+                show(queue)
         # A pass that moved anything (a result reaped, a start that failed into a retry) may have
         # left work for the next one: stop only after a pass that found nothing to do.
-        idle = not live_runs and not report.busy and not report.changed and not merged
+        idle = not live_runs and not report.busy and not report.changed and not merged and \
+            (beside is None or beside.idle())
         if not idle:
             idle_said = False
             # A pass that moved something goes straight on to the next (a bounded number of times
@@ -198,7 +221,7 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
                 hurried += 1
             else:
                 hurried = 0
-                _wait_for_work(engine, view, notifier, live_runs, before)
+                _wait_for_work(engine, view, notifier, live_runs, before, beside)
             continue
         if not watch:
             break
@@ -207,6 +230,20 @@ def _loop(engine, view, notifier, *, no_merge: bool, watch: bool) -> tuple[int, 
             view.log(Happening("info", "nothing to do now; watching the board for new work (Ctrl-C to stop)"))
         _wait_for_change(engine, view, notifier, before)
     return _summary(engine, time.monotonic() - started_at, no_merge=no_merge, queue=last_queue)
+
+
+def _queue_beside(engine):
+    """The merge queue on a thread of its own (kanban.queue_beside) with the local executor; None
+    (drained inside the loop) with another, whose runner keeps its own state in this process."""
+    from kanban.queue_beside import QueueBeside
+    from kanban.runner import LocalRunner
+
+    if not QUEUE_THREAD or type(engine.runner) is not LocalRunner:
+        return None
+    return QueueBeside(engine, lambda queue_engine, **kw: drain(queue_engine, **kw))
+
+
+QUEUE_THREAD = True  # bench/queue_beside_pool.py's "before" figure turns it off
 
 
 def _verification_ended(engine) -> bool:
@@ -223,16 +260,24 @@ def _running(engine) -> list[Path]:
             + [v.run_path(engine.runner) for v in engine.history.live_verifications() if v.ref])
 
 
-def _wait_for_work(engine, view, notifier, live_runs: list[Path], before: tuple) -> None:
+def _wait_for_work(engine, view, notifier, live_runs: list[Path], before: tuple, beside=None) -> None:
     """Agents are running and the last pass found nothing to do: sleep until one of them ends
-    (pidfds, through the runner), a board file changes by another hand than ours, or a full pass
-    is due (RUNNING_PASS_EVERY: budgets, a push to retry). No pass every half second for nothing."""
+    (pidfds, through the runner), a board file changes by another hand than ours, a drain on
+    the queue's thread is over (its report may hold work: a landing frees a dependent), or a
+    full pass is due (RUNNING_PASS_EVERY: budgets, a push to retry). No pass every half second
+    for nothing."""
     seen = _others_edits(engine.root, before)
     if seen is None:  # a person edited the board while the pass ran: a pass for it now
         return
+    if beside is not None and not live_runs:  # only the queue's drain under way: its report next
+        beside.wait_idle()
+        return
     deadline = time.monotonic() + RUNNING_PASS_EVERY
     while (left := deadline - time.monotonic()) > 0:
-        if engine.runner.wait_any(live_runs, timeout=min(WAKE_INTERVAL, left)):
+        draining = beside is not None and not beside.idle()
+        if engine.runner.wait_any(live_runs, timeout=min(QUEUE_POLL if draining else WAKE_INTERVAL, left)):
+            return
+        if draining and beside.idle():
             return
         notifier.flush()  # no view.refresh(): nothing it shows changed, or the wait would be over
         if board_signature(engine.root) != seen:

@@ -1,0 +1,46 @@
+"""`kanban run`'s merge queue on its own thread (kanban.queue_beside): real git, real agents.
+
+A drain is git work (build, land, push). On the queue's thread the agents' handovers go on
+meanwhile; drained inside the loop, as with QUEUE_THREAD off, they wait for it. The remote's
+pre-receive hook makes the push of TASK-1's landing take 2 s and writes when it ran.
+"""
+
+from __future__ import annotations
+
+import pytest
+from agents_kit import task_md
+from conftest import git
+
+import kanban.commands.run as run_mod
+
+HOOK = "#!/bin/sh\ndate +%s.%N >> {log}\nsleep 2\ndate +%s.%N >> {log}\n"
+
+
+@pytest.mark.parametrize("thread", [True, False])
+def test_handovers_go_on_while_the_queue_pushes(kit, tmp_path, monkeypatch, thread):
+    monkeypatch.setattr(run_mod, "QUEUE_THREAD", thread)
+    p = kit(task_md("TASK-1", "Quick") + task_md("TASK-2", "Slower"),
+            extra_toml="\n[merge]\npush = true\n")
+    p.set_rules([{"task": "TASK-1", "role": r, "steps": ([["commit"]] if r == "task" else [])}
+                 for r in ("task", "reviewer", "tester")]
+                + [{"task": "TASK-2", "role": "task", "steps": [["sleep", 0.8], ["commit"]]}])
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    git(p.root, "remote", "add", "origin", str(origin))
+    git(p.root, "push", "-q", "origin", "main")
+    pushes = tmp_path / "pushes.log"
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(HOOK.format(log=pushes))
+    hook.chmod(0o755)
+
+    assert run_mod.run(p.root, no_merge=False, live=False) == 0
+    assert git(origin, "log", "--oneline", "main").count("Merge TASK-") == 2
+    first_push = [float(t) for t in pushes.read_text().split()[:2]]  # TASK-1's landing
+    started = {(r.task, r.role): r.started for r in p.runs()}
+    review = started[("TASK-2", "reviewer")]
+    ended_task = [e["t"] for e in p.events("end") if (e["task"], e["role"]) == ("TASK-2", "task")]
+    assert first_push[0] < ended_task[0] < first_push[1], (first_push, ended_task)  # it ended during the push
+    if thread:
+        assert review < first_push[1], "the reviewer's start waited for the push"
+    else:  # the old loop: the handover comes after the drain
+        assert review >= first_push[1]
