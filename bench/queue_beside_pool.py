@@ -68,15 +68,16 @@ def run_bench(tmp: Path, n: int, verify: float, blocking: bool, seed: int = 7) -
             steps = ([["commit", f"src/{t}.py"]] if role == "task" else []) + [["last", d]]
             rules.append({"task": t, "role": role, "steps": steps})
     p.set_rules(rules)
-    original = run_mod.drain
-    if blocking:  # the old loop: each drain waits for its verifications
+    original, thread = run_mod.drain, run_mod.QUEUE_THREAD
+    if blocking:  # the old loop: each drain inside it, waiting for its verifications
         run_mod.drain = lambda engine, **kw: original(engine, **{**kw, "wait": True})
+        run_mod.QUEUE_THREAD = False
     try:
         began = time.monotonic()
         code = run_mod.run(p.root, no_merge=False, live=False)
         makespan = time.monotonic() - began
     finally:
-        run_mod.drain = original
+        run_mod.drain, run_mod.QUEUE_THREAD = original, thread
         p.kill_everything()
     chains = [sum(d) for d in plan.values()]
     lower = max(sum(chains) / 6, min(chains) + n * verify, max(chains) + verify)
