@@ -205,6 +205,7 @@ def _passes(engine, view, notifier, beside, *, no_merge: bool, watch: bool, star
             beside.wait_idle()  # nothing else under way: the pass ends with its drain, seen here
             for queue in beside.reports():
                 show(queue)
+            live_runs = _running(engine)  # that drain may have started a verification
         # A pass that moved anything (a result reaped, a start that failed into a retry) may have
         # left work for the next one: stop only after a pass that found nothing to do.
         idle = not live_runs and not report.busy and not report.changed and not merged and \
