@@ -44,3 +44,12 @@ def test_handovers_go_on_while_the_queue_pushes(kit, tmp_path, monkeypatch, thre
         assert review < first_push[1], "the reviewer's start waited for the push"
     else:  # the old loop: the handover comes after the drain
         assert review >= first_push[1]
+
+
+def test_a_run_ends_only_after_the_verification_its_last_drain_started(kit):
+    """The last task turns ready; the queue's thread starts its verification while the loop finds
+    nothing else to do. The run must wait for that check and land it (found by the crash soak:
+    exit 1, the verification left running)."""
+    p = kit(task_md("TASK-1", "Only"), extra_toml='\n[merge]\nverify = ["sleep", "0.5"]\n')
+    assert run_mod.run(p.root, no_merge=False, live=False) == 0
+    assert "TASK-1:" in (p.root / "CHANGELOG.md").read_text()
