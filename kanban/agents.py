@@ -255,7 +255,7 @@ def _release(root: Path, config: Config, paths: list[Path]) -> None:
         _stray_slots(root, idle, registered)  # before the moves below, while `registered` is git's list
         for path in paths:
             if not path.exists() and not path.is_symlink():
-                gone = True
+                gone = gone or path.resolve() in registered  # else released already: nothing to prune
                 continue
             w = registered.get(path.resolve()) if not path.is_symlink() else None
             if limit == 0 or w is None or w.locked or _linked(path, common) is None:

@@ -117,6 +117,7 @@ class MergeQueue:
         self.dry_run = False
         self.changelog_untracked = False  # CHANGELOG.md not committed on main: entries go to the working copy
         self.changelog_hint_given = False
+        self.parked: set[str] = set()  # tasks whose worktrees _advance released, not finished yet
         self.deferred: list[Candidate] | None = None  # see drain: landed, not finished yet
         self.main_after: str | None = None  # main as this drain's last merge left it
 
@@ -712,13 +713,20 @@ class MergeQueue:
                 raise MainBlocked(f"a git {busy} is in progress in {path}",
                                   hint=f"finish it or run 'git {busy} --abort', then run 'kanban merge-queue' "
                                        f"again; {self.main} was not moved", code=1)
+        # The landing tasks' worktrees are parked before main moves: the checkout's new CHANGELOG.md
+        # lets their dependents be picked at once (by `kanban run`'s loop, beside this drain), and
+        # each should find an idle worktree, not set up a new one. Parked for nothing if main then
+        # cannot move: the task's next agent takes one back, its set-up kept.
+        park = [c.task_id for c in landing]
         if checkout is None:
+            self._park(park)
             if not git.update_ref(self.root, f"refs/heads/{self.main}", new, old):
                 raise MainMoved()
         else:
             if git.branch_sha(self.root, self.main) != old:
                 raise MainMoved()
             carry = self._check_checkout(old, new, checkout)
+            self._park(park)
             # the intent, for repair: a `git merge --ff-only` killed after it wrote files and index
             # but before it moved the ref leaves the checkout half-way between old and new
             record = advance_record(self.root)
@@ -847,7 +855,8 @@ class MergeQueue:
 
     def _finish_all(self, done: list[Candidate]) -> None:
         """After main moved: CHANGELOG lines in the working copy (already there when they came with
-        the merge commit), then TESTING entries gone, then worktrees and branches."""
+        the merge commit), then TESTING entries gone, then worktrees (parked by _advance already) and
+        branches."""
         add_to_changelog(self.root, [(c.task_id, c.title, c.category) for c in done])
         for overruled in self.engine.remove_merged({c.task_id: c.sha for c in done}):  # edited by hand meanwhile
             self.report.lines.append(overruled.text)
@@ -862,10 +871,21 @@ class MergeQueue:
                               f"copy; commit it once (git add {CHANGELOG} && git commit) and every merge commit "
                               f"carries its own line")
 
-    def _remove_task_state(self, task_ids: list[str]) -> None:
+    def _release_worktrees(self, task_ids: list[str]) -> None:
         from kanban.agents import release_worktrees
 
-        release_worktrees(self.root, self.config, task_ids)  # parked for the next pick, or removed
+        if task_ids:
+            release_worktrees(self.root, self.config, task_ids)  # parked for the next pick, or removed
+
+    def _park(self, task_ids: list[str]) -> None:
+        self._release_worktrees(task_ids)
+        self.parked.update(task_ids)
+
+    def _remove_task_state(self, task_ids: list[str]) -> None:
+        # Those _advance parked just before main moved are done; the rest (tasks found landed
+        # after a crash, say) are released here.
+        self._release_worktrees([t for t in task_ids if t not in self.parked])
+        self.parked.difference_update(task_ids)
         git.delete_branches(self.root, [branch_name(t) for t in task_ids])
         for task_id in task_ids:
             self.engine.history.release_port(task_id)

@@ -12,8 +12,11 @@ BOARD_FILES = ("TODO.md", "IN_PROGRESS.md", "REVIEW.md", "TESTING.md", "CHANGELO
 ESCALATED = frozenset({"ESCALATED"})
 
 
-def carrying(entry: str) -> list[str]:
+def carrying(entry: str, under: Path | None = None) -> list[str]:
+    """Live processes with ENTRY in their environment, or (UNDER given) working in UNDER: a
+    supervisor forked by the spawner has an empty environment but works in its run directory."""
     needle = entry.encode()
+    inside = None if under is None else os.fspath(Path(under).resolve())
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -22,11 +25,18 @@ def carrying(entry: str) -> list[str]:
             environ = (proc / "environ").read_bytes().split(b"\0")
             state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd") if inside is not None else ""
         except (OSError, IndexError):
             continue
-        if needle in environ and state not in (b"Z", b"X"):
+        ours = needle in environ or (inside is not None and (cwd == inside or cwd.startswith(inside + "/")))
+        if ours and state not in (b"Z", b"X"):
             found.append(f"{proc.name}: {cmdline[:300]}")
     return found
+
+
+def is_supervisor(cmdline: str) -> bool:
+    """A supervisor: a program of its own, or forked by the spawner (whose command line it keeps)."""
+    return "kanban.supervisor" in cmdline or "kanban.spawner" in cmdline
 
 
 def run_kanban(root: Path, capsys) -> tuple[int, str, float]:

@@ -89,7 +89,7 @@ class CliEnv:
     """One CLI's environment for kanban: PATH, sealed TMPDIR, a marker, the key and endpoint."""
 
     def __init__(self, name: str, path: str, monkeypatch, tmp_path: Path) -> None:
-        self.name, self.path, self.monkeypatch = name, path, monkeypatch
+        self.name, self.path, self.monkeypatch, self.tmp_path = name, path, monkeypatch, tmp_path
         self.marker = f"e2e-{name}-{uuid.uuid4().hex}"
         for var in [v for v in os.environ if v.startswith(FOREIGN)]:
             monkeypatch.delenv(var)
@@ -112,13 +112,13 @@ class CliEnv:
         return ["-c", f'openai_base_url="{base_url}"'] if self.name == "codex" else []
 
     def watch(self) -> Watch:
-        return Watch(f"{MARKER_VAR}={self.marker}")
+        return Watch(f"{MARKER_VAR}={self.marker}", self.tmp_path)
 
     def leftovers(self, wait: float = 10.0) -> list[str]:
         """Live processes carrying our marker in their environment (after up to WAIT seconds)."""
         deadline = time.monotonic() + wait
         while True:
-            found = carrying(f"{MARKER_VAR}={self.marker}")
+            found = carrying(f"{MARKER_VAR}={self.marker}", self.tmp_path)
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
@@ -128,13 +128,13 @@ class Watch(threading.Thread):
     """While in use, every command line that carried ENTRY in its environment (sampled twice a
     second): proof that the leftover scan would see the agents' processes."""
 
-    def __init__(self, entry: str) -> None:
+    def __init__(self, entry: str, under: Path) -> None:
         super().__init__(daemon=True)
-        self.entry, self.seen, self.done = entry, set(), threading.Event()
+        self.entry, self.under, self.seen, self.done = entry, under, set(), threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.5):
-            self.seen.update(line.split(": ", 1)[1] for line in carrying(self.entry))
+            self.seen.update(line.split(": ", 1)[1] for line in carrying(self.entry, self.under))
 
     def __enter__(self):
         self.start()
