@@ -77,22 +77,29 @@ def _answer(run_dir: str) -> str:
 
     if not os.path.isabs(run_dir) or not os.path.isdir(run_dir):
         return f"! not a run directory: {run_dir!r}"
+    # SIGCHLD held until the child is in _live and its start time read: one that ended at once
+    # would otherwise be reaped first (gone from /proc, and kept in _live for ever).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     try:
-        pid = os.fork()
-    except OSError as exc:
-        return f"! fork failed: {exc}"
-    if pid == 0:
-        _become_supervisor(run_dir)  # never returns
-    _live.add(pid)
-    return f"{pid} {procs.process_start_time(pid)}"
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            return f"! fork failed: {exc}"
+        if pid == 0:
+            _become_supervisor(run_dir, held)  # never returns
+        _live.add(pid)
+        return f"{pid} {procs.process_start_time(pid)}"
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _become_supervisor(run_dir: str) -> None:
+def _become_supervisor(run_dir: str, mask: set) -> None:
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the spawner's own: agents inherit it
         os.setsid()
         log = os.open(os.path.join(run_dir, SUPERVISOR_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                       0o644)

@@ -146,3 +146,18 @@ def test_an_idle_spawner_ends_by_itself_and_a_later_submit_starts_another(tmp_pa
     assert _spawner_pid(runner) not in (None, first) and runner._spawner.usable
     assert wait_result(runner, tmp_path / "b")["exit_code"] == 0 and second.supervisor_pid
     runner.close()
+
+
+def test_an_agent_of_a_forked_supervisor_starts_with_no_signal_blocked_or_ignored(tmp_path, marker):
+    """The spawner holds SIGCHLD around each fork and ignores ^C and hang-ups: none of that may
+    reach the agent, whose children (a test runner's, a shell's) rely on those signals."""
+    body = ("import sys\n"
+            "status = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)\n"
+            "print('masks', int(status['SigBlk'], 16), int(status['SigIgn'], 16) & ~(1 << 12 | 1 << 24), flush=True)\n")
+    runner = LocalRunner()
+    handle = submit(runner, tmp_path, py(tmp_path, body, marker))
+    assert _parent(handle.supervisor_pid) == _spawner_pid(runner)
+    assert wait_result(runner, handle.run_dir)["exit_code"] == 0
+    # SIGPIPE and SIGXFSZ aside: the agent's own Python ignores them
+    assert "masks 0 0" in (handle.run_dir / "agent.log").read_text()
+    runner.close()
