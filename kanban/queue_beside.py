@@ -36,6 +36,7 @@ class QueueBeside:
         self._state = threading.Lock()  # a report out and busy cleared are one step for idle()
         self._stopping = False
         self._reports: queue.SimpleQueue[QueueReport | BaseException] = queue.SimpleQueue()
+        self._held: BaseException | None = None  # a drain's error kept for the loop's next reports()
         self._thread = threading.Thread(target=self._serve, name="kanban-merge-queue", daemon=True)
         self._thread.start()
 
@@ -46,22 +47,30 @@ class QueueBeside:
         """Nothing asked of the queue is under way or unreported (asked in this order: a report is
         out before the thread says it is no longer busy)."""
         with self._state:
-            return not self._busy and not self._wake.is_set() and self._reports.empty()
+            return not self._busy and not self._wake.is_set() and self._reports.empty() and self._held is None
 
     def wait_idle(self, step: float = 0.005) -> None:
         """Until the drains asked for are over (a drain never waits for a verification: short)."""
-        while not self.idle() and self._reports.empty() and self._thread.is_alive():
+        while not self.idle() and self._reports.empty() and self._held is None and self._thread.is_alive():
             time.sleep(step)
 
-    def reports(self) -> list[QueueReport]:
-        """The drains' reports since the last call; a drain's error is raised here, in the loop."""
+    def reports(self, hold_errors: bool = False) -> list[QueueReport]:
+        """The drains' reports since the last call; a drain's error is raised here, in the loop,
+        or (HOLD_ERRORS) kept for the next call, the reports before it returned."""
         found: list[QueueReport] = []
         while True:
-            try:
-                item = self._reports.get_nowait()
-            except queue.Empty:
-                return found
+            if self._held is not None:
+                item: QueueReport | BaseException = self._held
+            else:
+                try:
+                    item = self._reports.get_nowait()
+                except queue.Empty:
+                    return found
             if isinstance(item, BaseException):
+                if hold_errors:
+                    self._held = item
+                    return found
+                self._held = None
                 raise item
             found.append(item)
 

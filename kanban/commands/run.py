@@ -203,7 +203,7 @@ def _passes(engine, view, notifier, beside, *, no_merge: bool, watch: bool, star
         live_runs = _running(engine)
         if beside is not None and not live_runs and not report.busy and not report.changed:
             beside.wait_idle()  # nothing else under way: the pass ends with its drain, seen here
-            for queue in beside.reports():
+            for queue in beside.reports(hold_errors=True):  # an error: raised by the next pass's try
                 show(queue)
             live_runs = _running(engine)  # that drain may have started a verification
         # A pass that moved anything (a result reaped, a start that failed into a retry) may have
