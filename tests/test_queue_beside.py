@@ -53,3 +53,34 @@ def test_a_run_ends_only_after_the_verification_its_last_drain_started(kit):
     p = kit(task_md("TASK-1", "Only"), extra_toml='\n[merge]\nverify = ["sleep", "0.5"]\n')
     assert run_mod.run(p.root, no_merge=False, live=False) == 0
     assert "TASK-1:" in (p.root / "CHANGELOG.md").read_text()
+
+
+def test_a_drains_error_held_for_the_next_pass_is_raised_there_once(kit):
+    """The loop reads reports twice a pass; the second read is outside the pass's error handling
+    (where --watch says "this pass stopped" and watches on), so an error found there is held."""
+    from kanban.config import load_config
+    from kanban.engine import Engine
+    from kanban.errors import KanbanError
+    from kanban.history import History
+    from kanban.queue_beside import QueueBeside
+
+    p = kit(task_md("TASK-1", "Only"))
+    drains = []
+
+    def drain(engine, **kw):
+        drains.append(kw)
+        raise KanbanError("TODO.md:3: a half-typed entry")
+
+    engine = Engine(p.root, load_config(p.root), History(p.root))
+    beside = QueueBeside(engine, drain)
+    try:
+        beside.poke()
+        beside.wait_idle()
+        assert beside.reports(hold_errors=True) == []
+        assert not beside.idle()  # the held error is still to be shown: the run may not end
+        with pytest.raises(KanbanError, match="half-typed"):
+            beside.reports()
+        assert beside.idle() and beside.reports() == [] and drains == [{"wait": False}]
+    finally:
+        beside.close()
+        engine.close()
