@@ -118,6 +118,7 @@ class MergeQueue:
         self.changelog_untracked = False  # CHANGELOG.md not committed on main: entries go to the working copy
         self.changelog_hint_given = False
         self.parked: set[str] = set()  # tasks whose worktrees _advance released, not finished yet
+        self.awaited: set[str] = set()  # tasks a task on the board depends on (see _advance)
         self.deferred: list[Candidate] | None = None  # see drain: landed, not finished yet
         self.main_after: str | None = None  # main as this drain's last merge left it
 
@@ -347,6 +348,7 @@ class MergeQueue:
         from kanban.store import read_board
 
         board = read_board(self.root)
+        self.awaited = {d for t in board.tasks() for d in t.depends}
         ready = sorted((t for t in board.tasks() if t.ready and not t.escalated), key=lambda t: (t.priority, t.order))
         main_sha = git.branch_sha(self.root, self.main)
         shas = git.branch_shas(self.root, "refs/heads/kanban/")
@@ -716,8 +718,10 @@ class MergeQueue:
         # The landing tasks' worktrees are parked before main moves: the checkout's new CHANGELOG.md
         # lets their dependents be picked at once (by `kanban run`'s loop, beside this drain), and
         # each should find an idle worktree, not set up a new one. Parked for nothing if main then
-        # cannot move: the task's next agent takes one back, its set-up kept.
-        park = [c.task_id for c in landing]
+        # cannot move: the task's next agent takes one back, its set-up kept. A drain that finishes
+        # its landings together at the end parks only those with dependents here: one release per
+        # landing costs a listing of every worktree (96 ready tasks: +20 ms a merge).
+        park = [c.task_id for c in landing if self.deferred is None or c.task_id in self.awaited]
         if checkout is None:
             self._park(park)
             if not git.update_ref(self.root, f"refs/heads/{self.main}", new, old):
