@@ -859,7 +859,7 @@ class MergeQueue:
 
     def _finish_all(self, done: list[Candidate]) -> None:
         """After main moved: CHANGELOG lines in the working copy (already there when they came with
-        the merge commit), then TESTING entries gone, then worktrees (parked by _advance already) and
+        the merge commit), then TESTING entries gone, then the worktrees _advance did not park, and
         branches."""
         add_to_changelog(self.root, [(c.task_id, c.title, c.category) for c in done])
         for overruled in self.engine.remove_merged({c.task_id: c.sha for c in done}):  # edited by hand meanwhile
