@@ -10,9 +10,10 @@ What makes it safe is what already makes `kanban tick` and `kanban merge-queue` 
 at once in two processes: every shared state is behind a file lock (the board's, the merge
 queue's, the worktrees'), and each side has its own history connection, its own runner
 (a LocalRunner keeps nothing a second one cannot read from the run files) and its own
-engine. The loop stays the only one that waits on runs: it pokes the queue whenever a
-pass may have made work for it (a task became ready, a verification ended), and takes the
-queue's reports back to show them.
+engine. The loop pokes the queue whenever a pass may have made work for it (a task became
+ready), and takes the queue's reports back to show them. The queue waits on its own
+verifications: the one that ends is landed, and the check armed behind it released, at once,
+not after the loop's next pass (which may be busy with handovers for a while).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import time
 
 from kanban.merge_queue import QueueReport
 
+POKE_STEP = 0.05  # while its verifications run, how often the queue's thread looks for a poke
+
 
 class QueueBeside:
-    """Drains on a worker thread, one at a time, each run once per poke (pokes meanwhile: one more)."""
+    """Drains on a worker thread, one at a time, each run once per poke (pokes meanwhile: one more)
+    or when one of the queue's verifications ends."""
 
     def __init__(self, engine, drain) -> None:
         self._of = engine  # the loop's: the queue's own engine is made (and closed) on its thread
@@ -37,6 +41,7 @@ class QueueBeside:
         self._stopping = False
         self._reports: queue.SimpleQueue[QueueReport | BaseException] = queue.SimpleQueue()
         self._held: BaseException | None = None  # a drain's error kept for the loop's next reports()
+        self._seen_ended: set = set()  # run directories of verifications whose end woke the thread
         self._thread = threading.Thread(target=self._serve, name="kanban-merge-queue", daemon=True)
         self._thread.start()
 
@@ -91,7 +96,7 @@ class QueueBeside:
         engine.run_started_at = self._of.run_started_at
         try:
             while True:
-                self._wake.wait()
+                self._await_work(engine)
                 with self._state:
                     self._busy = True
                     self._wake.clear()
@@ -109,3 +114,17 @@ class QueueBeside:
         finally:
             self._busy = False
             engine.close()
+
+    def _await_work(self, engine) -> None:
+        """Until a poke, or the end of a verification the queue started (pidfds, through the runner).
+        A run seen ended wakes the thread once: a drain that could not take it (another queue holds
+        the merge lock) must not make it spin."""
+        live = {v.run_path(engine.runner) for v in engine.history.live_verifications() if v.ref and not v.armed}
+        self._seen_ended &= live
+        running = list(live - self._seen_ended)
+        while running and not self._wake.is_set():
+            ended = engine.runner.wait_any(running, timeout=POKE_STEP)
+            if ended:
+                self._seen_ended.update(ended)
+                return
+        self._wake.wait()

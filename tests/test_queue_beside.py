@@ -12,6 +12,7 @@ from agents_kit import task_md
 from conftest import git
 
 import kanban.commands.run as run_mod
+from kanban.merge_queue import QueueReport
 
 HOOK = "#!/bin/sh\ndate +%s.%N >> {log}\nsleep 2\ndate +%s.%N >> {log}\n"
 
@@ -81,6 +82,90 @@ def test_a_drains_error_held_for_the_next_pass_is_raised_there_once(kit):
         with pytest.raises(KanbanError, match="half-typed"):
             beside.reports()
         assert beside.idle() and beside.reports() == [] and drains == [{"wait": False}]
+    finally:
+        beside.close()
+        engine.close()
+
+
+def test_the_queue_lands_a_verification_that_ended_without_a_word_from_the_loop(kit, tmp_path):
+    """The queue's thread waits on the verifications it started: the one that ends is landed at
+    once, not when the loop's next pass (busy with handovers, maybe) pokes it. Here nothing
+    pokes it after the first drain, which starts a real 0.3 s check under the executor."""
+    import time
+
+    from kanban.config import load_config
+    from kanban.engine import Engine
+    from kanban.history import History
+    from kanban.queue_beside import QueueBeside
+
+    p = kit(task_md("TASK-1", "Only"))
+    drains: list[float] = []
+
+    def drain(engine, **kw):
+        drains.append(time.monotonic())
+        if len(drains) == 1:
+            run_dir = tmp_path / "verify-run"
+            engine.history.start_verification(["TASK-1"], "0" * 40, str(tmp_path / "v.log"),
+                                              run_ref=engine.runner.ref(run_dir))
+            engine.runner.submit(run_dir, ["sleep", "0.3"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                                 log=tmp_path / "v.log", timeout=10, wait=False)
+        else:
+            for v in engine.history.live_verifications():
+                engine.history.finish_verification(v.id, outcome="pass", how="exit status 0")
+        return QueueReport()
+
+    engine = Engine(p.root, load_config(p.root), History(p.root))
+    beside = QueueBeside(engine, drain)
+    try:
+        beside.poke()
+        deadline = time.monotonic() + 5
+        while len(drains) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(drains) == 2, "the ended verification waited for a poke"
+        assert drains[1] - drains[0] >= 0.3  # woken by its end, not at once
+        time.sleep(0.2)
+        assert len(drains) == 2  # with nothing live, the thread waits for a poke again
+        beside.poke()
+        while len(drains) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(drains) == 3
+    finally:
+        beside.close()
+        engine.close()
+
+
+def test_an_ended_verification_no_drain_took_wakes_the_queue_once(kit, tmp_path):
+    """A drain that could not take the ended check (another `kanban merge-queue` holds the lock)
+    leaves it live: the thread then waits for a poke, it does not drain again and again."""
+    import time
+
+    from kanban.config import load_config
+    from kanban.engine import Engine
+    from kanban.history import History
+    from kanban.queue_beside import QueueBeside
+
+    p = kit(task_md("TASK-1", "Only"))
+    drains: list[float] = []
+
+    def drain(engine, **kw):
+        drains.append(time.monotonic())
+        if len(drains) == 1:
+            run_dir = tmp_path / "verify-run"
+            engine.history.start_verification(["TASK-1"], "0" * 40, str(tmp_path / "v.log"),
+                                              run_ref=engine.runner.ref(run_dir))
+            engine.runner.submit(run_dir, ["sleep", "0.1"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                                 log=tmp_path / "v.log", timeout=10, wait=False)
+        return QueueReport(busy=True)
+
+    engine = Engine(p.root, load_config(p.root), History(p.root))
+    beside = QueueBeside(engine, drain)
+    try:
+        beside.poke()
+        deadline = time.monotonic() + 5
+        while len(drains) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        assert len(drains) == 2
     finally:
         beside.close()
         engine.close()

@@ -171,8 +171,8 @@ def _passes(engine, view, notifier, beside, *, no_merge: bool, watch: bool, star
                 for queue in beside.reports():
                     show(queue)
             # A verification that ended holds up the queue: land it and start the next one before
-            # the agents' handovers, which may take a while.
-            if not no_merge and _verification_ended(engine):
+            # the agents' handovers, which may take a while (the queue's thread needs no word of it).
+            if not no_merge and beside is None and _verification_ended(engine):
                 drain_queue()
             report = engine.tick()
             if failed_pass:
