@@ -72,6 +72,7 @@ START_LIMIT = 5.0  # seconds the supervisor gets to start the agent
 WAIT_STEP = 0.01  # wait_any's polling interval: a few stat() calls, cheap
 SPEC_LIMIT = 16 << 20  # bytes of spec.json read back (its env is most of it)
 LIVENESS_EVERY = 50  # wait_any checks for dead supervisors every N steps
+REAP_EVERY = 0.25  # seconds between two looks for ended supervisors to collect
 LOCAL_REF = "local:"  # the prefix of this runner's run references
 
 
@@ -178,6 +179,7 @@ class LocalRunner:
         self.watch_caller = watch_caller
         self._children: dict[Path, subprocess.Popen | _Forked] = {}  # reaped in poll()
         self._pidfds: dict[Path, int] = {}  # wait_any's watch on supervisors, by run directory
+        self._reaped_at = float("-inf")  # see _reap
         self._spawner = Spawner()  # forks supervisors from a warm interpreter (kanban.spawner)
         # KANBAN_SPAWNER=off: every supervisor a program of its own, as where fork is refused.
         self._spawner.usable = os.environ.get("KANBAN_SPAWNER", "").lower() not in ("off", "0", "no")
@@ -461,7 +463,12 @@ class LocalRunner:
         return fd
 
     def _reap(self) -> None:
-        """Collect supervisors that ended, so a long-lived caller keeps no zombies."""
+        """Collect supervisors that ended, so a long-lived caller keeps no zombies. At most every
+        REAP_EVERY: poll() calls it for each run, and each look is a /proc read per supervisor."""
+        now = time.monotonic()
+        if now - self._reaped_at < REAP_EVERY:
+            return
+        self._reaped_at = now
         for run_dir, child in list(self._children.items()):
             if child.poll() is not None:
                 del self._children[run_dir]
