@@ -87,10 +87,10 @@ def test_a_drains_error_held_for_the_next_pass_is_raised_there_once(kit):
         engine.close()
 
 
-def test_the_queue_lands_a_verification_that_ended_without_a_word_from_the_loop(kit, tmp_path):
-    """The queue's thread waits on the verifications it started: the one that ends is landed at
-    once, not when the loop's next pass (busy with handovers, maybe) pokes it. Here nothing
-    pokes it after the first drain, which starts a real 0.3 s check under the executor."""
+def _queue_with_a_check(kit, tmp_path, seconds: float, later):
+    """A QueueBeside whose first drain starts a real check of SECONDS under the executor (a
+    verification in the history); LATER(engine) is every later drain. Returns (beside, engine,
+    the drains' times)."""
     import time
 
     from kanban.config import load_config
@@ -103,31 +103,48 @@ def test_the_queue_lands_a_verification_that_ended_without_a_word_from_the_loop(
 
     def drain(engine, **kw):
         drains.append(time.monotonic())
-        if len(drains) == 1:
-            run_dir = tmp_path / "verify-run"
-            engine.history.start_verification(["TASK-1"], "0" * 40, str(tmp_path / "v.log"),
-                                              run_ref=engine.runner.ref(run_dir))
-            engine.runner.submit(run_dir, ["sleep", "0.3"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
-                                 log=tmp_path / "v.log", timeout=10, wait=False)
-        else:
-            for v in engine.history.live_verifications():
-                engine.history.finish_verification(v.id, outcome="pass", how="exit status 0")
+        if len(drains) > 1:
+            return later(engine)
+        run_dir = tmp_path / "verify-run"
+        engine.history.start_verification(["TASK-1"], "0" * 40, str(tmp_path / "v.log"),
+                                          run_ref=engine.runner.ref(run_dir))
+        engine.runner.submit(run_dir, ["sleep", str(seconds)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                             log=tmp_path / "v.log", timeout=10, wait=False)
         return QueueReport()
 
     engine = Engine(p.root, load_config(p.root), History(p.root))
-    beside = QueueBeside(engine, drain)
+    return QueueBeside(engine, drain), engine, drains
+
+
+def _until(drains: list[float], count: int, deadline: float) -> None:
+    import time
+
+    while len(drains) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_the_queue_lands_a_verification_that_ended_without_a_word_from_the_loop(kit, tmp_path):
+    """The queue's thread waits on the verifications it started: the one that ends is landed at
+    once, not when the loop's next pass (busy with handovers, maybe) pokes it. Here nothing
+    pokes it after the first drain, which starts a real 0.3 s check under the executor."""
+    import time
+
+    def land(engine):
+        for v in engine.history.live_verifications():
+            engine.history.finish_verification(v.id, outcome="pass", how="exit status 0")
+        return QueueReport()
+
+    beside, engine, drains = _queue_with_a_check(kit, tmp_path, 0.3, land)
     try:
         beside.poke()
         deadline = time.monotonic() + 5
-        while len(drains) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until(drains, 2, deadline)
         assert len(drains) == 2, "the ended verification waited for a poke"
         assert drains[1] - drains[0] >= 0.3  # woken by its end, not at once
         time.sleep(0.2)
         assert len(drains) == 2  # with nothing live, the thread waits for a poke again
         beside.poke()
-        while len(drains) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until(drains, 3, deadline)
         assert len(drains) == 3
     finally:
         beside.close()
@@ -139,31 +156,10 @@ def test_an_ended_verification_no_drain_took_wakes_the_queue_once(kit, tmp_path)
     leaves it live: the thread then waits for a poke, it does not drain again and again."""
     import time
 
-    from kanban.config import load_config
-    from kanban.engine import Engine
-    from kanban.history import History
-    from kanban.queue_beside import QueueBeside
-
-    p = kit(task_md("TASK-1", "Only"))
-    drains: list[float] = []
-
-    def drain(engine, **kw):
-        drains.append(time.monotonic())
-        if len(drains) == 1:
-            run_dir = tmp_path / "verify-run"
-            engine.history.start_verification(["TASK-1"], "0" * 40, str(tmp_path / "v.log"),
-                                              run_ref=engine.runner.ref(run_dir))
-            engine.runner.submit(run_dir, ["sleep", "0.1"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
-                                 log=tmp_path / "v.log", timeout=10, wait=False)
-        return QueueReport(busy=True)
-
-    engine = Engine(p.root, load_config(p.root), History(p.root))
-    beside = QueueBeside(engine, drain)
+    beside, engine, drains = _queue_with_a_check(kit, tmp_path, 0.1, lambda engine: QueueReport(busy=True))
     try:
         beside.poke()
-        deadline = time.monotonic() + 5
-        while len(drains) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until(drains, 2, time.monotonic() + 5)
         time.sleep(0.5)
         assert len(drains) == 2
     finally:
