@@ -743,11 +743,16 @@ class MergeQueue:
             # either (core.fsync); what it guards against is a killed process.
             write_json_atomic(record, intent)
             try:
-                if carry is not None:
-                    _set_changelog(self.root, git.read_blob(self.root, old, CHANGELOG) or b"", expect=carry)
-                ok, err = git.fast_forward_checkout(checkout, new)
-                if carry is not None:
-                    restore_changelog(self.root, carry, old, new if ok else old, entries if ok else [])
+                from kanban.store import board_lock
+
+                # Under the board's lock: git rewrites CHANGELOG.md in place (unlinked, then written),
+                # and a load in between would find no done IDs (a `depends` on a merged task fails).
+                with board_lock(self.root):
+                    if carry is not None:
+                        _set_changelog(self.root, git.read_blob(self.root, old, CHANGELOG) or b"", expect=carry)
+                    ok, err = git.fast_forward_checkout(checkout, new)
+                    if carry is not None:
+                        restore_changelog(self.root, carry, old, new if ok else old, entries if ok else [])
             finally:
                 record.unlink(missing_ok=True)
             if not ok:

@@ -406,3 +406,54 @@ def test_full_disk_during_add_is_one_line_exit_1_and_leaves_no_temp(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("error: TODO.md: cannot be written: No space left"), errors
     assert out["files"] == {"TODO.md": "## TASK-1: a\n"}
     assert out["listing"] == [".kanban", "TODO.md"]  # no temp file
+
+
+def test_loads_while_the_queue_fast_forwards_main_never_see_changelog_md_half_written(kit, tmp_path):
+    """`git merge --ff-only` in the board's checkout rewrites CHANGELOG.md in place (unlinked,
+    then written): a load between the two saw no done IDs, and a `depends` on a merged task
+    failed the pass (found by CI: `kanban run` with the queue on its thread). The merge queue
+    now moves the checkout under the board's lock."""
+    from agents_kit import task_md
+    from conftest import git as git_
+
+    from kanban.config import load_config
+    from kanban.engine import Engine
+    from kanban.errors import KanbanError
+    from kanban.history import History
+    from kanban.merge_queue import MergeQueue
+    from kanban.store import load_board
+
+    p = kit(task_md("TASK-3", depends="TASK-1"))
+    root = p.root
+    filler = "".join(f"- OLD-{i}: an older change, kept for size\n" for i in range(40000))
+    text = "# Changelog\n\n## [Unreleased]\n\n### Added\n\n- TASK-1: Done before\n" + filler
+    (root / "CHANGELOG.md").write_text(text)
+    git_(root, "add", "CHANGELOG.md")
+    git_(root, "commit", "-q", "-m", "changelog with TASK-1")
+    side = tmp_path / "side"
+    git_(root, "worktree", "add", "-q", "-b", "side", str(side), "main")
+    engine = Engine(root, load_config(root), History(root))
+    queue = MergeQueue(engine)
+    stop, torn = threading.Event(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                load_board(root)
+            except KanbanError as exc:
+                torn.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(25):
+            text += f"- LINE-{i}: one more\n"
+            (side / "CHANGELOG.md").write_text(text)
+            git_(side, "commit", "-q", "-am", f"line {i}")
+            old, new = git_(root, "rev-parse", "main").strip(), git_(side, "rev-parse", "HEAD").strip()
+            queue._advance(old, new, push=False)
+    finally:
+        stop.set()
+        reader.join()
+        engine.close()
+    assert torn == []
