@@ -21,6 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from pathlib import Path
 
 from kanban.merge_queue import QueueReport
 
@@ -41,7 +42,7 @@ class QueueBeside:
         self._stopping = False
         self._reports: queue.SimpleQueue[QueueReport | BaseException] = queue.SimpleQueue()
         self._held: BaseException | None = None  # a drain's error kept for the loop's next reports()
-        self._seen_ended: set = set()  # run directories of verifications whose end woke the thread
+        self._seen_ended: set[Path] = set()  # run directories of verifications whose end woke the thread
         self._thread = threading.Thread(target=self._serve, name="kanban-merge-queue", daemon=True)
         self._thread.start()
 
