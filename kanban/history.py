@@ -397,6 +397,11 @@ class History:
                               (verification_id,)).fetchone()
         return Verification(*row)
 
+    def first_verifications(self) -> dict[tuple[str, str], int]:
+        """(tasks, head) -> the id of the first verification of that commit: the queue's order."""
+        return {(tasks, head): first for tasks, head, first in self.db.execute(
+            "SELECT tasks, head, MIN(id) FROM verifications WHERE head IS NOT NULL GROUP BY tasks, head")}
+
     def live_verifications(self) -> list[Verification]:
         return [Verification(*row) for row in self.db.execute(
             f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE ended IS NULL ORDER BY id")]

@@ -209,15 +209,50 @@ class MergeQueue:
         keep: set[int] = set()
         slots_busy: set[str] = set()
         landed: list[Candidate] = []  # finished after the next verification started: off its critical path
-        # A verification under way keeps its place: a task that became ready since, even one of
-        # higher priority, queues behind it rather than throwing its work away.
-        order = {t: v.id for v in history.live_verifications() for t in v.task_ids()}
-        candidates = sorted(candidates, key=lambda c: order.get(c.task_id, 1 << 62))  # stable: priority after
+        # Passed at the head of the queue, main not moved yet: the checks behind them start first,
+        # then main moves once for all of them (one fast-forward, not one per task).
+        pending: list[tuple[Candidate, str]] = []
+        landing_tip = main  # main once PENDING landed
+        kept_before: set[int] = set()  # what KEEP held before PENDING: what still stands if they cannot land
+        # A commit once verified keeps its place: a task that became ready since, even one of higher
+        # priority, queues behind it rather than throwing its work away. Its first verification,
+        # not a running one: a check that passed ahead of its turn (the one before it still running)
+        # would otherwise lose its place to the one behind it, and the chain be rebuilt every pass.
+        first = history.first_verifications()
+        candidates = sorted(candidates, key=lambda c: first.get((c.task_id, c.sha), 1 << 62))  # stable: priority after
 
         def make_room() -> None:
             # Starting a new merge on TIP: every live verification not kept so far was built on a
             # chain that no longer exists. Stopped first, so no two checks ever share a worktree.
             self._stop_stray_verifications(keep)
+
+        def land_pending() -> bool:
+            """Move main over PENDING; False when it cannot (what was built on them is then stray)."""
+            nonlocal main, landing_tip
+            group = list(pending)
+            pending.clear()
+            trying = group[0][0]
+            try:
+                try:
+                    self._advance(main, group[-1][1], landing=[c for c, _ in group])
+                    landed.extend(c for c, _ in group)
+                except TouchesDirty:
+                    if len(group) == 1:
+                        raise
+                    for trying, sha in group:  # one at a time, as far as they go: which one touches the dirty file
+                        self._advance(main, sha, landing=[trying])
+                        landed.append(trying)
+                        main = sha
+            except TouchesDirty as exc:
+                self.report.waiting[trying.task_id] = exc.files
+            except MainMoved:
+                self.report.lines.append(f"{self.main} moved while merging; merging again on the new {self.main}")
+            else:
+                main = landing_tip = git.branch_sha(self.root, self.main)
+                return True
+            keep.intersection_update(kept_before)
+            main = landing_tip = git.branch_sha(self.root, self.main)
+            return False
         try:
             for c in candidates:
                 if c.task_id in self.report.waiting:
@@ -250,15 +285,21 @@ class MergeQueue:
                             tip = v.sha
                         continue
                 if v is not None and v.outcome == "pass":
-                    if tip != main or behind_retry:  # passed on top of one not landed yet: it waits its turn
+                    if tip != landing_tip or behind_retry:  # passed on top of one not landed yet: it waits its turn
                         tip = v.sha
                         continue
                     self._record_landing([c], v.sha)  # counts only once main holds it (see _landed)
-                    # The next check, armed on top of this one, starts before main moves: landing is
-                    # off the queue's critical path. Should main not end up at v.sha, it is stray. Not
-                    # with a push, which merges a remote that moved: main then ends up past v.sha.
+                    # The next check, armed on top of this one, starts before main moves, and so do the
+                    # ones built behind it: landing is off the queue's critical path. Should main not
+                    # end up at v.sha, they are stray. Not with a push, which merges a remote that
+                    # moved: main then ends up past v.sha.
                     if not self.config.merge.push:
                         self._release_next(candidates, c, v.sha)
+                        if not pending:
+                            kept_before = set(keep)
+                        pending.append((c, v.sha))
+                        landing_tip = tip = v.sha
+                        continue
                     try:
                         self._advance(main, v.sha, landing=[c])
                     except TouchesDirty as exc:
@@ -269,7 +310,7 @@ class MergeQueue:
                             f"{self.main} moved while merging; merging again on the new {self.main}")
                         break
                     landed.append(c)
-                    main = tip = git.branch_sha(self.root, self.main)  # past v.sha when a push merged the remote
+                    main = tip = landing_tip = git.branch_sha(self.root, self.main)  # past v.sha when a push merged the remote
                     continue
                 if v is not None:  # failed: once more, or it counts (judged only on main itself)
                     if v.try_ <= self.config.merge.verify_retries:
@@ -284,6 +325,8 @@ class MergeQueue:
                         running += 1
                         behind_retry = True
                         continue  # the ones behind it are built without it
+                    if pending and tip == landing_tip and not behind_retry and not land_pending():
+                        break  # judged only on main itself: the ones ahead of it land first
                     if tip != main or behind_retry:
                         break
                     self._verify_failed(c, self._collect(v)[1])
@@ -293,6 +336,8 @@ class MergeQueue:
                 full = running >= self._parallel
                 commit, conflicts = self._build(tip, c)
                 if conflicts:
+                    if pending and tip == landing_tip and not land_pending():
+                        break
                     if tip == main:
                         self._conflict(c, conflicts)
                         continue
@@ -314,6 +359,8 @@ class MergeQueue:
                     break
                 running += 1
                 tip = commit
+            if pending:
+                land_pending()
             self._stop_stray_verifications(keep)  # speculations whose base is gone: rebuilt when their turn comes
         finally:
             if landed:  # in one board write, after the next verification started

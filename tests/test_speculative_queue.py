@@ -262,3 +262,69 @@ def test_with_parallel_1_the_next_merge_waits_armed_and_starts_when_its_turn_com
         rows = history.verifications()
     assert all(v.ended is not None for v in rows), "nothing is left waiting after the queue ends"
     assert [(v.tasks, v.outcome) for v in rows if not v.armed][:2] == [("TASK-1", "pass"), ("TASK-2", "fail")]
+
+
+# The first in the queue checks longest: the ones behind it have passed when it does. EDIT: a
+# file the check of a tree with mod3.py writes, as a person editing while the checks run.
+SLOW_FIRST = '''\
+import os, sys, time
+files = set(os.listdir("src")) if os.path.isdir("src") else set()
+if {edit!r} and "mod3.py" in files:
+    with open({edit!r}, "a") as out:
+        out.write("mine\\n")
+time.sleep({sleep!r} if files == {{"mod1.py"}} else 0.1)
+sys.exit(0)
+'''
+
+
+def _slow_first_project(tmp_path: Path, sleep: float, edit: str = ""):
+    p = make_queue_project(tmp_path, toml="parallel = 3\n")
+    script = tmp_path / "slow-first.py"
+    script.write_text(SLOW_FIRST.format(sleep=sleep, edit=edit and str(p.root / edit)))
+    text = (p.root / "kanban.toml").read_text()
+    start = text.index("verify = ")
+    end = text.index("\n", start)
+    (p.root / "kanban.toml").write_text(text[:start] + f"verify = {json.dumps([sys.executable, str(script)])}"
+                                        + text[end:])
+    git(p.root, "commit", "-q", "-am", "a verify where the first check is the slow one")
+    return p
+
+
+def test_checks_that_passed_together_land_in_one_move_of_main(tmp_path):
+    """TASK-2 and TASK-3 pass while TASK-1 still runs, and keep their places (not rebuilt in
+    another order on every pass while they wait): when TASK-1 passes, main moves once, to
+    TASK-3's merge, not once per task (one fast-forward of the checkout, not three)."""
+    p = _slow_first_project(tmp_path, sleep=1.5)
+    for n in (1, 2, 3):
+        p.add_task(n, f"Add module {n}", good(f"mod{n}"), priority=n)
+    before = len(git(p.root, "reflog", "--format=%H", "refs/heads/main").split())
+
+    out = p.queue(code=0)
+
+    assert out["merged"] == ["TASK-1", "TASK-2", "TASK-3"] and landed_order(p) == ["TASK-1", "TASK-2", "TASK-3"], out
+    with History(p.root, readonly=True) as history:
+        assert [(v.tasks, v.outcome) for v in history.verifications()] == \
+            [("TASK-1", "pass"), ("TASK-2", "pass"), ("TASK-3", "pass")]
+    moves = git(p.root, "reflog", "--format=%H", "refs/heads/main").split()
+    assert len(moves) - before == 1, git(p.root, "reflog", "refs/heads/main")
+    for tid in ("TASK-1", "TASK-2", "TASK-3"):
+        assert_task_done(p, tid)
+
+
+def test_of_checks_that_passed_together_those_before_one_touching_uncommitted_work_land(tmp_path):
+    """The person starts editing a file TASK-3 brings in while the checks run: landed together,
+    TASK-3 would overwrite it, so TASK-1 and TASK-2 land one by one, TASK-3 waits for the person,
+    and main holds nothing of it."""
+    p = _slow_first_project(tmp_path, sleep=1.5, edit="shared.txt")
+    p.add_task(1, "Add module 1", good("mod1"), priority=1)
+    p.add_task(2, "Add module 2", good("mod2"), priority=2)
+    p.add_task(3, "Touch shared", {**good("mod3"), "shared.txt": "alpha\nBETA\ngamma\n"}, priority=3)
+
+    out = p.queue()
+
+    assert out["merged"] == ["TASK-1", "TASK-2"] and landed_order(p) == ["TASK-1", "TASK-2"], out
+    assert "waiting to merge: TASK-3" in out["_proc"].stdout + "\n".join(out.get("lines", [])), out
+    assert not p.in_main(p.tips["TASK-3"])
+    assert (p.root / "shared.txt").read_text() == "alpha\nbeta\ngamma\nmine\n"
+    for tid in ("TASK-1", "TASK-2"):
+        assert_task_done(p, tid)
