@@ -310,7 +310,8 @@ class MergeQueue:
                             f"{self.main} moved while merging; merging again on the new {self.main}")
                         break
                     landed.append(c)
-                    main = tip = landing_tip = git.branch_sha(self.root, self.main)  # past v.sha when a push merged the remote
+                    # past v.sha when a push merged the remote
+                    main = tip = landing_tip = git.branch_sha(self.root, self.main)
                     continue
                 if v is not None:  # failed: once more, or it counts (judged only on main itself)
                     if v.try_ <= self.config.merge.verify_retries:
