@@ -45,13 +45,18 @@ def project(tmp_path: Path, *, sleep: float, toml: str = ""):
     script = tmp_path / "spec-verify.py"
     log = tmp_path / "spec-runs.jsonl"
     script.write_text(VERIFY.format(log=str(log), sleep=sleep, tmp=str(tmp_path)))
+    _use_verify(p, script, "the speculation test's verify")
+    return p, log
+
+
+def _use_verify(p, script: Path, message: str) -> None:
+    """`[merge] verify` runs SCRIPT, committed on main."""
     text = (p.root / "kanban.toml").read_text()
     start = text.index("verify = ")
     end = text.index("\n", start)
     (p.root / "kanban.toml").write_text(text[:start] + f"verify = {json.dumps([sys.executable, str(script)])}"
                                         + text[end:])
-    git(p.root, "commit", "-q", "-am", "the speculation test's verify")
-    return p, log
+    git(p.root, "commit", "-q", "-am", message)
 
 
 def records(log: Path) -> list[dict]:
@@ -281,12 +286,7 @@ def _slow_first_project(tmp_path: Path, sleep: float, edit: str = ""):
     p = make_queue_project(tmp_path, toml="parallel = 3\n")
     script = tmp_path / "slow-first.py"
     script.write_text(SLOW_FIRST.format(sleep=sleep, edit=edit and str(p.root / edit)))
-    text = (p.root / "kanban.toml").read_text()
-    start = text.index("verify = ")
-    end = text.index("\n", start)
-    (p.root / "kanban.toml").write_text(text[:start] + f"verify = {json.dumps([sys.executable, str(script)])}"
-                                        + text[end:])
-    git(p.root, "commit", "-q", "-am", "a verify where the first check is the slow one")
+    _use_verify(p, script, "a verify where the first check is the slow one")
     return p
 
 
